@@ -1,0 +1,128 @@
+"""The `lion` command line.
+
+Errors meant for the user (LionError) print as one message and exit 1; anything else prints one line
+and exits 2. `--debug`, anywhere on the command line, shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lion_core.config import load_config
+from lion_core.errors import LionError
+
+app = typer.Typer(
+    help="Lion adversarial distillation.", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
+)
+pools_app = typer.Typer(help="Inspect a run's pools.", no_args_is_help=True)
+config_app = typer.Typer(help="Check run configs.", no_args_is_help=True)
+app.add_typer(pools_app, name="pools")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML).")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Lion adversarial distillation."""
+
+
+@app.command()
+def init(
+    config: ConfigOpt,
+    seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="Seed file/URI or hf:<org>/<name>; default: data.seed")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of the run; default: a timestamp.")] = None,
+) -> None:
+    """Create iteration 0 of a run: Train Pool = Cache Pool = the seed set."""
+    from lion_core.runs import init_run
+
+    cfg = load_config(config)
+    result = init_run(cfg, seed_source=seed, run_id=run_id)
+    typer.echo(f"run {result.run_id} created at {result.run_uri}")
+    typer.echo(f"  seed:        {result.seed_uri}")
+    typer.echo(f"  read:        {result.records_read} records, {result.duplicates_dropped} exact duplicates dropped")
+    for name, ref in (("train_pool", result.train_pool), ("cache_pool", result.cache_pool)):
+        typer.echo(f"  {name}:  {ref.rows} rows  sha256 {ref.sha256[:16]}  {ref.uri}")
+
+
+@pools_app.command("show")
+def pools_show(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take the runs root from this config.")] = None,
+    runs_root: Annotated[Optional[str], typer.Option("--runs-root", help="Runs root folder or URI (default: runs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Pool sizes and origins per iteration, lineage, and hash verification of every file."""
+    from lion_core.runs import describe_run
+
+    if config is not None and runs_root is not None:
+        raise typer.BadParameter("give --config or --runs-root, not both")
+    root = runs_root or (load_config(config).storage.runs_root if config else "runs")
+    desc = describe_run(root, run_id)
+    bad = [f for it in desc["iterations"] for f in it["files"] if not f["verified"]]
+    if as_json:
+        typer.echo(json.dumps(desc, indent=2))
+    else:
+        _print_run(desc)
+    if bad:
+        raise LionError(f"{len(bad)} file(s) failed verification: " + "; ".join(f["error"] for f in bad))
+
+
+def _print_run(desc: dict) -> None:
+    typer.echo(f"run {desc['run_id']}  ({desc['run_uri']})")
+    typer.echo(f"  created {desc['created_at']}  config {str(desc['config_hash'])[:12]}  code {desc['code_version']}")
+    if desc.get("seed"):
+        s = desc["seed"]
+        typer.echo(f"  seed {s['uri']}: {s['records_read']} records, {s['duplicates_dropped']} duplicates dropped")
+    for it in desc["iterations"]:
+        typer.echo(f"iteration {it['iteration']}  (updated {it['updated_at']})")
+        for f in it["files"]:
+            status = "ok" if f["verified"] else "FAILED"
+            origins = ", ".join(f"{k}={v}" for k, v in f.get("origins", {}).items())
+            typer.echo(f"  {f['name']:<16} {f['rows']:>8} rows  sha256 {f['sha256'][:16]}  [{status}]"
+                       + (f"  origins: {origins}" if origins else ""))
+            for p in f["parents"]:
+                typer.echo(f"  {'':<16} <- {p['uri']}" + (f"  sha256 {p['sha256'][:16]}" if p.get("sha256") else ""))
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="Run config (YAML).")]) -> None:
+    """Validate a run config and print its hash."""
+    cfg = load_config(file)
+    typer.echo(f"{file}: ok  (config hash {cfg.config_hash()[:16]})")
+    for role in ("teacher", "referee", "generator"):
+        r = getattr(cfg, role)
+        key = f"key from ${r.api_key_env}" if r.api_key_env else "no key"
+        typer.echo(f"  {role:<9} {r.model} @ {r.base_url}  ({key})")
+    typer.echo(f"  student   {cfg.student.model}  ({cfg.student.prompt_format} prompts)")
+    typer.echo(f"  loop      {cfg.loop.iterations} iterations, {cfg.loop.new_instructions_per_iteration} new per iteration, "
+               f"tau {cfg.loop.tau}, ROUGE-L <= {cfg.loop.rouge_l_threshold}")
+    typer.echo(f"  runs root {cfg.storage.runs_root}")
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except LionError as err:
+        if debug:
+            raise
+        typer.echo(f"lion: error: {err}", err=True)
+        sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - the last line of defence for a readable message
+        if debug:
+            raise
+        typer.echo(f"lion: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""The run config: one frozen, typed model per run, loaded from YAML.
+
+Defaults are the settings of the paper's official code (see LION.md). Unknown keys are errors, so a
+typo never silently falls back to a default. `load_config` reports every invalid field in one error.
+Relative paths in a config are taken relative to the working directory the command runs in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lion_core.errors import ConfigError
+
+EMBEDDED = "embedded"
+"""`base_url` value that points a role at the embedded local endpoint (no key, no internet)."""
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_LIKE = re.compile(r"^(sk-|sk_|Bearer\s)", re.IGNORECASE)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sampling(_Frozen):
+    temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_tokens: PositiveInt | None = None
+    """None lets the role decide (the generator derives it from the seed's length)."""
+
+
+class RateLimits(_Frozen):
+    requests_per_minute: PositiveInt = 500
+    tokens_per_minute: PositiveInt = 200_000
+    max_concurrency: PositiveInt = 16
+
+
+class RetryPolicy(_Frozen):
+    max_attempts: PositiveInt = 6
+    initial_backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    max_backoff_s: Annotated[float, Field(gt=0)] = 60.0
+    request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetryPolicy:
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ValueError("max_backoff_s must be >= initial_backoff_s")
+        return self
+
+
+class Price(_Frozen):
+    """US dollars per million tokens, for the cost column of the accounting table."""
+
+    prompt_per_million: NonNegFloat = 0.0
+    completion_per_million: NonNegFloat = 0.0
+
+
+class ApiRole(_Frozen):
+    """One OpenAI-compatible endpoint playing a role (teacher, referee or generator)."""
+
+    base_url: str = EMBEDDED
+    model: str = "smollm2-135m-instruct"
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the key; the key itself never enters the config."""
+    sampling: Sampling = Sampling()
+    rate_limits: RateLimits = RateLimits()
+    retry: RetryPolicy = RetryPolicy()
+    price: Price = Price()
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != EMBEDDED and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"must be an http(s) URL or '{EMBEDDED}', got {v!r}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if _KEY_LIKE.match(v) or (len(v) > 40 and not _ENV_NAME.match(v)):
+            raise ValueError(
+                "looks like an API key: put the key in the environment and give the variable's name here"
+            )
+        if not _ENV_NAME.match(v):
+            raise ValueError(f"must be an environment variable name, got {v!r}")
+        return v
+
+
+class TeacherConfig(ApiRole):
+    sampling: Sampling = Sampling(temperature=0.7, max_tokens=1024)
+
+
+class RefereeConfig(ApiRole):
+    sampling: Sampling = Sampling(temperature=0.2, max_tokens=512)
+    prompt_style: Literal["lion", "vicuna"] = "lion"
+    """`lion`: explanation, then one score line per assistant; `vicuna`: both scores on the first line."""
+    max_reasks: Annotated[int, Field(ge=0)] = 2
+    """How many times an unparseable judgment is asked again before it is counted as unresolved."""
+
+
+class GeneratorConfig(ApiRole):
+    sampling: Sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=None)
+    max_tokens_per_seed_word: PositiveInt = 4
+    """max_tokens = this x (words in the seed instruction), as in the official code."""
+
+
+class StudentGeneration(_Frozen):
+    do_sample: bool = True
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_new_tokens: PositiveInt = 1024
+    batch_size: PositiveInt = 16
+
+
+class StudentConfig(_Frozen):
+    model: str = "embedded:smollm2-135m-instruct"
+    """A local checkpoint folder, a Hugging Face model id, or `embedded:<name>` for a model shipped in a package."""
+    prompt_format: Literal["alpaca", "chat_template"] = "alpaca"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    generation: StudentGeneration = StudentGeneration()
+
+
+class TrainingConfig(_Frozen):
+    learning_rate: Annotated[float, Field(gt=0)] = 2e-5
+    num_train_epochs: Annotated[float, Field(gt=0)] = 3
+    max_length: PositiveInt = 1024
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    weight_decay: NonNegFloat = 0.0
+    effective_batch_size: PositiveInt = 128
+    """per-device batch x gradient accumulation x world size; accumulation is derived from it."""
+    per_device_batch_size: PositiveInt = 4
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    deepspeed_config: str | None = "deployments/deepspeed/zero3_offload.json"
+    launcher: Literal["deepspeed", "torchrun", "accelerate", "python"] = "deepspeed"
+    num_gpus: PositiveInt = 8
+    num_nodes: PositiveInt = 1
+    hostfile: str | None = None
+    timeout_s: PositiveInt = 48 * 3600
+    init_from: Literal["previous", "base"] = "previous"
+    """`previous`: iteration k+1 starts from iteration k's checkpoint; `base`: from the base model."""
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.launcher == "python" else self.num_gpus * self.num_nodes
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.effective_batch_size // (self.per_device_batch_size * self.world_size)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainingConfig:
+        per_step = self.per_device_batch_size * self.world_size
+        if self.effective_batch_size % per_step:
+            raise ValueError(
+                f"effective_batch_size {self.effective_batch_size} is not a multiple of "
+                f"per_device_batch_size x world size = {self.per_device_batch_size} x {self.world_size}"
+            )
+        if self.num_nodes > 1 and not self.hostfile:
+            raise ValueError("num_nodes > 1 needs a hostfile")
+        return self
+
+
+class LoopConfig(_Frozen):
+    iterations: PositiveInt = 3
+    tau: NonNegFloat = 1.0
+    """An instruction is hard when score_T - score_S >= tau (means over both orders)."""
+    new_instructions_per_iteration: PositiveInt = 6000
+    hard_easy_ratio: tuple[NonNegFloat, NonNegFloat] = (1.0, 1.0)
+    rouge_l_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
+    """A candidate is rejected when its ROUGE-L F1 against any pool instruction is above this."""
+    random_seed: int = 42
+
+    @field_validator("hard_easy_ratio")
+    @classmethod
+    def _ratio(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if sum(v) <= 0:
+            raise ValueError("hard and easy parts must not both be 0")
+        return v
+
+
+class DataConfig(_Frozen):
+    seed: str | None = None
+    """Seed instructions: a JSON, JSONL, Parquet or CSV path or fsspec URI, or `hf:<org>/<name>`."""
+
+
+class StorageConfig(_Frozen):
+    runs_root: str = "runs"
+    """Local folder or fsspec URI (s3://, gs://, memory://) under which each run keeps its files."""
+
+    @field_validator("runs_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.rstrip("/") or "/"
+
+
+class RunConfig(_Frozen):
+    teacher: TeacherConfig = TeacherConfig()
+    referee: RefereeConfig = RefereeConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    student: StudentConfig = StudentConfig()
+    training: TrainingConfig = TrainingConfig()
+    loop: LoopConfig = LoopConfig()
+    data: DataConfig = DataConfig()
+    storage: StorageConfig = StorageConfig()
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON form; equal configs hash equal whatever their YAML layout."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = ""
+        if e["type"] not in ("missing", "extra_forbidden") and "input" in e:
+            shown = repr(e["input"])
+            got = f" (got {shown[:80]}{'...' if len(shown) > 80 else ''})"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"  - {where}: {msg}{got}")
+    n = len(lines)
+    return f"{source}: {n} invalid field{'s' if n != 1 else ''}:\n" + "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> RunConfig:
+    """Validate an already-parsed mapping; raises ConfigError listing every bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Load and validate a YAML run config."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: cannot read config: {err}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
+    return parse_config(data, str(p))
