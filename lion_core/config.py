@@ -261,7 +261,8 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "<top level>"
         msg = e["msg"].removeprefix("Value error, ")
         got = ""
-        if e["type"] not in ("missing", "extra_forbidden") and "input" in e:
+        secret_field = "api_key_env" in e["loc"]  # a pasted key must not be echoed into logs
+        if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not secret_field:
             shown = repr(e["input"])
             got = f" (got {shown[:80]}{'...' if len(shown) > 80 else ''})"
         if e["type"] == "extra_forbidden":

@@ -1,0 +1,1 @@
+"""Lion adversarial distillation: the algorithm, storage and tooling, free of any Prefect import."""

@@ -1,0 +1,100 @@
+"""The installed `lion` console script, run as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LION = Path(sys.executable).parent / "lion"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lion(*args, cwd=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([str(LION), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+@pytest.fixture
+def config(tmp_path):
+    text = (REPO / "configs" / "embedded.yaml").read_text().replace("runs_root: runs", f"runs_root: {tmp_path / 'runs'}")
+    p = tmp_path / "embedded.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_script_is_installed():
+    assert LION.exists()
+
+
+def test_init_then_pools_show(config, tmp_path):
+    r = lion("init", "--config", config, "--seed", REPO / "data" / "demo_seeds.jsonl", "--run-id", "demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "run demo created" in r.stdout and "30 records, 0 exact duplicates dropped" in r.stdout
+    r = lion("pools", "show", "demo", "--config", config)
+    assert r.returncode == 0, r.stderr
+    assert "train_pool" in r.stdout and "cache_pool" in r.stdout and "[ok]" in r.stdout
+    assert "origins: seed=30" in r.stdout and "demo_seeds.jsonl" in r.stdout
+    r = lion("pools", "show", "demo", "--runs-root", tmp_path / "runs", "--json")
+    desc = json.loads(r.stdout)
+    assert [f["rows"] for f in desc["iterations"][0]["files"]] == [30, 30]
+
+
+def test_init_uses_the_configs_seed_relative_to_the_working_directory(config):
+    r = lion("init", "--config", config, "--run-id", "from-config", cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert "demo_seeds.jsonl" in r.stdout
+
+
+def test_bad_seed_is_one_message_no_traceback_nothing_written(config, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "ok"}\n{"instruction": 7}\n')
+    r = lion("init", "--config", config, "--seed", bad, "--run-id", "x")
+    assert r.returncode == 1
+    assert r.stderr.startswith("lion: error: ") and "Traceback" not in r.stderr
+    assert "bad.jsonl" in r.stderr and "line 2" in r.stderr and "must be a string" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_debug_shows_the_traceback(config, tmp_path):
+    r = lion("--debug", "init", "--config", config, "--seed", tmp_path / "missing.jsonl")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "SeedError" in r.stderr
+
+
+def test_existing_run_is_not_overwritten(config):
+    seed = REPO / "data" / "demo_seeds.jsonl"
+    assert lion("init", "-c", config, "-s", seed, "--run-id", "twice").returncode == 0
+    r = lion("init", "-c", config, "-s", seed, "--run-id", "twice")
+    assert r.returncode == 1 and "already exists" in r.stderr
+
+
+def test_pools_show_fails_on_a_tampered_file(config, tmp_path):
+    assert lion("init", "-c", config, "-s", REPO / "data" / "demo_seeds.jsonl", "--run-id", "t").returncode == 0
+    pool = tmp_path / "runs" / "t" / "iter-0" / "train_pool.parquet"
+    pool.write_bytes(pool.read_bytes()[:-10])
+    r = lion("pools", "show", "t", "-c", config)
+    assert r.returncode == 1
+    assert "FAILED" in r.stdout and "sha256 mismatch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pools_show_unknown_run(config):
+    r = lion("pools", "show", "nope", "-c", config)
+    assert r.returncode == 1 and "no run 'nope'" in r.stderr
+
+
+def test_config_check(tmp_path):
+    r = lion("config", "check", REPO / "configs" / "openai.yaml")
+    assert r.returncode == 0 and "ok" in r.stdout and "$OPENAI_API_KEY" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: {tau: -1, iterations: 0}\nteacher: {sampling: {top_p: 0}}\n")
+    r = lion("config", "check", bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    for field in ("loop.tau", "loop.iterations", "teacher.sampling.top_p"):
+        assert field in r.stderr
+
+
+def test_usage_error_exits_nonzero():
+    r = lion("init")
+    assert r.returncode == 2 and "--config" in r.stderr

@@ -1,0 +1,154 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from lion_core.config import RunConfig, load_config, parse_config
+from lion_core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_configs_folder_is_not_empty():
+    names = {p.name for p in SHIPPED}
+    assert {"embedded.yaml", "openai.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    # a shipped DeepSpeed config path must point at a checked-in file
+    if cfg.training.deepspeed_config:
+        assert (REPO / cfg.training.deepspeed_config).is_file()
+    if cfg.data.seed and not cfg.data.seed.startswith("hf:"):
+        assert (REPO / cfg.data.seed).is_file()
+
+
+def test_embedded_config_needs_no_key():
+    cfg = load_config(REPO / "configs" / "embedded.yaml")
+    for role in (cfg.teacher, cfg.referee, cfg.generator):
+        assert role.base_url == "embedded"
+        assert role.api_key_env is None
+
+
+def test_openai_config_is_the_papers_setup():
+    cfg = load_config(REPO / "configs" / "openai.yaml")
+    assert {cfg.teacher.model, cfg.referee.model, cfg.generator.model} == {"gpt-3.5-turbo"}
+    assert cfg.teacher.api_key_env == "OPENAI_API_KEY"
+    assert cfg.training.deepspeed_config.endswith("zero3_offload.json")
+    assert cfg.training.world_size == 8
+    assert cfg.training.gradient_accumulation_steps == 4
+
+
+def test_defaults_are_the_papers_settings():
+    cfg = RunConfig()
+    assert (cfg.teacher.sampling.temperature, cfg.teacher.sampling.max_tokens) == (0.7, 1024)
+    assert (cfg.referee.sampling.temperature, cfg.referee.sampling.max_tokens) == (0.2, 512)
+    g = cfg.generator
+    assert (g.sampling.temperature, g.sampling.top_p, g.sampling.max_tokens, g.max_tokens_per_seed_word) == (1.0, 1.0, None, 4)
+    s = cfg.student.generation
+    assert (s.do_sample, s.temperature, s.max_new_tokens) == (True, 0.7, 1024)
+    assert cfg.student.prompt_format == "alpaca"
+    t = cfg.training
+    assert (t.learning_rate, t.num_train_epochs, t.max_length, t.lr_scheduler_type) == (2e-5, 3, 1024, "cosine")
+    assert (t.warmup_ratio, t.weight_decay, t.effective_batch_size, t.bf16) == (0.03, 0.0, 128, True)
+    assert t.deepspeed_config.endswith("zero3_offload.json")
+    lp = cfg.loop
+    assert (lp.iterations, lp.tau, lp.new_instructions_per_iteration, lp.hard_easy_ratio, lp.rouge_l_threshold) == (
+        3, 1.0, 6000, (1.0, 1.0), 0.7)
+
+
+def test_config_is_frozen():
+    cfg = RunConfig()
+    with pytest.raises(ValidationError):
+        cfg.loop.tau = 2.0
+
+
+def _write(tmp_path, text: str) -> Path:
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_one_error_lists_every_bad_field_by_path(tmp_path):
+    p = _write(tmp_path, """
+teacher:
+  sampling: {temperature: 5}
+loop:
+  tau: -1
+  hard_easy_ratio: [0, 0]
+student:
+  modle: typo
+training:
+  effective_batch_size: 100
+  per_device_batch_size: 8
+""")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert str(p) in msg
+    assert "5 invalid fields" in msg
+    for path in ("teacher.sampling.temperature", "loop.tau", "loop.hard_easy_ratio", "student.modle", "training"):
+        assert f"  - {path}:" in msg, msg
+    assert "unknown field" in msg
+    assert "not a multiple of per_device_batch_size" in msg
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    p = _write(tmp_path, "loop:\n  tau: 1.0\n  iterations: [3\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+"):
+        load_config(p)
+
+
+def test_duplicate_keys_are_an_error(tmp_path):
+    p = _write(tmp_path, "loop:\n  tau: 1.0\n  tau: 2.0\n")
+    with pytest.raises(ConfigError, match="duplicate key 'tau'"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("teacher: 3\n", "teacher"),
+    ("teacher: {base_url: 'ftp://x'}\n", "teacher.base_url"),
+    ("training: {num_nodes: 2}\n", "hostfile"),
+])
+def test_bad_values_are_rejected(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(_write(tmp_path, text))
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_a_pasted_key_is_rejected_and_not_echoed(tmp_path):
+    key = "sk-" + "A1b2C3d4" * 5
+    with pytest.raises(ConfigError) as exc:
+        load_config(_write(tmp_path, f"referee: {{api_key_env: {key}}}\n"))
+    assert "referee.api_key_env" in str(exc.value)
+    assert "looks like an API key" in str(exc.value)
+    assert key not in str(exc.value)
+    assert "A1b2C3d4" not in str(exc.value)
+
+
+def test_empty_file_gives_the_defaults(tmp_path):
+    assert load_config(_write(tmp_path, "")) == RunConfig()
+
+
+def test_config_hash_ignores_layout_and_tracks_values(tmp_path):
+    a = parse_config(yaml.safe_load("loop: {tau: 1.0, iterations: 3}\nstorage: {runs_root: runs}"))
+    b = parse_config(yaml.safe_load("storage:\n  runs_root: runs/\nloop:\n  iterations: 3\n  tau: 1"))
+    c = parse_config(yaml.safe_load("loop: {tau: 1.5}"))
+    assert a.config_hash() == b.config_hash() == RunConfig().config_hash()
+    assert c.config_hash() != a.config_hash()
+
+
+def test_training_derives_accumulation_from_effective_batch():
+    cfg = parse_config({"training": {"effective_batch_size": 128, "per_device_batch_size": 2, "num_gpus": 4}})
+    assert cfg.training.gradient_accumulation_steps == 16
+    cpu = parse_config({"training": {"launcher": "python", "effective_batch_size": 8, "per_device_batch_size": 2}})
+    assert cpu.training.world_size == 1 and cpu.training.gradient_accumulation_steps == 4

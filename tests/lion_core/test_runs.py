@@ -1,0 +1,118 @@
+import json
+import uuid
+
+import fsspec
+import pytest
+
+from lion_core.config import RunConfig, parse_config
+from lion_core.errors import ConfigError, SeedError, StoreError
+from lion_core.runs import describe_run, init_run
+from lion_core.store import RunStore, read_pool
+
+
+def _config(runs_root) -> RunConfig:
+    return parse_config({"storage": {"runs_root": str(runs_root)}})
+
+
+def _seed_file(tmp_path, n=5):
+    p = tmp_path / "seeds.jsonl"
+    p.write_text("".join(json.dumps({"instruction": f"Task {i}: write something.", "input": ""}) + "\n" for i in range(n)))
+    return str(p)
+
+
+def test_init_creates_iteration_zero_with_equal_pools(tmp_path):
+    cfg = _config(tmp_path / "runs")
+    res = init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    train, cache = read_pool(res.train_pool), read_pool(res.cache_pool)
+    assert len(train) == 5 and train.equals(cache)
+    store = RunStore(cfg.storage.runs_root, "r1")
+    assert store.iterations() == [0]
+    assert store.ref(0, "train_pool") == res.train_pool
+    info = store.read_run_info()
+    assert info["config_hash"] == cfg.config_hash() and info["seed"]["records_read"] == 5
+
+
+def test_init_refuses_an_existing_run(tmp_path):
+    cfg = _config(tmp_path / "runs")
+    init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    with pytest.raises(StoreError, match="run 'r1' already exists"):
+        init_run(cfg, _seed_file(tmp_path, 3), run_id="r1")
+    assert len(read_pool(RunStore(cfg.storage.runs_root, "r1").ref(0, "train_pool"))) == 5
+
+
+def test_bad_seed_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "fine"}\n{"instruction": ""}\n')
+    with pytest.raises(SeedError):
+        init_run(_config(tmp_path / "runs"), str(bad), run_id="r1")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_no_seed_anywhere_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="--seed or set data.seed"):
+        init_run(_config(tmp_path / "runs"), None, run_id="r1")
+
+
+def test_seed_from_config(tmp_path):
+    cfg = parse_config({"storage": {"runs_root": str(tmp_path / "runs")}, "data": {"seed": _seed_file(tmp_path, 2)}})
+    assert init_run(cfg, run_id="r1").train_pool.rows == 2
+
+
+def test_generated_run_ids_are_unique(tmp_path):
+    cfg = _config(tmp_path / "runs")
+    seeds = _seed_file(tmp_path)
+    assert init_run(cfg, seeds).run_id != init_run(cfg, seeds).run_id
+
+
+def test_init_retried_after_a_crash_before_run_json(tmp_path, monkeypatch):
+    cfg = _config(tmp_path / "runs")
+
+    def crash(self, extra=None):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(RunStore, "write_run_info", crash)
+    with pytest.raises(KeyboardInterrupt):
+        init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    monkeypatch.undo()
+    res = init_run(cfg, _seed_file(tmp_path), run_id="r1")  # same command again completes the run
+    assert res.train_pool.rows == 5
+
+
+def test_run_on_memory_filesystem(tmp_path):
+    root = f"memory://lion-runs-{uuid.uuid4().hex[:8]}"
+    res = init_run(_config(root), _seed_file(tmp_path), run_id="m1")
+    assert res.train_pool.uri.startswith(root)
+    desc = describe_run(root, "m1")
+    assert [f["verified"] for f in desc["iterations"][0]["files"]] == [True, True]
+    fsspec.filesystem("memory").rm(root.removeprefix("memory://"), recursive=True)
+
+
+def test_describe_reports_origins_lineage_and_tampering(tmp_path):
+    cfg = _config(tmp_path / "runs")
+    res = init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    desc = describe_run(cfg.storage.runs_root, "r1")
+    files = {f["name"]: f for f in desc["iterations"][0]["files"]}
+    assert files["train_pool"]["origins"] == {"seed": 5}
+    assert files["train_pool"]["parents"][0]["uri"].endswith("seeds.jsonl")
+    assert all(f["verified"] for f in files.values())
+    with open(res.cache_pool.uri, "r+b") as fh:  # flip bytes in the middle
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    files = {f["name"]: f for f in describe_run(cfg.storage.runs_root, "r1")["iterations"][0]["files"]}
+    assert files["train_pool"]["verified"] and not files["cache_pool"]["verified"]
+    assert "sha256 mismatch" in files["cache_pool"]["error"]
+
+
+def test_describe_unknown_run(tmp_path):
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        describe_run(str(tmp_path), "nope")
+
+
+def test_alpaca_52k_is_stored_and_read_back_verified(tmp_path, shared_data):
+    cfg = _config(tmp_path / "runs")
+    src = shared_data / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
+    res = init_run(cfg, str(src), run_id="alpaca")
+    assert res.train_pool.rows == res.cache_pool.rows == 52002
+    df = read_pool(RunStore(cfg.storage.runs_root, "alpaca").ref(0, "cache_pool"))
+    assert len(df) == 52002 and df["id"].is_unique
+    assert df["instruction"].iloc[0] == "Give three tips for staying healthy."
