@@ -3,7 +3,8 @@
 Accepted sources:
 - an Alpaca-style JSON list, JSONL, Parquet or CSV with `instruction` and optional `input` / `output`
   (local path or fsspec URI); Self-Instruct seed tasks, whose `instances` hold input and output, too;
-- `hf:<org>/<name>[@<revision>][:<split>]`, a dataset already in the local Hugging Face cache.
+- `hf:<org>/<name>[@<revision>][:<split>]`, a dataset already in the local Hugging Face Hub cache
+  (where `hf download` and `datasets.load_dataset` put a dataset's files); nothing is downloaded.
 
 Loading is all-or-nothing: every bad record is reported with its file, position and reason, and a
 SeedError is raised before anything is written. Exact duplicates (same id) are dropped and counted.
@@ -75,7 +76,9 @@ def load_seeds(source: str) -> SeedSet:
         files, ref = _hf_files(source)
     else:
         data = _read_source_bytes(source)
-        files, ref = [(source, data)], SourceRef(uri=source, sha256=hashlib.sha256(data).hexdigest())
+        # lineage names a local seed file by its absolute path, valid from any working directory
+        uri = source if "://" in source else os.path.abspath(os.path.expanduser(source))
+        files, ref = [(source, data)], SourceRef(uri=uri, sha256=hashlib.sha256(data).hexdigest())
     records: list[_Record] = []
     for name, data in files:
         records.extend(_parse_file(name, data, prefix=f"{name}: " if len(files) > 1 else ""))
