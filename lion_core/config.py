@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -76,6 +77,9 @@ class ApiRole(_Frozen):
     rate_limits: RateLimits = RateLimits()
     retry: RetryPolicy = RetryPolicy()
     price: Price = Price()
+    context_overflow: Literal["fail", "truncate"] = "truncate"
+    """On a context-length error: fail the request, or cut the longest message and ask once more."""
+    truncate_keep_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
     @field_validator("base_url")
     @classmethod
@@ -207,6 +211,20 @@ class DataConfig(_Frozen):
 class StorageConfig(_Frozen):
     runs_root: str = "runs"
     """Local folder or fsspec URI (s3://, gs://, memory://) under which each run keeps its files."""
+    response_store: str | None = None
+    """SQLite file of every API response (a local path). Default: <runs_root>/responses.sqlite when
+    runs_root is local; required when runs_root is remote. Shared by runs, so no request is paid twice."""
+
+    @model_validator(mode="after")
+    def _store_is_local(self) -> StorageConfig:
+        if self.response_store is not None and "://" in self.response_store:
+            raise ValueError("response_store must be a local path (SQLite needs a local file system)")
+        if self.response_store is None and "://" in self.runs_root:
+            raise ValueError("runs_root is remote: set response_store to a local path")
+        return self
+
+    def response_store_path(self) -> str:
+        return os.path.abspath(os.path.expanduser(self.response_store or os.path.join(self.runs_root, "responses.sqlite")))
 
     @field_validator("runs_root")
     @classmethod

@@ -152,3 +152,17 @@ def test_training_derives_accumulation_from_effective_batch():
     assert cfg.training.gradient_accumulation_steps == 16
     cpu = parse_config({"training": {"launcher": "python", "effective_batch_size": 8, "per_device_batch_size": 2}})
     assert cpu.training.world_size == 1 and cpu.training.gradient_accumulation_steps == 4
+
+
+def test_response_store_defaults_beside_a_local_runs_root(tmp_path):
+    cfg = parse_config({"storage": {"runs_root": str(tmp_path / "runs")}})
+    assert cfg.storage.response_store_path() == str(tmp_path / "runs" / "responses.sqlite")
+
+
+def test_remote_runs_root_needs_a_local_response_store():
+    with pytest.raises(ConfigError, match="storage: .*set response_store to a local path"):
+        parse_config({"storage": {"runs_root": "s3://bucket/runs"}})
+    with pytest.raises(ConfigError, match="must be a local path"):
+        parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "s3://b/r.sqlite"}})
+    ok = parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "/tmp/r.sqlite"}})
+    assert ok.storage.response_store_path() == "/tmp/r.sqlite"

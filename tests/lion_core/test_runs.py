@@ -80,7 +80,8 @@ def test_init_retried_after_a_crash_before_run_json(tmp_path, monkeypatch):
 
 def test_run_on_memory_filesystem(tmp_path):
     root = f"memory://lion-runs-{uuid.uuid4().hex[:8]}"
-    res = init_run(_config(root), _seed_file(tmp_path), run_id="m1")
+    cfg = parse_config({"storage": {"runs_root": root, "response_store": str(tmp_path / "responses.sqlite")}})
+    res = init_run(cfg, _seed_file(tmp_path), run_id="m1")
     assert res.train_pool.uri.startswith(root)
     desc = describe_run(root, "m1")
     assert [f["verified"] for f in desc["iterations"][0]["files"]] == [True, True]

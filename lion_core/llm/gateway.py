@@ -1,0 +1,261 @@
+"""Fan a batch of chat requests out to one OpenAI-compatible endpoint, paced, retried and persisted.
+
+`Gateway.run(requests, stage)` returns one `ChatResult` per request, in input order. Requests already
+answered (a success in the response store) are not sent again; identical requests in a batch are sent
+once. Every response is stored the moment it arrives; a request that still fails after its attempts is
+stored as a failure (error class, message, attempts) and is retried by the next run. Authentication
+and permission errors stop the batch at once rather than failing every request one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import openai
+import pydantic
+
+from lion_core.config import EMBEDDED, ApiRole
+from lion_core.errors import ConfigError, LionError
+from lion_core.llm.accounting import Accounting
+from lion_core.llm.progress import Progress
+from lion_core.llm.ratelimit import RateLimiter, retry_after_seconds
+from lion_core.llm.requests import ChatRequest, ChatResult
+from lion_core.llm.responses import ResponseStore, StoredCall
+
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[_ ]length|maximum context|context window|too many tokens|prompt is too long|reduce the length",
+    re.IGNORECASE,
+)
+_KEY_LIKE = re.compile(r"(sk-|sk_)[A-Za-z0-9_\-*]{4,}")
+NO_KEY = "no-key"  # the SDK wants some key; local endpoints ignore it
+
+
+class EndpointRejected(LionError):
+    """The endpoint refused our credentials or permissions: retrying cannot help, so the batch stops."""
+
+
+class MalformedResponse(Exception):
+    """A 2xx answer that is not a usable chat completion."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a role's requests go. `endpoint_id` and `model` (from the config) key the stored responses,
+    so an embedded server on a new port, or a rotated key, still finds earlier answers."""
+
+    role: str
+    endpoint_id: str
+    model: str
+    base_url: str
+    api_model: str
+    config: ApiRole
+    api_key: str = field(default=NO_KEY, repr=False)
+
+    @classmethod
+    def from_config(
+        cls, role: str, cfg: ApiRole, *, embedded: tuple[str, str] | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> Endpoint:
+        """`embedded` is (base_url, served model name) of a running embedded server."""
+        if cfg.base_url == EMBEDDED:
+            if embedded is None:
+                raise LionError(f"{role}: base_url is '{EMBEDDED}' but no embedded server was started")
+            base_url, api_model = embedded
+        else:
+            base_url, api_model = cfg.base_url, cfg.model
+        key = NO_KEY
+        if cfg.api_key_env:
+            key = environ.get(cfg.api_key_env, "")
+            if not key:
+                raise ConfigError(f"{role}.api_key_env: environment variable {cfg.api_key_env} is not set or empty")
+        return cls(role=role, endpoint_id=cfg.base_url, model=cfg.model, base_url=base_url, api_model=api_model,
+                   config=cfg, api_key=key)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    retryable: bool
+    retry_after: float | None = None
+    context_overflow: bool = False
+    fatal: bool = False
+
+
+def classify(err: BaseException) -> _Outcome:
+    """Which failures are worth another attempt."""
+    if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return _Outcome(retryable=False, fatal=True)
+    if isinstance(err, openai.APIStatusError):
+        headers = err.response.headers if err.response is not None else {}
+        retry_after = retry_after_seconds(headers)
+        if isinstance(err, openai.RateLimitError):
+            # OpenAI also answers 429 when the account has no quota left: waiting will not fix that.
+            return _Outcome(retryable=getattr(err, "code", None) != "insufficient_quota", retry_after=retry_after)
+        if err.status_code >= 500 or err.status_code in (408, 409, 425):
+            return _Outcome(retryable=True, retry_after=retry_after)
+        if err.status_code in (400, 413, 422) and _CONTEXT_OVERFLOW.search(f"{getattr(err, 'code', '')} {err.message}"):
+            return _Outcome(retryable=False, context_overflow=True)
+        return _Outcome(retryable=False)
+    if isinstance(err, (openai.APIConnectionError, openai.APIResponseValidationError, MalformedResponse,
+                        json.JSONDecodeError, pydantic.ValidationError)):
+        return _Outcome(retryable=True)  # timeouts, resets, garbage bodies
+    return _Outcome(retryable=False)
+
+
+def scrub(message: str, api_key: str) -> str:
+    """Error texts can echo (part of) a key; none of it may reach the store or a log."""
+    if api_key and api_key != NO_KEY:
+        message = message.replace(api_key, "***")
+    return _KEY_LIKE.sub("sk-***", message)
+
+
+def truncate(request: ChatRequest, keep_fraction: float) -> ChatRequest:
+    """Cut the longest message to `keep_fraction` of its characters (its start is kept)."""
+    i = max(range(len(request.messages)), key=lambda j: len(request.messages[j][1]))
+    role, content = request.messages[i]
+    msgs = list(request.messages)
+    msgs[i] = (role, content[: int(len(content) * keep_fraction)])
+    return replace(request, messages=tuple(msgs))
+
+
+def _extract(completion: Any) -> tuple[str, str | None, int, int]:
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        raise MalformedResponse("response has no choices")
+    message = getattr(choices[0], "message", None)
+    text = getattr(message, "content", None)
+    if not isinstance(text, str) or not text.strip():
+        raise MalformedResponse(f"empty completion (finish_reason {getattr(choices[0], 'finish_reason', None)!r})")
+    usage = getattr(completion, "usage", None)
+    pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    ct = int(getattr(usage, "completion_tokens", 0) or 0)
+    return text, choices[0].finish_reason, pt, ct
+
+
+class Gateway:
+    """One endpoint's client. One batch at a time per endpoint in a process; across processes, shard
+    tasks share budgets through the orchestrator's concurrency limits."""
+
+    def __init__(self, endpoint: Endpoint, store: ResponseStore, accounting: Accounting | None = None,
+                 rng: random.Random | None = None):
+        self.endpoint = endpoint
+        self.store = store
+        self.accounting = accounting or Accounting()
+        self._rng = rng or random.Random()
+
+    def run_sync(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
+        return asyncio.run(self.run(requests, stage))
+
+    async def run(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
+        ep = self.endpoint
+        keys = [r.key(ep.endpoint_id, ep.model) for r in requests]
+        unique: dict[str, ChatRequest] = {}
+        for k, r in zip(keys, requests):
+            unique.setdefault(k, r)
+        usage = self.accounting.row(ep.role, stage)
+        usage.requests += len(unique)
+        results: dict[str, ChatResult] = self.store.successes(unique)
+        usage.cached += len(results)
+        progress = Progress(len(unique), f"{ep.role}/{stage}")
+        for _ in results:
+            progress.update(True, cached=True)
+        todo: asyncio.Queue[str] = asyncio.Queue()
+        for k in unique:
+            if k not in results:
+                todo.put_nowait(k)
+        fatal: list[BaseException] = []
+        limits, retry = ep.config.rate_limits, ep.config.retry
+        limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
+        call = StoredCall(role=ep.role, stage=stage, endpoint=ep.endpoint_id, model=ep.model)
+
+        async def worker(client: openai.AsyncOpenAI) -> None:
+            while not fatal:
+                try:
+                    k = todo.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage)
+                except EndpointRejected as err:
+                    fatal.append(err)
+                    return
+                progress.update(results[k].ok)
+
+        n_workers = min(limits.max_concurrency, todo.qsize())
+        try:
+            if n_workers:
+                async with openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key, max_retries=0,
+                                              timeout=retry.request_timeout_s) as client:
+                    await asyncio.gather(*(worker(client) for _ in range(n_workers)))
+        finally:
+            progress.close()
+        if fatal:
+            done = sum(1 for k in unique if k in results)
+            raise EndpointRejected(f"{fatal[0]} ({done} of {len(unique)} requests answered or recorded; the rest not sent)")
+        return [replace(results[k], tag=r.tag) for k, r in zip(keys, requests)]
+
+    async def _ask(self, client: openai.AsyncOpenAI, limiter: RateLimiter, call: StoredCall, key: str,
+                   request: ChatRequest, stage: str) -> ChatResult:
+        ep, cfg = self.endpoint, self.endpoint.config
+        usage = self.accounting.row(ep.role, stage)
+        prior = self.store.previous_attempts(key)
+        current, truncated = request, False
+        attempts, error_class, error_message = 0, "", ""
+        while attempts < cfg.retry.max_attempts:
+            est = current.estimated_tokens()
+            await limiter.acquire(est)
+            attempts += 1
+            usage.calls += 1
+            usage.retries += attempts > 1
+            started = time.monotonic()
+            try:
+                kwargs: dict[str, Any] = {"temperature": current.temperature, "top_p": current.top_p}
+                if current.max_tokens is not None:
+                    kwargs["max_tokens"] = current.max_tokens
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=ep.api_model, messages=current.api_messages(), **kwargs
+                )
+                limiter.observe(raw.headers)
+                text, finish, pt, ct = _extract(raw.parse())
+            except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
+                limiter.settle(est, 0)
+                outcome = classify(err)
+                error_class = type(err).__name__
+                error_message = scrub(str(err), ep.api_key)[:2000]
+                if outcome.fatal:
+                    raise EndpointRejected(f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
+                if outcome.context_overflow and cfg.context_overflow == "truncate" and not truncated:
+                    current, truncated = truncate(current, cfg.truncate_keep_fraction), True
+                    continue
+                if not outcome.retryable:
+                    break
+                if outcome.retry_after is not None:
+                    limiter.pause(outcome.retry_after)
+                if attempts < cfg.retry.max_attempts:
+                    await asyncio.sleep(self._backoff(attempts, outcome.retry_after))
+                continue
+            limiter.settle(est, pt + ct if pt + ct else est)
+            result = ChatResult(key=key, ok=True, text=text, finish_reason=finish, prompt_tokens=pt,
+                                completion_tokens=ct, attempts=prior + attempts, truncated=truncated)
+            self.store.put_success(call, request, result, latency_s=time.monotonic() - started)
+            self.accounting.add_tokens(ep.role, stage, pt, ct, cfg.price)
+            return result
+        usage.failures += 1
+        result = ChatResult(key=key, ok=False, attempts=prior + attempts, error_class=error_class,
+                            error_message=error_message, truncated=truncated)
+        self.store.put_failure(call, request, result)
+        return result
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after * (1 + 0.1 * self._rng.random())
+        r = self.endpoint.config.retry
+        base = min(r.max_backoff_s, r.initial_backoff_s * 2 ** (attempt - 1))
+        return base * (0.5 + 0.5 * self._rng.random())

@@ -1,0 +1,49 @@
+"""Progress of a batch: a bar with rate and ETA on a terminal, periodic log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TextIO
+
+log = logging.getLogger("lion.gateway")
+
+
+class Progress:
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, interval_s: float = 15.0):
+        self.total, self.label, self.interval_s = total, label, interval_s
+        self.done = self.failed = self.cached = 0
+        self._start = self._last_log = time.monotonic()
+        stream = stream or sys.stderr
+        self._bar = None
+        if stream.isatty() and total:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=label, file=stream, unit="req", dynamic_ncols=True)
+
+    def update(self, ok: bool, cached: bool = False) -> None:
+        self.done += 1
+        self.failed += not ok
+        self.cached += cached
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(failed=self.failed, cached=self.cached, refresh=False)
+        elif time.monotonic() - self._last_log >= self.interval_s:
+            self._last_log = time.monotonic()
+            log.info(self.line())
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        live = self.done - self.cached
+        rate = live / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta_s = f"{eta:.0f}s" if eta != float("inf") else "?"
+        return (f"{self.label}: {self.done}/{self.total} done ({self.failed} failed, {self.cached} from store), "
+                f"{rate:.2f} req/s, ETA {eta_s}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.total:
+            log.info(self.line())
