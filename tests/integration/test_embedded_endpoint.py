@@ -1,0 +1,100 @@
+"""The gateway against the real embedded endpoint: `transformers serve` with SmolLM2-135M-Instruct."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from lion_core.config import load_config
+from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
+from lion_core.llm.embedded import EmbeddedServer, embedded_model_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return embedded_model_dir()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    with EmbeddedServer(model_dir) as srv:
+        yield srv
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def test_model_is_converted_once_and_reused(model_dir):
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "config.json").is_file()
+    assert (model_dir / ".complete").is_file()
+    mtime = (model_dir / "model.safetensors").stat().st_mtime
+    assert embedded_model_dir() == model_dir
+    assert (model_dir / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_short_requests_through_the_gateway(server, tmp_path, repo):
+    cfg = load_config(repo / "configs" / "embedded.yaml")
+    with ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        gw = Gateway(Endpoint.from_config("teacher", cfg.teacher, embedded=server.endpoint), store)
+        reqs = [ChatRequest.of([("user", q)], temperature=0.0, max_tokens=12)
+                for q in ("Name a colour.", "What is 2 plus 2?", "Say hello in French.")]
+        results = gw.run_sync(reqs, "imitation")
+        assert all(r.ok for r in results), [r.error_message for r in results]
+        for r in results:
+            assert r.text.strip() and r.finish_reason in ("stop", "length")
+            assert r.prompt_tokens > 0 and 0 < r.completion_tokens <= 12
+        again = gw.run_sync(reqs, "imitation")
+        assert [r.text for r in again] == [r.text for r in results] and all(r.cached for r in again)
+        assert gw.accounting.row("teacher", "imitation").calls == 3  # the rerun made no calls
+        assert store.counts() == {"ok": 3}
+
+
+def test_embedded_keys_do_not_depend_on_the_port(server, repo):
+    cfg = load_config(repo / "configs" / "embedded.yaml")
+    a = Endpoint.from_config("teacher", cfg.teacher, embedded=server.endpoint)
+    b = Endpoint.from_config("teacher", cfg.teacher, embedded=("http://127.0.0.1:1/v1", server.served_model))
+    req = ChatRequest.of([("user", "x")])
+    assert req.key(a.endpoint_id, a.model) == req.key(b.endpoint_id, b.model)
+
+
+def test_server_stops_cleanly(model_dir):
+    srv = EmbeddedServer(model_dir).start()
+    pid, url = srv.pid, f"http://127.0.0.1:{srv.port}/health"
+    assert urllib.request.urlopen(url, timeout=5).status == 200
+    srv.stop()
+    assert not _alive(pid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_server_dies_with_a_killed_caller(model_dir, tmp_path):
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from lion_core.llm.embedded import EmbeddedServer\n"
+        "srv = EmbeddedServer(Path(sys.argv[1])).start()\n"
+        "print(srv.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", code, str(model_dir)], stdout=subprocess.PIPE, text=True)
+    server_pid = int(caller.stdout.readline())
+    assert _alive(server_pid)
+    caller.send_signal(signal.SIGKILL)
+    caller.wait(10)
+    deadline = time.monotonic() + 30
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(server_pid)
