@@ -239,3 +239,24 @@ class FaultServer:
                 return name
             x -= rate
         return "ok"
+
+
+def main() -> None:
+    """Serve until stdin closes; print the port first and the outcome counts (JSON) last."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    for name in ("rate_429", "rate_500", "rate_slow", "rate_drop", "rate_malformed", "latency_s", "retry_after_s"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(FaultPlan(), name))
+    ap.add_argument("--requests-per-minute", type=int, default=None)
+    args = ap.parse_args()
+    srv = FaultServer(FaultPlan(**vars(args))).start()
+    print(srv.port, flush=True)
+    sys.stdin.read()
+    srv.stop()
+    print(json.dumps({"outcomes": dict(srv.stats.outcomes), "answered": sum(srv.stats.successes.values())}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

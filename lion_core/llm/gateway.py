@@ -175,8 +175,9 @@ class Gateway:
         limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
         call = StoredCall(role=ep.role, stage=stage, endpoint=ep.endpoint_id, model=ep.model)
 
-        async def worker(client: openai.AsyncOpenAI) -> None:
-            while not fatal:
+        async def worker(client: openai.AsyncOpenAI, limit: int | None = None) -> None:
+            while not fatal and (limit is None or limit > 0):
+                limit = None if limit is None else limit - 1
                 try:
                     k = todo.get_nowait()
                 except asyncio.QueueEmpty:
@@ -188,11 +189,14 @@ class Gateway:
                     return
                 progress.update(results[k].ok)
 
-        n_workers = min(limits.max_concurrency, todo.qsize())
         try:
-            if n_workers:
+            if todo.qsize():
                 async with openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key, max_retries=0,
                                               timeout=retry.request_timeout_s) as client:
+                    # One request goes alone first: a rejected key costs one call, not one per worker,
+                    # and the client's first-call set-up does not squeeze the paced requests together.
+                    await worker(client, limit=1)
+                    n_workers = min(limits.max_concurrency, todo.qsize())
                     await asyncio.gather(*(worker(client) for _ in range(n_workers)))
         finally:
             progress.close()
