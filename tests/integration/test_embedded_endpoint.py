@@ -98,3 +98,17 @@ def test_server_dies_with_a_killed_caller(model_dir, tmp_path):
     while _alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(server_pid)
+
+
+def test_embedded_config_roles_reach_one_server(server, tmp_path, repo):
+    from lion_core.config import parse_config
+    from lion_core.llm.roles import role_gateways
+
+    data = load_config(repo / "configs" / "embedded.yaml").to_json_dict()
+    data["storage"]["runs_root"] = str(tmp_path / "runs")
+    cfg = parse_config(data)
+    with role_gateways(cfg, server=server) as gws:
+        urls = {g.endpoint.base_url for g in gws.values()}
+        assert urls == {server.base_url}
+        [r] = gws["generator"].run_sync([ChatRequest.of([("user", "Write one short question.")], max_tokens=10)], "generation")
+        assert r.ok and r.text
