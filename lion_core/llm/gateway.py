@@ -34,7 +34,7 @@ _CONTEXT_OVERFLOW = re.compile(
     r"context[_ ]length|maximum context|context window|too many tokens|prompt is too long|reduce the length",
     re.IGNORECASE,
 )
-_KEY_LIKE = re.compile(r"(sk-|sk_)[A-Za-z0-9_\-*]{4,}")
+_KEY_LIKE = re.compile(r"\b(sk-|sk_)[A-Za-z0-9_\-*]{4,}")
 NO_KEY = "no-key"  # the SDK wants some key; local endpoints ignore it
 
 

@@ -258,3 +258,13 @@ def test_killed_mid_batch_resumes_without_resending_completed_requests(tmp_path)
         assert srv.stats.successes[next(m for m in srv.stats.successes if f'"{m}"' in request_json)] == 1
     with sqlite3.connect(store_path) as db:
         assert db.execute("SELECT COUNT(*) FROM responses WHERE status='ok'").fetchone()[0] == 60
+
+
+def test_scrub_removes_keys_but_not_ordinary_words():
+    from lion_core.llm.gateway import scrub
+
+    msg = "Incorrect API key provided: sk-proj-abc***wxyz. See the task-list for sk_live_12345678."
+    out = scrub(msg, api_key="sk-proj-abcdefghwxyz")
+    assert "abc***wxyz" not in out and "12345678" not in out
+    assert "task-list" in out
+    assert scrub("key sk-proj-abcdefghwxyz here", api_key="sk-proj-abcdefghwxyz") == "key *** here"
