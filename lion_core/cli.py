@@ -93,6 +93,36 @@ def _print_run(desc: dict) -> None:
                 typer.echo(f"  {'':<16} <- {p['uri']}" + (f"  sha256 {p['sha256'][:16]}" if p.get("sha256") else ""))
 
 
+@app.command()
+def dedup(
+    against: Annotated[str, typer.Option("--against", help="Pool to compare with (any seed format).")],
+    candidates: Annotated[str, typer.Option("--candidates", help="Candidate instructions (any seed format).")],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Reject when ROUGE-L F1 > this.")] = 0.7,
+    tokenizer_name: Annotated[str, typer.Option("--tokenizer", help="rouge (rouge-score compatible) or unicode.")] = "rouge",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """ROUGE-L novelty filter: mark each candidate accepted or not, with its best match."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from lion_core.dedup import dedup as run_dedup
+    from lion_core.novelty import TOKENIZERS
+    from lion_core.store import write_bytes_atomic
+
+    if tokenizer_name not in TOKENIZERS:
+        raise typer.BadParameter(f"use one of {', '.join(TOKENIZERS)}", param_hint="--tokenizer")
+    if out.exists() and not force:
+        raise LionError(f"{out} exists; pass --force to overwrite it")
+    table = run_dedup(against, candidates, threshold, tokenizer_name)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes_atomic(str(out.resolve()), buf.getvalue())
+    kept = sum(table.column("accepted").to_pylist())
+    typer.echo(f"{kept} of {table.num_rows} candidates accepted (ROUGE-L <= {threshold}, {tokenizer_name} tokens) -> {out}")
+
+
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="Run config (YAML).")]) -> None:
     """Validate a run config and print its hash."""

@@ -70,8 +70,8 @@ class _Problems:
         raise SeedError(f"{self.source}: {n} bad record{'s' if n != 1 else ''}, nothing was written:\n{lines}{tail}")
 
 
-def load_seeds(source: str) -> SeedSet:
-    """Load, validate and de-duplicate seed instructions from `source`."""
+def load_seeds(source: str, drop_duplicates: bool = True) -> SeedSet:
+    """Load, validate and (unless told not to) de-duplicate seed instructions from `source`."""
     if source.startswith("hf:"):
         files, ref = _hf_files(source)
     else:
@@ -92,7 +92,8 @@ def load_seeds(source: str) -> SeedSet:
             continue
         if row["id"] in seen:
             duplicates.append(f"{rec.where} repeats {seen[row['id']]}")
-            continue
+            if drop_duplicates:
+                continue
         seen[row["id"]] = rec.where
         rows.append(row)
     problems.raise_if_any()
