@@ -1,0 +1,66 @@
+"""Prompt templates from `prompts/`, rendered by name.
+
+Placeholders are `{{name}}` (answers and instructions often contain `{}` of their own, which stay as
+they are). Rendering fails on a placeholder left unfilled or a value the template does not use, so a
+template and its caller cannot drift apart silently. `LION_PROMPTS_DIR` points at another folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+from lion_core.errors import LionError
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+def prompts_dir() -> Path:
+    return Path(os.environ.get("LION_PROMPTS_DIR", Path(__file__).resolve().parents[1] / "prompts"))
+
+
+@functools.cache
+def _template(folder: Path, name: str) -> str:
+    path = folder / f"{name}.txt"
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LionError(f"prompt template {path} not found") from None
+
+
+def render(name: str, strip: bool = True, **values: str) -> str:
+    """Fill template `name`; `strip` trims the file's surrounding whitespace (chat messages)."""
+    text = _template(prompts_dir(), name)
+    wanted = set(_PLACEHOLDER.findall(text))
+    if missing := wanted - values.keys():
+        raise LionError(f"prompt {name}: no value for {sorted(missing)}")
+    if unused := values.keys() - wanted:
+        raise LionError(f"prompt {name}: template has no {sorted(unused)}")
+    out = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    return out.strip() if strip else out
+
+
+def teacher_messages(instruction: str, input_text: str = "") -> list[tuple[str, str]]:
+    block = f"\n\n{input_text}" if input_text.strip() else ""
+    return [("system", render("teacher_system")), ("user", render("teacher_user", instruction=instruction, input_block=block))]
+
+
+def question_text(instruction: str, input_text: str = "") -> str:
+    return f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
+
+
+def student_prompt(instruction: str, input_text: str = "", fmt: str = "alpaca", tokenizer: object | None = None) -> str:
+    """The student's prompt: the Alpaca format, or the tokenizer's own chat template."""
+    if fmt == "alpaca":
+        section = f"### Input:\n{input_text}\n\n" if input_text.strip() else ""
+        return render("student_alpaca", strip=False, instruction=instruction, input_section=section)
+    if fmt == "chat_template":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise LionError("prompt format chat_template needs a tokenizer with a chat template")
+        return tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": question_text(instruction, input_text)}], tokenize=False,
+            add_generation_prompt=True,
+        )
+    raise LionError(f"unknown student prompt format {fmt!r}")
