@@ -125,6 +125,17 @@ class GeneratorConfig(ApiRole):
     sampling: Sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=None)
     max_tokens_per_seed_word: PositiveInt = 4
     """max_tokens = this x (words in the seed instruction), as in the official code."""
+    min_instruction_words: PositiveInt = 3
+    max_instruction_words: PositiveInt = 150
+    request_budget_factor: Annotated[float, Field(ge=1)] = 3.0
+    """Generator requests per iteration are capped at this x the number of new instructions wanted."""
+    max_rounds: PositiveInt = 30
+
+    @model_validator(mode="after")
+    def _word_bounds(self) -> GeneratorConfig:
+        if self.max_instruction_words < self.min_instruction_words:
+            raise ValueError("max_instruction_words must be >= min_instruction_words")
+        return self
 
 
 class StudentGeneration(_Frozen):
@@ -193,6 +204,8 @@ class LoopConfig(_Frozen):
     hard_easy_ratio: tuple[NonNegFloat, NonNegFloat] = (1.0, 1.0)
     rouge_l_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
     """A candidate is rejected when its ROUGE-L F1 against any pool instruction is above this."""
+    rouge_tokenizer: Literal["rouge", "unicode"] = "rouge"
+    """`rouge`: rouge-score's own (ASCII letters and digits only); `unicode`: for non-English pools."""
     random_seed: int = 42
 
     @field_validator("hard_easy_ratio")

@@ -1,0 +1,201 @@
+"""Generation: new instructions from hard and easy seeds, kept only when new enough.
+
+Seeds are drawn from the hard and easy sets at the configured ratio (1:1 in the paper); the hard prompt
+asks for a new task of the same domain and kind, the easy prompt for a rarer topic of the same domain.
+Every candidate gets a recorded outcome: accepted, or rejected with a reason (request_failed, truncated,
+unparseable, empty, too_short, too_long, leaked_markers, refusal, duplicate, rouge_l). Rounds go on
+until N are accepted or the request budget is spent. The draws come from a seeded generator, so a
+resumed run asks exactly the same requests again and the response store answers them for free.
+Hard and easy candidates go through one novelty filter together, against the Cache Pool and
+everything accepted before them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lion_core.config import GeneratorConfig
+from lion_core.llm.gateway import Gateway
+from lion_core.llm.requests import ChatRequest
+from lion_core.novelty import filter_novel
+from lion_core.pools import instruction_id, make_row
+from lion_core.prompts import question_text, render
+
+_TASK = re.compile(r"^\W*new\s+task\W*?:[\s*_]*", re.IGNORECASE)
+_INPUT = re.compile(r"^\W*new\s+input\W*?:[\s*_]*", re.IGNORECASE)
+_NO_INPUT = {"", "none", "n/a", "na", "no input", "<noinput>", "noinput", "null", "-", "(none)"}
+_MARKERS = re.compile(r"<<<|>>>|example task|new task\s*:|new input\s*:|###\s*(instruction|input|response)",
+                      re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"^\W*(i'?m sorry|i am sorry|sorry[,.!]|as an ai\b|i cannot\b|i can'?t\b|i am unable|i'?m unable|i won'?t\b)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    instruction: str
+    input: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+
+
+def parse_candidate(text: str | None, finish_reason: str | None, cfg: GeneratorConfig) -> Parsed | Rejected:
+    """A total parser of the generator's reply: a new (instruction, input) or the reason it is unusable."""
+    if finish_reason == "length":
+        return Rejected("truncated")  # the official code drops these too: the task may be cut off
+    if not isinstance(text, str) or not text.strip():
+        return Rejected("empty")
+    lines = text.strip().splitlines()
+    start = next((i for i, ln in enumerate(lines) if _TASK.match(ln)), None)
+    if start is None:
+        return Rejected("refusal" if _REFUSAL.match(text) else "unparseable")
+    stop = next((i for i in range(start + 1, len(lines)) if _INPUT.match(lines[i])), len(lines))
+    instruction = "\n".join([_TASK.sub("", lines[start], count=1), *lines[start + 1:stop]]).strip()
+    input_text = ""
+    if stop < len(lines):
+        input_text = "\n".join([_INPUT.sub("", lines[stop], count=1), *lines[stop + 1:]]).strip()
+        if input_text.strip().strip('"').lower() in _NO_INPUT:
+            input_text = ""
+    if not instruction:
+        return Rejected("empty")
+    if _REFUSAL.match(instruction):
+        return Rejected("refusal")
+    if _MARKERS.search(instruction) or _MARKERS.search(input_text):
+        return Rejected("leaked_markers")
+    words = len(instruction.split())
+    if words < cfg.min_instruction_words:
+        return Rejected("too_short")
+    if words > cfg.max_instruction_words:
+        return Rejected("too_long")
+    return Parsed(instruction, input_text)
+
+
+def generator_request(seed: dict[str, Any], origin: str, cfg: GeneratorConfig, sample_index: int) -> ChatRequest:
+    seed_text = question_text(seed["instruction"], seed.get("input", ""))
+    max_tokens = cfg.sampling.max_tokens or cfg.max_tokens_per_seed_word * len(seed["instruction"].split())
+    prompt = render(f"generator_{origin}", seed=seed_text)
+    return ChatRequest.of([("user", prompt)], temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                          max_tokens=max_tokens, sample_index=sample_index, tag=seed["id"])
+
+
+def split_quota(n: int, ratio: tuple[float, float], n_hard_seeds: int, n_easy_seeds: int) -> tuple[int, int]:
+    """How many new instructions come from hard and from easy seeds; a side with no seeds gives its share away."""
+    if n_hard_seeds == 0 and n_easy_seeds == 0:
+        return 0, 0
+    if n_hard_seeds == 0:
+        return 0, n
+    if n_easy_seeds == 0:
+        return n, 0
+    hard = round(n * ratio[0] / (ratio[0] + ratio[1]))
+    return hard, n - hard
+
+
+@dataclass
+class GenerationResult:
+    accepted: list[dict[str, Any]]
+    """New pool rows (origin hard/easy, parent_id = seed id, iteration = the next one)."""
+    candidates: list[dict[str, Any]]
+    """Every candidate asked for, with its outcome and reason."""
+    report: dict[str, Any]
+
+
+def generate(
+    gateway: Gateway,
+    *,
+    hard_seeds: Sequence[dict[str, Any]],
+    easy_seeds: Sequence[dict[str, Any]],
+    cache_pool: Sequence[dict[str, Any]],
+    n_new: int,
+    ratio: tuple[float, float],
+    threshold: float,
+    next_iteration: int,
+    random_seed: int,
+    cfg: GeneratorConfig,
+    tokenizer_name: str = "rouge",
+    stage: str = "generation",
+) -> GenerationResult:
+    quota = dict(zip(("hard", "easy"), split_quota(n_new, ratio, len(hard_seeds), len(easy_seeds))))
+    seeds = {"hard": list(hard_seeds), "easy": list(easy_seeds)}
+    budget = math.ceil(n_new * cfg.request_budget_factor)
+    rng = random.Random(f"{random_seed}:{next_iteration}:generation")
+    uses: Counter[str] = Counter()  # per seed id, so repeated draws of one seed are distinct requests
+    pool_texts = [r["instruction"] for r in cache_pool]
+    known_ids = {r["id"] for r in cache_pool}
+    accepted: list[dict[str, Any]] = []
+    got: Counter[str] = Counter()
+    candidates: list[dict[str, Any]] = []
+    spent, rounds = 0, 0
+    while rounds < cfg.max_rounds and spent < budget and any(got[o] < quota[o] for o in quota):
+        rounds += 1
+        plan: list[tuple[str, dict[str, Any]]] = []
+        for origin in ("hard", "easy"):
+            for _ in range(min(quota[origin] - got[origin], budget - spent - len(plan))):
+                plan.append((origin, rng.choice(seeds[origin])))
+        rng.shuffle(plan)  # hard and easy candidates interleave and are filtered against each other
+        requests = []
+        for origin, seed in plan:
+            requests.append(generator_request(seed, origin, cfg, sample_index=uses[seed["id"]]))
+            uses[seed["id"]] += 1
+        spent += len(requests)
+        results = gateway.run_sync(requests, stage)
+        fresh: list[dict[str, Any]] = []
+        for (origin, seed), res in zip(plan, results):
+            cand = {"round": rounds, "origin": origin, "seed_id": seed["id"], "seed_instruction": seed["instruction"],
+                    "raw": res.text if res.ok else None, "finish_reason": res.finish_reason, "instruction": None,
+                    "input": None, "status": "rejected", "reason": None, "max_rouge_l": None, "most_similar": None}
+            candidates.append(cand)
+            if not res.ok:
+                cand["reason"] = "request_failed"
+                cand["raw"] = f"[{res.error_class}: {res.error_message}]"
+                continue
+            parsed = parse_candidate(res.text, res.finish_reason, cfg)
+            if isinstance(parsed, Rejected):
+                cand["reason"] = parsed.reason
+                continue
+            cand["instruction"], cand["input"] = parsed.instruction, parsed.input
+            cid = instruction_id(parsed.instruction, parsed.input)
+            if cid in known_ids:
+                cand["reason"] = "duplicate"
+                continue
+            known_ids.add(cid)
+            fresh.append(cand)
+        verdicts = filter_novel(pool_texts, [c["instruction"] for c in fresh], threshold, tokenizer_name)
+        for cand, v in zip(fresh, verdicts):
+            cand["max_rouge_l"] = v.max_rouge_l
+            if v.most_similar is not None:
+                k = v.most_similar
+                cand["most_similar"] = pool_texts[k] if k < len(pool_texts) else fresh[k - len(pool_texts)]["instruction"]
+            if not v.accepted:
+                cand["reason"] = "rouge_l"
+                continue
+            cand["status"], cand["reason"] = "accepted", None
+            got[cand["origin"]] += 1
+            accepted.append(make_row(cand["instruction"], cand["input"], origin=cand["origin"], iteration=next_iteration,
+                                     parent_id=cand["seed_id"],
+                                     metadata={"round": rounds, "max_rouge_l": v.max_rouge_l}))
+        pool_texts.extend(c["instruction"] for c, v in zip(fresh, verdicts) if v.accepted)
+    reached = all(got[o] >= quota[o] for o in quota)
+    if n_new and not hard_seeds and not easy_seeds:
+        outcome = "no seeds: no item was judged hard or easy"
+    elif reached:
+        outcome = "target reached"
+    else:
+        outcome = "request budget spent" if spent >= budget else "round limit reached"
+    report = {
+        "target": n_new, "quota": dict(quota), "accepted": dict(got), "accepted_total": len(accepted),
+        "requests": spent, "request_budget": budget, "rounds": rounds,
+        "outcome": outcome,
+        "rejected_by_reason": dict(Counter(c["reason"] for c in candidates if c["status"] == "rejected")),
+        "hard_seeds": len(hard_seeds), "easy_seeds": len(easy_seeds),
+    }
+    return GenerationResult(accepted=accepted, candidates=candidates, report=report)

@@ -1,0 +1,126 @@
+"""The Lion stages over the versioned store: each reads PoolRefs, writes one artifact, returns its ref.
+
+imitation:      teacher answers for a pool (every instruction answered once, reused across iterations
+                through the response store; failures kept as failures, never as empty answers)
+discrimination: referee verdicts over the Cache Pool's teacher and student answers
+generation:     new instructions from hard and easy seeds, every candidate recorded with its outcome
+pool update:    Train Pool := new instructions; Cache Pool := Cache Pool + new, committed together
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from lion_core.config import RunConfig
+from lion_core.generation import GenerationResult, generate
+from lion_core.llm.gateway import Gateway
+from lion_core.llm.requests import ChatRequest
+from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
+from lion_core.prompts import teacher_messages
+from lion_core.referee import JudgeItem, discriminate, discrimination_report
+from lion_core.store import PoolRef, RunStore, read_pool, read_table
+
+ANSWERS_SCHEMA_VERSION = "answers/1"
+JUDGMENTS_SCHEMA_VERSION = "judgments/1"
+CANDIDATES_SCHEMA_VERSION = "candidates/1"
+
+ANSWERS_SCHEMA = pa.schema([
+    ("id", pa.string()), ("instruction", pa.string()), ("input", pa.string()), ("answer", pa.string()),
+    ("finish_reason", pa.string()), ("status", pa.string()), ("error", pa.string()),
+])
+JUDGMENTS_SCHEMA = pa.schema([
+    ("id", pa.string()), ("instruction", pa.string()), ("input", pa.string()),
+    ("t_score_t_first", pa.float64()), ("s_score_t_first", pa.float64()),
+    ("t_score_s_first", pa.float64()), ("s_score_s_first", pa.float64()),
+    ("mean_t", pa.float64()), ("mean_s", pa.float64()), ("d", pa.float64()), ("label", pa.string()),
+    ("raw_t_first", pa.string()), ("raw_s_first", pa.string()), ("asks", pa.int32()),
+])
+CANDIDATES_SCHEMA = pa.schema([
+    ("round", pa.int32()), ("origin", pa.string()), ("seed_id", pa.string()), ("seed_instruction", pa.string()),
+    ("raw", pa.string()), ("finish_reason", pa.string()), ("instruction", pa.string()), ("input", pa.string()),
+    ("status", pa.string()), ("reason", pa.string()), ("max_rouge_l", pa.float64()), ("most_similar", pa.string()),
+])
+
+
+def teacher_answers(gateway: Gateway, rows: Sequence[dict[str, Any]], stage: str = "imitation") -> list[dict[str, Any]]:
+    s = gateway.endpoint.config.sampling
+    requests = [ChatRequest.of(teacher_messages(r["instruction"], r["input"]), temperature=s.temperature,
+                               top_p=s.top_p, max_tokens=s.max_tokens, tag=r["id"]) for r in rows]
+    out = []
+    for r, res in zip(rows, gateway.run_sync(requests, stage)):
+        out.append({"id": r["id"], "instruction": r["instruction"], "input": r["input"],
+                    "answer": res.text if res.ok else None, "finish_reason": res.finish_reason,
+                    "status": "ok" if res.ok else "failed",
+                    "error": None if res.ok else f"{res.error_class}: {res.error_message}"})
+    return out
+
+
+def answer_stage(store: RunStore, k: int, pool: PoolRef, gateway: Gateway, name: str, stage: str) -> PoolRef:
+    """Teacher answers for every instruction of `pool`, stored as iteration k's `name`."""
+    rows = read_pool(pool).to_dict("records")
+    table = pa.Table.from_pylist(teacher_answers(gateway, rows, stage), schema=ANSWERS_SCHEMA)
+    return _commit(store, k, name, table, ANSWERS_SCHEMA_VERSION, [pool])
+
+
+def discrimination_stage(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
+                         gateway: Gateway, config: RunConfig) -> tuple[PoolRef, dict[str, Any]]:
+    """Judge every Cache Pool item; items lacking an answer are labelled `missing_answer` and counted."""
+    t = {r["id"]: r for r in read_table(teacher).to_pylist() if r["status"] == "ok"}
+    s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] == "ok"}
+    pool = read_pool(cache_pool).to_dict("records")
+    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"])
+             for r in pool if r["id"] in t and r["id"] in s]
+    rows = discriminate(gateway, items, style=config.referee.prompt_style, tau=config.loop.tau,
+                        max_reasks=config.referee.max_reasks)
+    judged = {r["id"] for r in rows}
+    missing = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "label": "missing_answer",
+                "raw_t_first": "", "raw_s_first": "", "asks": 0} for r in pool if r["id"] not in judged]
+    report = discrimination_report(rows)
+    report["missing_answer"] = len(missing)
+    table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
+    return _commit(store, k, "judgments", table, JUDGMENTS_SCHEMA_VERSION, [cache_pool, teacher, student]), report
+
+
+def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: Gateway,
+                     config: RunConfig) -> tuple[PoolRef, GenerationResult]:
+    """New instructions for iteration k+1 from iteration k's hard and easy items."""
+    pool = read_pool(cache_pool).to_dict("records")
+    by_id = {r["id"]: r for r in pool}
+    labels = {r["id"]: r["label"] for r in read_table(judgments).to_pylist()}
+    hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
+    easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
+    result = generate(
+        gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=config.loop.new_instructions_per_iteration,
+        ratio=config.loop.hard_easy_ratio, threshold=config.loop.rouge_l_threshold, next_iteration=k + 1,
+        random_seed=config.loop.random_seed, cfg=config.generator, tokenizer_name=config.loop.rouge_tokenizer,
+    )
+    table = pa.Table.from_pylist(result.candidates, schema=CANDIDATES_SCHEMA)
+    ref = _commit(store, k, "candidates", table, CANDIDATES_SCHEMA_VERSION, [cache_pool, judgments])
+    return ref, result
+
+
+def update_pools(store: RunStore, k: int, cache_pool: PoolRef, new_rows: Sequence[dict[str, Any]],
+                 candidates: PoolRef) -> tuple[PoolRef, PoolRef]:
+    """Iteration k+1: Train Pool = the new instructions, Cache Pool = old Cache Pool + new; one commit."""
+    old = read_table(cache_pool).to_pylist()
+    for r in old:  # keep metadata as stored (a JSON string)
+        r["metadata"] = r["metadata"] if isinstance(r["metadata"], str) else json.dumps(r["metadata"])
+    train = pool_table(new_rows)
+    cache = pool_table([*old, *new_rows])
+    refs = {
+        "train_pool": store.write_table(k + 1, "train_pool", train, schema_version=POOL_SCHEMA_VERSION, parents=[candidates]),
+        "cache_pool": store.write_table(k + 1, "cache_pool", cache, schema_version=POOL_SCHEMA_VERSION,
+                                        parents=[cache_pool, candidates]),
+    }
+    store.commit(k + 1, refs, parents={"train_pool": [candidates], "cache_pool": [cache_pool, candidates]})
+    return refs["train_pool"], refs["cache_pool"]
+
+
+def _commit(store: RunStore, k: int, name: str, table: pa.Table, version: str, parents: list[PoolRef]) -> PoolRef:
+    ref = store.write_table(k, name, table, schema_version=version, parents=parents)
+    store.commit(k, {name: ref}, parents={name: parents})
+    return ref

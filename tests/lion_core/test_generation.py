@@ -1,0 +1,168 @@
+import json
+import random
+
+import pytest
+
+from lion_core.config import ApiRole, GeneratorConfig, RateLimits, RetryPolicy
+from lion_core.generation import Parsed, Rejected, generate, generator_request, parse_candidate, split_quota
+from lion_core.llm import Endpoint, Gateway, ResponseStore
+from lion_core.llm.fault_server import FaultServer
+from lion_core.pools import make_row
+
+CFG = GeneratorConfig()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("New task: Write a limerick about a lazy cat.\nNew input: none", Parsed("Write a limerick about a lazy cat.", "")),
+    ("New task: Summarise the review below in one line.\nNew input: The soup was cold but the bread was great.",
+     Parsed("Summarise the review below in one line.", "The soup was cold but the bread was great.")),
+    ("  **New task:** List three uses of vinegar at home.\n**New input:** <noinput>\n",
+     Parsed("List three uses of vinegar at home.", "")),
+    ("new task: Sort these words by length.\nnew input:\napple\nfig\nbanana",
+     Parsed("Sort these words by length.", "apple\nfig\nbanana")),
+    ("Sure! Here it is.\nNew task: Explain why leaves change colour in autumn.", Parsed("Explain why leaves change colour in autumn.", "")),
+])
+def test_parse_good_candidates(text, expected):
+    assert parse_candidate(text, "stop", CFG) == expected
+
+
+@pytest.mark.parametrize("text,finish,reason", [
+    ("New task: Write a poem about", "length", "truncated"),
+    ("", "stop", "empty"),
+    (None, "stop", "empty"),
+    ("New task:\nNew input: none", "stop", "empty"),
+    ("Here is a good task for you.", "stop", "unparseable"),
+    ("I'm sorry, but I can't help with that.", "stop", "refusal"),
+    ("New task: As an AI, I cannot write tasks.", "stop", "refusal"),
+    ("New task: Name it.", "stop", "too_short"),
+    ("New task: " + "word " * 200, "stop", "too_long"),
+    ("New task: Rewrite the <<<EXAMPLE TASK>>> in your own words please.", "stop", "leaked_markers"),
+    ("New task: Write a story about a dragon.\nNew input: ### Response: once upon", "stop", "leaked_markers"),
+])
+def test_parse_rejections(text, finish, reason):
+    assert parse_candidate(text, finish, CFG) == Rejected(reason)
+
+
+def test_max_tokens_from_seed_words():
+    seed = {"id": "s", "instruction": "Give three tips for staying healthy.", "input": ""}
+    assert generator_request(seed, "hard", CFG, 0).max_tokens == 4 * 6
+    assert generator_request(seed, "easy", CFG.model_copy(update={"max_tokens_per_seed_word": 10}), 0).max_tokens == 60
+    hard, easy = generator_request(seed, "hard", CFG, 0), generator_request(seed, "easy", CFG, 0)
+    assert "same domain and is the same kind" in hard.messages[0][1] and "rarer" in easy.messages[0][1]
+
+
+def test_split_quota():
+    assert split_quota(10, (1, 1), 5, 5) == (5, 5)
+    assert split_quota(9, (2, 1), 5, 5) == (6, 3)
+    assert split_quota(10, (1, 1), 0, 5) == (0, 10)
+    assert split_quota(10, (1, 1), 5, 0) == (10, 0)
+    assert split_quota(10, (1, 1), 0, 0) == (0, 0)
+
+
+class ScriptedGenerator(FaultServer):
+    """Answers generator prompts from a list of replies, one per request, in arrival order per seed."""
+
+    def __init__(self, reply_for):
+        super().__init__()
+        self.reply_for = reply_for
+        self.calls = 0
+
+    async def _respond(self, method, path, headers, body, writer):
+        req = json.loads(body)
+        prompt = req["messages"][-1]["content"]
+        seed = prompt.split("<<<EXAMPLE TASK>>>\n", 1)[1].split("\n<<<END", 1)[0]
+        kind = "hard" if "same kind" in prompt else "easy"
+        self.calls += 1
+        text, finish = self.reply_for(seed, kind, self.calls, req)
+        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                   "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+        await self._send(writer, 200, json.dumps(payload).encode())
+        return True
+
+
+def _gateway(url, store):
+    cfg = ApiRole(base_url=url, model="m", rate_limits=RateLimits(requests_per_minute=60000),
+                  retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.01))
+    return Gateway(Endpoint(role="generator", endpoint_id="gen", model="m", base_url=url, api_model="m", config=cfg), store)
+
+
+VOCAB = [f"term{i}" for i in range(300)]
+
+
+def _reply(seed, kind, n, req):
+    # a new, distinct task per call; every 5th is a copy of its seed; every 7th is truncated
+    if n % 7 == 0:
+        return "New task: Write a story about", "length"
+    if n % 5 == 0:
+        return f"New task: {seed}", "stop"
+    words = " ".join(random.Random(n).sample(VOCAB, 8))
+    return f"New task: Explain {words}.\nNew input: none", "stop"
+
+
+def _pool():
+    rows = [make_row(f"Explain the main idea of topic number {i} to a child.", origin="seed", iteration=0) for i in range(6)]
+    return rows[:3], rows[3:], rows
+
+
+def test_generate_reaches_the_target_with_recorded_reasons(tmp_path):
+    hard, easy, pool = _pool()
+    with ScriptedGenerator(_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=10,
+                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0, cfg=CFG)
+    rep = res.report
+    assert rep["outcome"] == "target reached" and rep["accepted"] == {"hard": 5, "easy": 5}
+    assert len(res.accepted) == 10
+    assert {r["origin"] for r in res.accepted} == {"hard", "easy"} and {r["iteration"] for r in res.accepted} == {1}
+    seed_ids = {r["id"] for r in pool}
+    assert all(r["parent_id"] in seed_ids for r in res.accepted)
+    reasons = rep["rejected_by_reason"]
+    assert reasons.get("truncated", 0) >= 1 and reasons.get("rouge_l", 0) + reasons.get("duplicate", 0) >= 1
+    assert len(res.candidates) == rep["requests"]
+    for c in res.candidates:
+        assert (c["status"] == "accepted") == (c["reason"] is None)
+
+
+def test_generate_stops_at_the_request_budget(tmp_path):
+    hard, easy, pool = _pool()
+    with ScriptedGenerator(lambda s, k, n, r: ("I'm sorry, I cannot do that.", "stop")) as srv, \
+            ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=4,
+                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+                       cfg=CFG.model_copy(update={"request_budget_factor": 2.5}))
+        assert srv.calls == 10
+    assert res.accepted == [] and res.report["outcome"] == "request budget spent"
+    assert res.report["requests"] == 10 and res.report["rejected_by_reason"] == {"refusal": 10}
+
+
+def test_hard_and_easy_candidates_are_filtered_against_each_other(tmp_path):
+    hard, easy, pool = _pool()
+
+    def same_task(seed, kind, n, req):
+        return "New task: Compose a cheerful song about morning coffee and friends.", "stop"
+
+    with ScriptedGenerator(same_task) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=2,
+                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+                       cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
+    assert len(res.accepted) == 1
+    assert res.report["rejected_by_reason"] == {"duplicate": 1}
+
+
+def test_a_rerun_asks_the_same_requests_and_pays_for_none(tmp_path):
+    hard, easy, pool = _pool()
+    kwargs = dict(hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=8, ratio=(1, 1), threshold=0.7,
+                  next_iteration=1, random_seed=3, cfg=CFG)
+    with ScriptedGenerator(_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        first = generate(_gateway(srv.url, store), **kwargs)
+        calls = srv.calls
+        second = generate(_gateway(srv.url, store), **kwargs)
+        assert srv.calls == calls
+    assert [r["id"] for r in first.accepted] == [r["id"] for r in second.accepted]
+
+
+def test_no_seeds_is_reported_not_called_success(tmp_path):
+    with ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway("http://127.0.0.1:9/v1", store), hard_seeds=[], easy_seeds=[], cache_pool=[], n_new=5,
+                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0, cfg=CFG)
+    assert res.accepted == [] and res.report["outcome"].startswith("no seeds") and res.report["requests"] == 0

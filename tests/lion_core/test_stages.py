@@ -1,0 +1,66 @@
+import json
+
+from lion_core.config import parse_config
+from lion_core.llm import Endpoint, Gateway, ResponseStore
+from lion_core.llm.fault_server import FaultPlan, FaultServer
+from lion_core.pools import make_row
+from lion_core.runs import init_run
+from lion_core.stages import answer_stage, update_pools
+from lion_core.store import RunStore, read_pool, read_table
+
+
+def _setup(tmp_path, n=6):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": f"Describe item {i} in detail.", "input": ""}) + "\n" for i in range(n)))
+    cfg = parse_config({"storage": {"runs_root": str(tmp_path / "runs")}})
+    res = init_run(cfg, str(seeds), run_id="r")
+    return cfg, RunStore(cfg.storage.runs_root, "r", cfg), res
+
+
+def _gateway(url, store, cfg):
+    role = cfg.teacher.model_copy(update={"base_url": url, "retry": cfg.teacher.retry.model_copy(
+        update={"max_attempts": 2, "initial_backoff_s": 0.01})})
+    return Gateway(Endpoint(role="teacher", endpoint_id="teacher-ep", model="m", base_url=url, api_model="m", config=role), store)
+
+
+def test_teacher_answers_are_stored_and_never_asked_twice_across_iterations(tmp_path):
+    cfg, store, res = _setup(tmp_path)
+    with FaultServer() as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        gw = _gateway(srv.url, rs, cfg)
+        ref = answer_stage(store, 0, res.cache_pool, gw, "teacher_answers", "imitation")
+        assert srv.stats.outcomes["ok"] == 6
+        rows = read_table(ref).to_pylist()
+        assert [r["status"] for r in rows] == ["ok"] * 6 and all(r["answer"].startswith("Answer to:") for r in rows)
+        assert store.ref(0, "teacher_answers") == ref
+        # next iteration: the cache pool grew by two; only the two new ones are asked
+        new = [make_row(f"Brand new task {i} about rivers.", origin="hard", iteration=1, parent_id=rows[0]["id"]) for i in range(2)]
+        _, cache1 = update_pools(store, 0, res.cache_pool, new, ref)
+        answer_stage(store, 1, cache1, gw, "teacher_answers", "imitation")
+        assert srv.stats.outcomes["ok"] == 8
+        assert max(srv.stats.successes.values()) == 1
+
+
+def test_failed_answers_are_failures_not_empty_answers(tmp_path):
+    cfg, store, res = _setup(tmp_path, n=3)
+    with FaultServer(FaultPlan(rate_500=1.0)) as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        ref = answer_stage(store, 0, res.train_pool, _gateway(srv.url, rs, cfg), "teacher_answers", "imitation")
+    rows = read_table(ref).to_pylist()
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(r["answer"] is None and r["error"].startswith("InternalServerError") for r in rows)
+
+
+def test_update_pools_replaces_train_and_grows_cache_in_one_commit(tmp_path):
+    cfg, store, res = _setup(tmp_path, n=4)
+    seed_ids = [r["id"] for r in read_pool(res.cache_pool).to_dict("records")]
+    new = [make_row("Invent a game for two players.", origin="hard", iteration=1, parent_id=seed_ids[0]),
+           make_row("Describe a rare orchid species.", origin="easy", iteration=1, parent_id=seed_ids[1])]
+    cand = res.train_pool  # stands in for the candidates artifact in lineage
+    train, cache = update_pools(store, 0, res.cache_pool, new, cand)
+    t, c = read_pool(train), read_pool(cache)
+    assert list(t["instruction"]) == ["Invent a game for two players.", "Describe a rare orchid species."]
+    assert list(t["origin"]) == ["hard", "easy"] and list(t["parent_id"]) == seed_ids[:2] and set(t["iteration"]) == {1}
+    assert len(c) == 6 and list(c["id"][:4]) == seed_ids and list(c["origin"]) == ["seed"] * 4 + ["hard", "easy"]
+    m = store.manifest(1)
+    assert set(m.files) == {"train_pool", "cache_pool"}
+    assert [p["uri"] for p in m.files["cache_pool"].parents] == ["iter-0/cache_pool.parquet", "iter-0/train_pool.parquet"]
+    assert store.iterations() == [0, 1]
