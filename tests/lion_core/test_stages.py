@@ -64,3 +64,48 @@ def test_update_pools_replaces_train_and_grows_cache_in_one_commit(tmp_path):
     assert set(m.files) == {"train_pool", "cache_pool"}
     assert [p["uri"] for p in m.files["cache_pool"].parents] == ["iter-0/cache_pool.parquet", "iter-0/train_pool.parquet"]
     assert store.iterations() == [0, 1]
+
+
+def test_discrimination_then_generation_stage_over_the_store(tmp_path):
+    import pyarrow as pa
+
+    from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, discrimination_stage, generation_stage
+    from tests.lion_core.test_generation import ScriptedGenerator, _reply
+    from tests.lion_core.test_referee import ScriptedReferee, _lion
+
+    cfg, store, res = _setup(tmp_path, n=4)
+    cfg = parse_config({**cfg.to_json_dict(), "loop": {**cfg.loop.model_dump(mode="json"), "new_instructions_per_iteration": 4}})
+    store = RunStore(cfg.storage.runs_root, "r", cfg)
+    pool = read_pool(res.cache_pool).to_dict("records")
+
+    def answers(name, text, skip=()):
+        rows = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "answer": f"{text} {i}",
+                 "finish_reason": "stop", "status": "ok", "error": None} for i, r in enumerate(pool) if i not in skip]
+        ref = store.write_table(0, name, pa.Table.from_pylist(rows, schema=ANSWERS_SCHEMA), schema_version=ANSWERS_SCHEMA_VERSION)
+        store.commit(0, {name: ref})
+        return ref
+
+    teacher = answers("teacher_answers", "TEACHER")
+    student = answers("student_answers", "STUDENT", skip={3})  # the student failed on the last item
+    q = [r["instruction"] for r in pool]
+    replies = {(q[0], True): [_lion(9, 3)], (q[0], False): [_lion(3, 9)],   # hard
+               (q[1], True): [_lion(7, 7)], (q[1], False): [_lion(7, 7)],   # easy
+               (q[2], True): [_lion(8, 8)], (q[2], False): [_lion(8, 8)]}   # easy
+    with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        with ScriptedReferee(replies) as ref_srv:
+            gw = Gateway(Endpoint(role="referee", endpoint_id="ref", model="m", base_url=ref_srv.url, api_model="m",
+                                  config=cfg.referee), rs)
+            judgments, report = discrimination_stage(store, 0, res.cache_pool, teacher, student, gw, cfg)
+        labels = {r["instruction"]: r["label"] for r in read_table(judgments).to_pylist()}
+        assert labels == {q[0]: "hard", q[1]: "easy", q[2]: "easy", q[3]: "missing_answer"}
+        assert report["missing_answer"] == 1 and report["hard"] == 1 and report["easy"] == 2
+        with ScriptedGenerator(_reply) as gen_srv:
+            gw = Gateway(Endpoint(role="generator", endpoint_id="gen", model="m", base_url=gen_srv.url, api_model="m",
+                                  config=cfg.generator), rs)
+            cands, result = generation_stage(store, 0, res.cache_pool, judgments, gw, cfg)
+    assert result.report["accepted"] == {"hard": 2, "easy": 2}
+    assert {r["parent_id"] for r in result.accepted if r["origin"] == "hard"} == {pool[0]["id"]}
+    assert {r["parent_id"] for r in result.accepted if r["origin"] == "easy"} <= {pool[1]["id"], pool[2]["id"]}
+    assert store.ref(0, "candidates") == cands and cands.rows == result.report["requests"]
+    assert set(store.manifest(0).files) == {"train_pool", "cache_pool", "teacher_answers", "student_answers",
+                                            "judgments", "candidates"}
