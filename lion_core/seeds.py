@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lion_core.errors import SeedError
-from lion_core.pools import instruction_id, make_row
+from lion_core.pools import make_row
 from lion_core.store import SourceRef
 
 MAX_ERRORS_SHOWN = 20

@@ -16,17 +16,6 @@ from lion_core.llm.embedded import EmbeddedServer, embedded_model_dir
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    return embedded_model_dir()
-
-
-@pytest.fixture(scope="module")
-def server(model_dir):
-    with EmbeddedServer(model_dir) as srv:
-        yield srv
-
-
 def _alive(pid):
     try:
         os.kill(pid, 0)

@@ -2,23 +2,17 @@
 
 import json
 
+import pyarrow as pa
 import pytest
 
 from lion_core.config import load_config, parse_config
 from lion_core.generation import generate
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
-from lion_core.llm.embedded import EmbeddedServer, embedded_model_dir
 from lion_core.runs import init_run
 from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, answer_stage, discrimination_stage, update_pools
 from lion_core.store import RunStore, read_pool, read_table
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server():
-    with EmbeddedServer(embedded_model_dir()) as srv:
-        yield srv
 
 
 def test_discrimination_and_generation_round(server, tmp_path, repo):
@@ -43,7 +37,6 @@ def test_discrimination_and_generation_round(server, tmp_path, repo):
         pool = read_pool(run.cache_pool).to_dict("records")
         reqs = [ChatRequest.of([("user", r["instruction"])], temperature=0.7, max_tokens=40, tag=r["id"]) for r in pool]
         answers = gw["teacher"].run_sync(reqs, "student-stand-in")
-        import pyarrow as pa
         table = pa.Table.from_pylist([{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "answer": a.text,
                                        "finish_reason": a.finish_reason, "status": "ok" if a.ok else "failed",
                                        "error": None} for r, a in zip(pool, answers)], schema=ANSWERS_SCHEMA)

@@ -30,7 +30,7 @@ def test_lion_style_variants(text, expected):
     f"{EXPL}\nScore of the Assistant 1: 0\nScore of the Assistant 2: 5",
     f"{EXPL}\nScore of the Assistant 1: 8 or 9\nScore of the Assistant 2: 5", # ambiguous
     f"{EXPL}\nScore of the Assistant 1: eight\nScore of the Assistant 2: 5",
-    f"Score of the Assistant 1: 8\nScore of the Assistant 2: 5\nI hope this helps.",  # not at the end
+    "Score of the Assistant 1: 8\nScore of the Assistant 2: 5\nI hope this helps.",  # not at the end
     f"{EXPL}\nScore of the Assistant 1: -3\nScore of the Assistant 2: 5",
 ])
 def test_lion_style_rejects_anything_unclear(text):
