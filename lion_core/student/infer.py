@@ -1,0 +1,136 @@
+"""The student's answers to a pool: batched generation, each answer persisted as soon as its batch ends.
+
+Prompts are sorted by length and generated in batches (left padding, KV cache), instead of one prompt
+at a time as in the official code. Answers go to the same response store as the API answers, keyed by
+the checkpoint's weights hash, the prompt and the sampling settings, so a crashed or repeated run
+generates only what is missing. With vLLM installed and a GPU present, `backend="auto"` uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lion_core.config import StudentGeneration
+from lion_core.llm.requests import ChatRequest, ChatResult
+from lion_core.llm.responses import ResponseStore, StoredCall
+from lion_core.prompts import student_prompt
+
+log = logging.getLogger("lion.student")
+
+
+def weights_sha256(model_path: str | Path) -> str:
+    """Identity of a checkpoint: the hash of its weight files, so a retrained folder never reuses old answers."""
+    h = hashlib.sha256()
+    files = sorted(Path(model_path).glob("*.safetensors")) or sorted(Path(model_path).glob("*.bin"))
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _request(prompt: str, gen: StudentGeneration, tag: str) -> ChatRequest:
+    temperature = gen.temperature if gen.do_sample else 0.0
+    return ChatRequest.of([("prompt", prompt)], temperature=temperature, top_p=gen.top_p,
+                          max_tokens=gen.max_new_tokens, tag=tag)
+
+
+def student_answers(
+    model_path: str | Path, rows: Sequence[dict[str, Any]], gen: StudentGeneration, store: ResponseStore, *,
+    prompt_format: str = "alpaca", stage: str = "discrimination", seed: int = 0, backend: str = "auto",
+) -> list[dict[str, Any]]:
+    """One answer per row (answers table schema), in row order."""
+    from transformers import AutoTokenizer
+
+    model_path = str(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    endpoint = f"student:{weights_sha256(model_path)}"
+    prompts = [student_prompt(r["instruction"], r["input"], prompt_format, tokenizer) for r in rows]
+    requests = [_request(p, gen, r["id"]) for p, r in zip(prompts, rows)]
+    keys = [q.key(endpoint, prompt_format) for q in requests]
+    done = store.successes(keys)
+    todo = [i for i, k in enumerate(keys) if k not in done]
+    call = StoredCall(role="student", stage=stage, endpoint=endpoint, model=prompt_format)
+    if todo:
+        use_vllm = backend == "vllm" or (backend == "auto" and _vllm_available())
+        run = _generate_vllm if use_vllm else _generate_hf
+        for i, text, finish, n_prompt, n_new in run(model_path, tokenizer, [prompts[i] for i in todo], todo, gen, seed):
+            if text.strip():
+                res = ChatResult(key=keys[i], ok=True, text=text, finish_reason=finish, prompt_tokens=n_prompt,
+                                 completion_tokens=n_new, attempts=1)
+                store.put_success(call, requests[i], res, latency_s=0.0)
+                done[keys[i]] = res
+            else:  # an empty answer is a failure with a reason, never a result
+                store.put_failure(call, requests[i], ChatResult(key=keys[i], ok=False, attempts=1,
+                                                                 error_class="EmptyGeneration",
+                                                                 error_message=f"no text (finish {finish})"))
+    out = []
+    for r, k in zip(rows, keys):
+        res = done.get(k)
+        out.append({"id": r["id"], "instruction": r["instruction"], "input": r["input"],
+                    "answer": res.text if res else None, "finish_reason": res.finish_reason if res else None,
+                    "status": "ok" if res else "failed", "error": None if res else "EmptyGeneration"})
+    return out
+
+
+def _vllm_available() -> bool:
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list[int], gen: StudentGeneration,
+                 seed: int):
+    """Yields (row index, text, finish_reason, prompt tokens, new tokens) batch by batch, longest prompts first."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(device).eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda j: -lengths[j])
+    started, made = time.monotonic(), 0
+    for b in range(0, len(order), gen.batch_size):
+        batch = order[b:b + gen.batch_size]
+        enc = tokenizer([prompts[j] for j in batch], return_tensors="pt", padding=True).to(device)
+        kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                                  "do_sample": gen.do_sample, "use_cache": True}
+        if gen.do_sample:
+            kwargs.update(temperature=gen.temperature, top_p=gen.top_p)
+        with torch.no_grad():
+            output = model.generate(**enc, **kwargs)
+        new = output[:, enc["input_ids"].shape[1]:]
+        for row, j in enumerate(batch):
+            ids = new[row].tolist()
+            n = next((t + 1 for t, tok in enumerate(ids) if tok == tokenizer.eos_token_id), len(ids))
+            finish = "stop" if n < len(ids) or (ids and ids[n - 1] == tokenizer.eos_token_id) else "length"
+            made += n
+            yield index[j], tokenizer.decode(ids[:n], skip_special_tokens=True).strip(), finish, lengths[j], n
+        log.info("student: %d/%d answers, %.1f tokens/s", min(b + gen.batch_size, len(order)), len(order),
+                 made / max(time.monotonic() - started, 1e-9))
+
+
+def _generate_vllm(model_path: str, tokenizer: Any, prompts: list[str], index: list[int], gen: StudentGeneration,
+                   seed: int):  # pragma: no cover - needs a GPU and vLLM
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model_path, seed=seed)
+    params = SamplingParams(temperature=gen.temperature if gen.do_sample else 0.0, top_p=gen.top_p,
+                            max_tokens=gen.max_new_tokens)
+    for b in range(0, len(prompts), 256):  # chunks, so answers are persisted as they come
+        for j, out in enumerate(llm.generate(prompts[b:b + 256], params)):
+            o = out.outputs[0]
+            yield index[b + j], o.text.strip(), o.finish_reason, len(out.prompt_token_ids), len(o.token_ids)

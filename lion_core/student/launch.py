@@ -1,0 +1,126 @@
+"""Launch the student's fine-tune as a subprocess: its own process group, a timeout, a streamed log.
+
+The command comes from the run config: `deepspeed --num_gpus N` (with a hostfile for several nodes),
+`torchrun --nproc_per_node N`, `accelerate launch --num_processes N`, or one plain `python` process
+(which gets RANK/WORLD_SIZE/MASTER_* set, since DeepSpeed wants them even alone). On timeout or
+cancellation the whole process group is stopped, so no rank outlives its launcher.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from lion_core.config import RunConfig
+from lion_core.errors import LionError
+from lion_core.llm.embedded import free_port
+from lion_core.store import PoolRef
+from lion_core.student.train import COMPLETE, FINAL
+
+log = logging.getLogger("lion.train")
+
+
+class TrainingError(LionError):
+    """The fine-tune failed or timed out; the message ends with the tail of its log."""
+
+
+def build_command(config: RunConfig, train_args: list[str], master_port: int) -> tuple[list[str], dict[str, str]]:
+    t = config.training
+    bin_dir = Path(sys.executable).parent
+    env: dict[str, str] = {}
+    if t.launcher == "deepspeed":
+        cmd = [str(bin_dir / "deepspeed"), "--num_gpus", str(t.num_gpus), "--master_port", str(master_port)]
+        if t.num_nodes > 1:
+            cmd += ["--num_nodes", str(t.num_nodes), "--hostfile", str(t.hostfile)]
+        cmd += ["--module", "lion_core.student.train"]
+    elif t.launcher == "torchrun":
+        cmd = [str(bin_dir / "torchrun"), "--nproc_per_node", str(t.num_gpus), "--nnodes", str(t.num_nodes),
+               "--master_port", str(master_port), "-m", "lion_core.student.train"]
+    elif t.launcher == "accelerate":
+        cmd = [str(bin_dir / "accelerate"), "launch", "--num_processes", str(t.world_size),
+               "--num_machines", str(t.num_nodes), "--main_process_port", str(master_port), "-m", "lion_core.student.train"]
+    else:
+        cmd = [sys.executable, "-m", "lion_core.student.train"]
+        env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port)}
+    return cmd + train_args, env
+
+
+def train_student(
+    config: RunConfig, answers: PoolRef, base_model: str, output_dir: str | Path, *,
+    run_id: str = "", iteration: int = 0, max_steps: int = -1, save_steps: int = 200,
+    timeout_s: float | None = None, sampling: str = "group_by_length",
+) -> Path:
+    """Fine-tune `base_model` on the answers and return the checkpoint folder. An existing complete
+    checkpoint is returned as it is; an interrupted one resumes from its last Trainer checkpoint."""
+    out = Path(output_dir)
+    final = out / FINAL
+    if (final / COMPLETE).is_file():
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    config_json = out / "run_config.json"
+    config_json.write_text(json.dumps(config.to_json_dict()))
+    train_args = [
+        "--config-json", str(config_json), "--answers-uri", answers.uri, "--answers-sha256", answers.sha256,
+        "--answers-rows", str(answers.rows), "--base-model", base_model, "--output-dir", str(out),
+        "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(max_steps), "--save-steps", str(save_steps),
+        "--sampling", sampling,
+    ]
+    cmd, extra_env = build_command(config, train_args, free_port())
+    env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    run_subprocess(cmd, env, out / "train.log", timeout_s or config.training.timeout_s)
+    if not (final / COMPLETE).is_file():
+        raise TrainingError(f"training finished without a complete checkpoint in {final}; log: {out / 'train.log'}")
+    return final
+
+
+def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> None:
+    """Run `cmd` in its own process group, streaming its output to `log_path` and the logger."""
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    log.info("launching: %s", " ".join(cmd))
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, text=True, errors="replace", start_new_session=True)
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log_file.write(line)
+                log_file.flush()
+                tail.append(line.rstrip("\n"))
+                log.info("train | %s", line.rstrip("\n"))
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            reader.join(5)
+            raise TrainingError(f"training timed out after {timeout_s:.0f}s and was stopped; last log lines:\n"
+                                + "\n".join(tail)) from None
+        except BaseException:  # cancelled (KeyboardInterrupt, flow cancellation): take every rank down
+            _stop_group(proc)
+            raise
+        reader.join(10)
+    if proc.returncode != 0:
+        raise TrainingError(f"training failed (exit code {proc.returncode}); last log lines:\n" + "\n".join(tail))
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)

@@ -1,0 +1,138 @@
+"""The student's fine-tune: the launched entry point (`python -m lion_core.student.train`).
+
+Runs under `deepspeed`, `torchrun`, `accelerate launch` or as one plain process; HF Trainer does the
+training, with a DeepSpeed ZeRO config when the run config names one. Reads the teacher's answers
+from a hash-checked Parquet artifact, trains on the answer tokens only, resumes from its last Trainer
+checkpoint when restarted, and leaves `<output>/final` in `save_pretrained` form with the tokenizer
+and `lion_checkpoint.json` (prompt format, training data hash, run config, training arguments). A
+`.complete` file written last marks a finished checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+FINAL = "final"
+COMPLETE = ".complete"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config-json", required=True, help="the run config, as JSON")
+    ap.add_argument("--answers-uri", required=True)
+    ap.add_argument("--answers-sha256", required=True)
+    ap.add_argument("--answers-rows", type=int, required=True)
+    ap.add_argument("--base-model", required=True, help="folder or model id to start from")
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--run-id", default="")
+    ap.add_argument("--iteration", type=int, default=0)
+    ap.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (tests, benchmarks)")
+    ap.add_argument("--save-steps", type=int, default=200)
+    ap.add_argument("--sampling", choices=["group_by_length", "random"], default="group_by_length",
+                    help="batch similar lengths together to cut padding (default), or plain random batches")
+    ap.add_argument("--local_rank", "--local-rank", type=int, default=None, help="set by the deepspeed launcher")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+
+    from lion_core.config import RunConfig
+    from lion_core.stages import ANSWERS_SCHEMA_VERSION
+    from lion_core.store import PoolRef, read_table
+    from lion_core.student.data import ListDataset, PadCollator, build_examples
+    from lion_core.student.models import CHECKPOINT_INFO
+    from lion_core.version import code_version
+
+    cfg = RunConfig.model_validate_json(Path(args.config_json).read_text())
+    t = cfg.training
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    per_step = t.per_device_batch_size * world
+    if t.effective_batch_size % per_step:
+        sys.exit(f"training.effective_batch_size {t.effective_batch_size} is not a multiple of "
+                 f"per_device_batch_size x world size = {t.per_device_batch_size} x {world}")
+    out = Path(args.output_dir)
+    cuda = torch.cuda.is_available()
+    bf16 = bool(t.bf16 and cuda and torch.cuda.is_bf16_supported())
+
+    # TrainingArguments come first: with ZeRO-3 they make from_pretrained load the model partitioned
+    # across ranks (every rank must call it).
+    targs = TrainingArguments(
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.effective_batch_size // per_step,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=args.max_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        bf16=bf16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        deepspeed=t.deepspeed_config,
+        use_cpu=not cuda,
+        train_sampling_strategy=args.sampling,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=[],
+        seed=cfg.loop.random_seed,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+    )
+    # Set up the process group now: ZeRO-3's partitioned loading checks batch sizes against DeepSpeed's
+    # view of the world size, which is 1 until its communication layer is initialised.
+    _ = targs.device
+    if t.deepspeed_config:
+        import deepspeed
+
+        deepspeed.init_distributed()
+    tokenizer = AutoTokenizer.from_pretrained(args.base_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
+
+    ref = PoolRef(uri=args.answers_uri, sha256=args.answers_sha256, rows=args.answers_rows,
+                  schema_version=ANSWERS_SCHEMA_VERSION)
+    rows = [r for r in read_table(ref).to_pylist() if r["status"] == "ok" and r["answer"]]
+    examples = build_examples(rows, tokenizer, cfg.student.prompt_format, t.max_length)
+    if not examples.items:
+        sys.exit(f"{args.answers_uri}: no usable training examples ({len(rows)} answered rows)")
+    collator = PadCollator(tokenizer.pad_token_id)
+    trainer = Trainer(model=model, args=targs, train_dataset=ListDataset(examples.items), data_collator=collator)
+    resume = any((out / "trainer").glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+
+    final = out / FINAL
+    trainer.save_model(str(final))  # under ZeRO-3 this gathers the 16-bit weights first
+    if rank == 0:
+        tokenizer.save_pretrained(str(final))
+        info = {
+            "run_id": args.run_id, "iteration": args.iteration, "base_model": args.base_model,
+            "prompt_format": cfg.student.prompt_format,
+            "train_data": ref.model_dump(), "examples": len(examples.items),
+            "skipped_prompt_too_long": examples.skipped_prompt_too_long, "truncated": examples.truncated,
+            "world_size": world, "resumed": resume, "train_loss": result.training_loss,
+            "global_step": result.global_step, "padding_fraction": collator.padding_fraction,
+            "train_runtime_s": result.metrics.get("train_runtime"), "real_tokens": collator.real_tokens,
+            "sampling": args.sampling,
+            "log_history": trainer.state.log_history,
+            "training_args": json.loads(targs.to_json_string()),
+            "config_hash": cfg.config_hash(), "config": cfg.to_json_dict(), "code_version": code_version(),
+        }
+        (final / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2, default=str))
+        (final / COMPLETE).write_text("ok\n")
+    print(json.dumps({"checkpoint": str(final), "train_loss": result.training_loss, "steps": result.global_step}),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

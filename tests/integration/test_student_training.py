@@ -1,0 +1,87 @@
+"""The student's fine-tune on CPU through real launchers and real DeepSpeed, with a tiny model."""
+
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lion_core.config import parse_config
+from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
+from lion_core.store import RunStore
+from lion_core.student.launch import train_student
+from lion_core.student.models import checkpoint_info
+from lion_core.student.train import COMPLETE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    cfg = parse_config({"storage": {"runs_root": str(root)}})
+    store = RunStore(str(root), "t", cfg)
+    rows = [{"id": f"{i:016x}", "instruction": f"Name {i + 2} colours.", "input": "" if i % 2 else "in English",
+             "answer": " ".join(["red", "green", "blue", "yellow", "purple"][: (i % 5) + 1]) * (1 + i % 3),
+             "finish_reason": "stop", "status": "ok", "error": None} for i in range(24)]
+    rows.append({**rows[0], "id": "f" * 16, "answer": None, "status": "failed", "error": "x"})  # never trained on
+    ref = store.write_table(0, "teacher_answers", pa.Table.from_pylist(rows, schema=ANSWERS_SCHEMA),
+                            schema_version=ANSWERS_SCHEMA_VERSION)
+    return ref
+
+
+def _config(tmp_path, **training):
+    return parse_config({
+        "storage": {"runs_root": str(tmp_path)},
+        "student": {"prompt_format": "alpaca"},
+        "training": {"effective_batch_size": 4, "per_device_batch_size": 2, "max_length": 64, "bf16": False,
+                     "gradient_checkpointing": False, "num_train_epochs": 1, "learning_rate": 1e-3, **training},
+    })
+
+
+@pytest.mark.parametrize("launcher,ds,gpus", [
+    ("deepspeed", "deployments/deepspeed/zero2.json", 1),
+    ("torchrun", "deployments/deepspeed/zero3.json", 2),
+])
+def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, answers, repo, launcher, ds, gpus):
+    cfg = _config(tmp_path, launcher=launcher, deepspeed_config=str(repo / ds), num_gpus=gpus)
+    ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", run_id="t", iteration=0, max_steps=2,
+                         timeout_s=600)
+    assert (ckpt / COMPLETE).is_file()
+    info = checkpoint_info(ckpt)
+    assert info["prompt_format"] == "alpaca" and info["train_data"]["sha256"] == answers.sha256
+    assert info["examples"] == 24 and info["world_size"] == gpus and info["global_step"] == 2
+    assert info["training_args"]["gradient_accumulation_steps"] == 4 // (2 * gpus)
+    assert info["config"]["training"]["launcher"] == launcher
+    log = (tmp_path / "student" / "train.log").read_text()
+    assert "DeepSpeed" in log or "deepspeed" in log
+    model = AutoModelForCausalLM.from_pretrained(ckpt)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+    assert changed, "training did not change any weight"
+    assert tok("hi")["input_ids"]
+
+
+def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, repo):
+    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"))
+    out = tmp_path / "student"
+    first = train_student(cfg, answers, str(tiny_model), out, max_steps=2, save_steps=1, timeout_s=600)
+    assert checkpoint_info(first)["resumed"] is False
+    (first / COMPLETE).unlink()  # as if the run died after its last Trainer checkpoint
+    second = train_student(cfg, answers, str(tiny_model), out, max_steps=4, save_steps=1, timeout_s=600)
+    info = checkpoint_info(second)
+    assert info["resumed"] is True and info["global_step"] == 4
+    steps = [h["step"] for h in info["log_history"] if "loss" in h]
+    assert steps[-1] == 4
+
+
+def test_a_complete_checkpoint_is_not_trained_again(tmp_path, tiny_model, answers):
+    cfg = _config(tmp_path, launcher="python", deepspeed_config=None)
+    out = tmp_path / "student"
+    ckpt = train_student(cfg, answers, str(tiny_model), out, max_steps=1, timeout_s=600)
+    mtime = (ckpt / "model.safetensors").stat().st_mtime
+    assert train_student(cfg, answers, str(tiny_model), out, max_steps=1, timeout_s=600) == ckpt
+    assert (ckpt / "model.safetensors").stat().st_mtime == mtime
+    assert json.loads((out / "run_config.json").read_text())["training"]["launcher"] == "python"

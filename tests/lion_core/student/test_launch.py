@@ -1,0 +1,67 @@
+import os
+import sys
+import time
+
+import pytest
+
+from lion_core.config import parse_config
+from lion_core.student.launch import TrainingError, build_command, run_subprocess
+
+
+def _cfg(**training):
+    return parse_config({"training": {"effective_batch_size": 8, "per_device_batch_size": 2, **training}})
+
+
+def test_deepspeed_command():
+    cmd, env = build_command(_cfg(launcher="deepspeed", num_gpus=2), ["--x", "1"], 29999)
+    assert cmd[0].endswith("deepspeed") and cmd[1:5] == ["--num_gpus", "2", "--master_port", "29999"]
+    assert cmd[5:7] == ["--module", "lion_core.student.train"] and cmd[-2:] == ["--x", "1"] and env == {}
+
+
+def test_multi_node_deepspeed_uses_the_hostfile():
+    cmd, _ = build_command(_cfg(launcher="deepspeed", num_gpus=2, num_nodes=2, hostfile="/etc/hosts.ds"), [], 1)
+    assert cmd[cmd.index("--num_nodes") + 1] == "2" and cmd[cmd.index("--hostfile") + 1] == "/etc/hosts.ds"
+
+
+def test_torchrun_and_accelerate_commands():
+    cmd, _ = build_command(_cfg(launcher="torchrun", num_gpus=2), [], 1234)
+    assert cmd[0].endswith("torchrun") and "--nproc_per_node" in cmd and cmd[cmd.index("-m") + 1] == "lion_core.student.train"
+    cmd, _ = build_command(_cfg(launcher="accelerate", num_gpus=4), [], 1234)
+    assert cmd[1] == "launch" and cmd[cmd.index("--num_processes") + 1] == "4"
+
+
+def test_plain_python_gets_a_single_process_group_env():
+    cmd, env = build_command(_cfg(launcher="python"), [], 4321)
+    assert cmd[:3] == [sys.executable, "-m", "lion_core.student.train"]
+    assert env == {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "4321"}
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def test_timeout_stops_the_whole_group(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    script = f"sleep 300 & echo $! > {pidfile}; echo started; wait"
+    t0 = time.monotonic()
+    with pytest.raises(TrainingError, match="timed out after 2s") as exc:
+        run_subprocess(["bash", "-c", script], dict(os.environ), tmp_path / "train.log", timeout_s=2)
+    assert time.monotonic() - t0 < 30
+    assert "started" in str(exc.value)  # the log's tail comes with the error
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child)
+    assert "started" in (tmp_path / "train.log").read_text()
+
+
+def test_failure_reports_the_exit_code_and_log_tail(tmp_path):
+    with pytest.raises(TrainingError, match=r"exit code 3\); last log lines:\nboom"):
+        run_subprocess(["bash", "-c", "echo boom; exit 3"], dict(os.environ), tmp_path / "train.log", timeout_s=30)
