@@ -124,3 +124,26 @@ def _commit(store: RunStore, k: int, name: str, table: pa.Table, version: str, p
     ref = store.write_table(k, name, table, schema_version=version, parents=parents)
     store.commit(k, {name: ref}, parents={name: parents})
     return ref
+
+
+def imitation_inputs(store: RunStore, k: int, config: RunConfig, base_model: str,
+                     previous_checkpoint: str | None) -> tuple[str, PoolRef]:
+    """What iteration k's fine-tune starts from and trains on.
+
+    `previous` (default): iteration k-1's checkpoint, on iteration k's teacher answers for the Train Pool.
+    `base`: the base model, on the teacher answers of every Train Pool so far (written as
+    `train_answers_all`, de-duplicated by instruction id)."""
+    answers = store.ref(k, "teacher_answers_train")
+    if config.training.init_from == "previous":
+        return (previous_checkpoint if k > 0 and previous_checkpoint else base_model), answers
+    if k == 0:
+        return base_model, answers
+    seen: dict[str, dict[str, Any]] = {}
+    parents = []
+    for i in range(k + 1):
+        ref = store.ref(i, "teacher_answers_train")
+        parents.append(ref)
+        for r in read_table(ref).to_pylist():
+            seen.setdefault(r["id"], r)
+    table = pa.Table.from_pylist(list(seen.values()), schema=ANSWERS_SCHEMA)
+    return base_model, _commit(store, k, "train_answers_all", table, ANSWERS_SCHEMA_VERSION, parents)

@@ -42,7 +42,11 @@ def _config(tmp_path, **training):
 
 @pytest.mark.parametrize("launcher,ds,gpus", [
     ("deepspeed", "deployments/deepspeed/zero2.json", 1),
+    ("torchrun", "deployments/deepspeed/zero2.json", 2),
+    ("deepspeed", "deployments/deepspeed/zero3.json", 1),
     ("torchrun", "deployments/deepspeed/zero3.json", 2),
+    # the paper's setup: optimizer and parameters offloaded (DeepSpeed compiles its CPU Adam on first use)
+    ("deepspeed", "deployments/deepspeed/zero3_offload.json", 1),
 ])
 def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, answers, repo, launcher, ds, gpus):
     cfg = _config(tmp_path, launcher=launcher, deepspeed_config=str(repo / ds), num_gpus=gpus)

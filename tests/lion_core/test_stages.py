@@ -109,3 +109,23 @@ def test_discrimination_then_generation_stage_over_the_store(tmp_path):
     assert store.ref(0, "candidates") == cands and cands.rows == result.report["requests"]
     assert set(store.manifest(0).files) == {"train_pool", "cache_pool", "teacher_answers", "student_answers",
                                             "judgments", "candidates"}
+
+
+def test_imitation_inputs_previous_or_base(tmp_path):
+    from lion_core.stages import imitation_inputs
+
+    cfg, store, res = _setup(tmp_path, n=3)
+    with FaultServer() as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        gw = _gateway(srv.url, rs, cfg)
+        a0 = answer_stage(store, 0, res.train_pool, gw, "teacher_answers_train", "imitation")
+        new = [make_row("Write a haiku about frost.", origin="easy", iteration=1, parent_id=None)]
+        train1, _ = update_pools(store, 0, res.cache_pool, new, a0)
+        a1 = answer_stage(store, 1, train1, gw, "teacher_answers_train", "imitation")
+    assert imitation_inputs(store, 0, cfg, "base-model", None) == ("base-model", a0)
+    assert imitation_inputs(store, 1, cfg, "base-model", "/ckpt/iter-0") == ("/ckpt/iter-0", a1)
+    base_cfg = parse_config({**cfg.to_json_dict(), "training": {**cfg.training.model_dump(mode="json"), "init_from": "base"}})
+    base_store = RunStore(cfg.storage.runs_root, "r", base_cfg)
+    model, ref = imitation_inputs(base_store, 1, base_cfg, "base-model", "/ckpt/iter-0")
+    assert model == "base-model" and ref.rows == 4
+    assert {r["instruction"] for r in read_table(ref).to_pylist()} >= {"Write a haiku about frost."}
+    assert base_store.ref(1, "train_answers_all") == ref
