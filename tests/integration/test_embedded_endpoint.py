@@ -1,6 +1,5 @@
 """The gateway against the real embedded endpoint: `transformers serve` with SmolLM2-135M-Instruct."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,18 +11,9 @@ import pytest
 from lion_core.config import load_config
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.llm.embedded import EmbeddedServer, embedded_model_dir
+from tests.helpers import process_alive
 
 pytestmark = pytest.mark.slow
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split()[2] != "Z"
 
 
 def test_model_is_converted_once_and_reused(model_dir):
@@ -64,7 +54,7 @@ def test_server_stops_cleanly(model_dir):
     pid, url = srv.pid, f"http://127.0.0.1:{srv.port}/health"
     assert urllib.request.urlopen(url, timeout=5).status == 200
     srv.stop()
-    assert not _alive(pid)
+    assert not process_alive(pid)
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
 
@@ -80,13 +70,13 @@ def test_server_dies_with_a_killed_caller(model_dir, tmp_path):
     )
     caller = subprocess.Popen([sys.executable, "-c", code, str(model_dir)], stdout=subprocess.PIPE, text=True)
     server_pid = int(caller.stdout.readline())
-    assert _alive(server_pid)
+    assert process_alive(server_pid)
     caller.send_signal(signal.SIGKILL)
     caller.wait(10)
     deadline = time.monotonic() + 30
-    while _alive(server_pid) and time.monotonic() < deadline:
+    while process_alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(server_pid)
+    assert not process_alive(server_pid)
 
 
 def test_embedded_config_roles_reach_one_server(server, tmp_path, repo):

@@ -6,6 +6,7 @@ import pytest
 
 from lion_core.config import parse_config
 from lion_core.student.launch import TrainingError, build_command, run_subprocess
+from tests.helpers import process_alive
 
 
 def _cfg(**training):
@@ -36,15 +37,6 @@ def test_plain_python_gets_a_single_process_group_env():
     assert env == {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "4321"}
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split()[2] != "Z"
-
-
 def test_timeout_stops_the_whole_group(tmp_path):
     pidfile = tmp_path / "child.pid"
     script = f"sleep 300 & echo $! > {pidfile}; echo started; wait"
@@ -55,13 +47,42 @@ def test_timeout_stops_the_whole_group(tmp_path):
     assert "started" in str(exc.value)  # the log's tail comes with the error
     child = int(pidfile.read_text())
     for _ in range(50):
-        if not _alive(child):
+        if not process_alive(child):
             break
         time.sleep(0.1)
-    assert not _alive(child)
+    assert not process_alive(child)
     assert "started" in (tmp_path / "train.log").read_text()
 
 
 def test_failure_reports_the_exit_code_and_log_tail(tmp_path):
     with pytest.raises(TrainingError, match=r"exit code 3\); last log lines:\nboom"):
         run_subprocess(["bash", "-c", "echo boom; exit 3"], dict(os.environ), tmp_path / "train.log", timeout_s=30)
+
+
+def test_cancellation_stops_the_whole_group(tmp_path, monkeypatch):
+    """A cancelled caller (flow cancellation, Ctrl-C) takes every rank down with it."""
+    import subprocess
+
+    pidfile = tmp_path / "child.pid"
+    real_wait = subprocess.Popen.wait
+
+    class Cancelled(BaseException):
+        pass
+
+    def cancelled_wait(self, timeout=None):
+        if timeout is not None and timeout > 100:  # the launcher's long wait: cancel it once the child is up
+            while not pidfile.exists() or not pidfile.read_text().strip():
+                time.sleep(0.05)
+            raise Cancelled()
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", cancelled_wait)
+    with pytest.raises(Cancelled):
+        run_subprocess(["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], dict(os.environ),
+                       tmp_path / "train.log", timeout_s=3600)
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        if not process_alive(child):
+            break
+        time.sleep(0.1)
+    assert not process_alive(child)
