@@ -14,3 +14,26 @@ def process_alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+class FaultServerProcess:
+    """The loopback fault server in a process of its own, for timing tests: a server thread sharing
+    the test's interpreter would stamp arrivals late whenever the client holds the GIL."""
+
+    def __init__(self, *args: str):
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, "-m", "lion_core.llm.fault_server", *args],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self._proc.stdout.readline())}/v1"
+        self.stats: dict = {}
+
+    def __enter__(self) -> "FaultServerProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import json
+
+        out, _ = self._proc.communicate(timeout=30)
+        self.stats = json.loads(out.strip().splitlines()[-1])

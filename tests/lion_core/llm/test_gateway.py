@@ -18,6 +18,7 @@ from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.llm.gateway import EndpointRejected
 from lion_core.llm.progress import Progress
+from tests.helpers import FaultServerProcess
 
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2, request_timeout_s=1.0)
 
@@ -181,17 +182,31 @@ def test_still_too_long_after_truncation_fails(store):
     assert not r.ok and r.truncated and r.attempts == 2
 
 
-def test_server_rate_limit_is_respected_without_429s(store):
-    with FaultServer(FaultPlan(requests_per_minute=1200)) as srv:
+def test_requests_are_let_out_within_the_servers_window(store, monkeypatch):
+    """The client never lets more requests go in any window than the server's limit allows.
+
+    Checked on the client's own grant times, which it controls; whether the server then counts a 429
+    also depends on how both processes are scheduled, so the zero-429 figure is measured by
+    bench/fanout.py on an idle machine instead."""
+    from lion_core.llm import ratelimit
+
+    grants = []
+    real_acquire = ratelimit.RateLimiter.acquire
+
+    async def recording_acquire(self, est_tokens):
+        await real_acquire(self, est_tokens)
+        grants.append(time.monotonic())
+
+    monkeypatch.setattr(ratelimit.RateLimiter, "acquire", recording_acquire)
+    with FaultServerProcess("--requests-per-minute", "1200") as srv:  # 20 per second, checked per second
         ep = _endpoint(srv.url)
         ep = Endpoint(**{**ep.__dict__, "config": ep.config.model_copy(
             update={"rate_limits": RateLimits(requests_per_minute=1200, max_concurrency=8)})})
-        t0 = time.monotonic()
-        results = Gateway(ep, store).run_sync(_requests(30), "s")
-        elapsed = time.monotonic() - t0
-    assert all(r.ok for r in results)
-    assert srv.stats.outcomes["429-rate"] == 0
-    assert elapsed >= 29 * 60 / 1200  # paced, not burst
+        results = Gateway(ep, store).run_sync(_requests(45), "s")
+    assert all(r.ok for r in results) and srv.stats["answered"] == 45
+    assert len(grants) >= 45
+    assert min(b - a for a, b in zip(grants, grants[20:])) >= 1.0  # 21 grants never fit in one second
+    assert grants[-1] - grants[0] >= 44 * 60 / 1200  # paced, not burst
 
 
 def test_cost_comes_from_the_price_table(store):
