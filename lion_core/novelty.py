@@ -117,7 +117,6 @@ class NoveltyFilter:
         self._texts = [_as_text(d) for d in docs]
         self._eligible = np.zeros(len(docs), dtype=bool)
         self._eligible[: self.n_pool] = True
-        self._empty = self._index.lengths == 0
 
     def run(self) -> list[Verdict]:
         return [self._decide(self.n_pool + j) for j in range(len(self._texts) - self.n_pool)]
@@ -128,7 +127,7 @@ class NoveltyFilter:
         if m:
             overlap = self._index.overlaps(i)
             bound = 2.0 * np.minimum(overlap, np.minimum(lengths, m)) / (lengths + m)
-            bound[~self._eligible | self._empty] = -1.0
+            bound[~self._eligible] = -1.0  # empty documents already bound at 0 and are never examined
             # Exact LCS in rounds, most promising first, until no unexamined bound can beat the best.
             live = np.flatnonzero(bound > 0)
             block = 32

@@ -9,7 +9,6 @@ pool update:    Train Pool := new instructions; Cache Pool := Cache Pool + new, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,8 +106,6 @@ def update_pools(store: RunStore, k: int, cache_pool: PoolRef, new_rows: Sequenc
                  candidates: PoolRef) -> tuple[PoolRef, PoolRef]:
     """Iteration k+1: Train Pool = the new instructions, Cache Pool = old Cache Pool + new; one commit."""
     old = read_table(cache_pool).to_pylist()
-    for r in old:  # keep metadata as stored (a JSON string)
-        r["metadata"] = r["metadata"] if isinstance(r["metadata"], str) else json.dumps(r["metadata"])
     train = pool_table(new_rows)
     cache = pool_table([*old, *new_rows])
     refs = {

@@ -275,9 +275,6 @@ class RunStore:
             d["in_run"] = True
         return d
 
-    def read_table(self, ref: PoolRef) -> pa.Table:
-        return read_table(ref)
-
     # -- manifests --------------------------------------------------------------------------
     def manifest(self, k: int) -> Manifest | None:
         uri = self.manifest_uri(k)
