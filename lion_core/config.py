@@ -234,7 +234,19 @@ class StorageConfig(_Frozen):
             raise ValueError("response_store must be a local path (SQLite needs a local file system)")
         if self.response_store is None and "://" in self.runs_root:
             raise ValueError("runs_root is remote: set response_store to a local path")
+        if self.checkpoints_root is not None and "://" in self.checkpoints_root:
+            raise ValueError("checkpoints_root must be a local path")
+        if self.checkpoints_root is None and "://" in self.runs_root:
+            raise ValueError("runs_root is remote: set checkpoints_root to a local path")
         return self
+
+    def checkpoint_dir(self, run_id: str, k: int) -> str:
+        root = self.checkpoints_root or os.path.join(self.runs_root, run_id, "checkpoints")
+        return os.path.abspath(os.path.expanduser(os.path.join(root, run_id if self.checkpoints_root else "", f"iter-{k}")))
+
+    checkpoints_root: str | None = None
+    """Local folder for student checkpoints. Default: <runs_root>/<run id>/checkpoints when runs_root is
+    local; required when runs_root is remote (training writes to a local file system)."""
 
     def response_store_path(self) -> str:
         return os.path.abspath(os.path.expanduser(self.response_store or os.path.join(self.runs_root, "responses.sqlite")))
@@ -247,6 +259,23 @@ class StorageConfig(_Frozen):
         return v.rstrip("/") or "/"
 
 
+class OrchestrationConfig(_Frozen):
+    """How the flows split and retry work; the algorithm does not depend on it."""
+
+    shard_size: PositiveInt = 256
+    """Rows per API task: a task retries, caches and holds a rate-limit slot for one shard."""
+    max_parallel_tasks: PositiveInt = 4
+    """Bound of each flow's task runner (threads)."""
+    shards_in_flight_per_key: PositiveInt = 2
+    """Slots of each API key's global concurrency limit. Each shard paces itself at the role's limits
+    divided by this, so all runs and workers on one key together stay within the key's budget."""
+    task_retries: Annotated[int, Field(ge=0)] = 3
+    retry_delay_s: NonNegFloat = 30.0
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """A shard whose failed requests (after the gateway's own retries) exceed this fraction fails, so the
+    task is retried and only the failed requests are sent again; below it they are kept as failures."""
+
+
 class RunConfig(_Frozen):
     teacher: TeacherConfig = TeacherConfig()
     referee: RefereeConfig = RefereeConfig()
@@ -256,6 +285,7 @@ class RunConfig(_Frozen):
     loop: LoopConfig = LoopConfig()
     data: DataConfig = DataConfig()
     storage: StorageConfig = StorageConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON form; equal configs hash equal whatever their YAML layout."""

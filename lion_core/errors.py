@@ -23,3 +23,7 @@ class StoreError(LionError):
 
 class IntegrityError(StoreError):
     """A stored file does not match the hash it was recorded with."""
+
+
+class ShardIncomplete(LionError):
+    """Too many requests of a shard failed after the gateway's retries; worth retrying later."""

@@ -15,10 +15,11 @@ from typing import Any
 import pyarrow as pa
 
 from lion_core.config import RunConfig
+from lion_core.errors import ShardIncomplete
 from lion_core.generation import GenerationResult, generate
 from lion_core.llm.gateway import Gateway
 from lion_core.llm.requests import ChatRequest
-from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
+from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.prompts import teacher_messages
 from lion_core.referee import JudgeItem, discriminate, discrimination_report
 from lion_core.store import PoolRef, RunStore, read_pool, read_table
@@ -67,21 +68,12 @@ def answer_stage(store: RunStore, k: int, pool: PoolRef, gateway: Gateway, name:
 
 def discrimination_stage(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
                          gateway: Gateway, config: RunConfig) -> tuple[PoolRef, dict[str, Any]]:
-    """Judge every Cache Pool item; items lacking an answer are labelled `missing_answer` and counted."""
-    t = {r["id"]: r for r in read_table(teacher).to_pylist() if r["status"] == "ok"}
-    s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] == "ok"}
-    pool = read_pool(cache_pool).to_dict("records")
-    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"])
-             for r in pool if r["id"] in t and r["id"] in s]
-    rows = discriminate(gateway, items, style=config.referee.prompt_style, tau=config.loop.tau,
-                        max_reasks=config.referee.max_reasks)
-    judged = {r["id"] for r in rows}
-    missing = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "label": "missing_answer",
-                "raw_t_first": "", "raw_s_first": "", "asks": 0} for r in pool if r["id"] not in judged]
-    report = discrimination_report(rows)
-    report["missing_answer"] = len(missing)
-    table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
-    return _commit(store, k, "judgments", table, JUDGMENTS_SCHEMA_VERSION, [cache_pool, teacher, student]), report
+    """Judge every Cache Pool item in one part (the flows split it into shards); items lacking an
+    answer are labelled `missing_answer` and counted."""
+    part = discrimination_part(store, k, cache_pool, teacher, student, 0, cache_pool.rows, gateway, config)
+    ref = merge_parts(store, k, "judgments", [part], JUDGMENTS_SCHEMA, JUDGMENTS_SCHEMA_VERSION,
+                      [cache_pool, teacher, student])
+    return ref, judgments_report(ref)
 
 
 def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: Gateway,
@@ -102,6 +94,13 @@ def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: Po
     return ref, result
 
 
+def accepted_rows(candidates: PoolRef, next_iteration: int) -> list[dict[str, Any]]:
+    """The new pool rows, rebuilt from the candidates file exactly as `generate` made them."""
+    return [make_row(c["instruction"], c["input"], origin=c["origin"], iteration=next_iteration, parent_id=c["seed_id"],
+                     metadata={"round": c["round"], "max_rouge_l": c["max_rouge_l"]})
+            for c in read_table(candidates).to_pylist() if c["status"] == "accepted"]
+
+
 def update_pools(store: RunStore, k: int, cache_pool: PoolRef, new_rows: Sequence[dict[str, Any]],
                  candidates: PoolRef) -> tuple[PoolRef, PoolRef]:
     """Iteration k+1: Train Pool = the new instructions, Cache Pool = old Cache Pool + new; one commit."""
@@ -115,6 +114,90 @@ def update_pools(store: RunStore, k: int, cache_pool: PoolRef, new_rows: Sequenc
     }
     store.commit(k + 1, refs, parents={"train_pool": [candidates], "cache_pool": [cache_pool, candidates]})
     return refs["train_pool"], refs["cache_pool"]
+
+
+# -- shards: API stages run as independent slices of a pool, written as parts, then merged ------------
+
+def shard_bounds(n_rows: int, shard_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) row ranges of at most shard_size rows; an empty pool has no shards."""
+    return [(lo, min(lo + shard_size, n_rows)) for lo in range(0, n_rows, shard_size)]
+
+
+def part_name(name: str, lo: int, hi: int) -> str:
+    return f"{name}.part-{lo:07d}-{hi:07d}"
+
+
+def committed(store: RunStore, k: int, name: str) -> PoolRef | None:
+    """The committed artifact, if the stage already finished: a rerun returns it and sends nothing."""
+    manifest = store.manifest(k)
+    entry = manifest.files.get(name) if manifest else None
+    return store.ref_from_entry(entry) if entry else None
+
+
+def check_failures(n_failed: int, n: int, max_fraction: float, what: str) -> None:
+    if n and n_failed / n > max_fraction:
+        raise ShardIncomplete(f"{what}: {n_failed} of {n} requests failed after retries (allowed: "
+                              f"{max_fraction:.0%}); the failures are recorded and a retry sends only those")
+
+
+def answer_part(store: RunStore, k: int, name: str, pool: PoolRef, lo: int, hi: int, gateway: Gateway,
+                stage: str, max_failed_fraction: float) -> PoolRef:
+    """Teacher answers for rows [lo, hi) of `pool`, written as an uncommitted part of `name`."""
+    rows = read_pool(pool).iloc[lo:hi].to_dict("records")
+    answers = teacher_answers(gateway, rows, stage)
+    check_failures(sum(a["status"] != "ok" for a in answers), len(answers), max_failed_fraction,
+                   f"{name} rows {lo}-{hi}")
+    table = pa.Table.from_pylist(answers, schema=ANSWERS_SCHEMA)
+    return store.write_table(k, part_name(name, lo, hi), table, schema_version=ANSWERS_SCHEMA_VERSION, parents=[pool])
+
+
+def discrimination_part(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
+                        lo: int, hi: int, gateway: Gateway, config: RunConfig) -> PoolRef:
+    """Judgments of Cache Pool rows [lo, hi); items lacking an answer are labelled `missing_answer`."""
+    t = {r["id"]: r for r in read_table(teacher).to_pylist() if r["status"] == "ok"}
+    s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] == "ok"}
+    pool = read_pool(cache_pool).iloc[lo:hi].to_dict("records")
+    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"])
+             for r in pool if r["id"] in t and r["id"] in s]
+    rows = discriminate(gateway, items, style=config.referee.prompt_style, tau=config.loop.tau,
+                        max_reasks=config.referee.max_reasks)
+    failed = sum(r["raw_t_first"].startswith("[request failed") or r["raw_s_first"].startswith("[request failed")
+                 for r in rows)
+    check_failures(failed, len(rows), config.orchestration.max_failed_fraction, f"judgments rows {lo}-{hi}")
+    judged = {r["id"] for r in rows}
+    missing = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "label": "missing_answer",
+                "raw_t_first": "", "raw_s_first": "", "asks": 0} for r in pool if r["id"] not in judged]
+    table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
+    return store.write_table(k, part_name("judgments", lo, hi), table, schema_version=JUDGMENTS_SCHEMA_VERSION,
+                             parents=[cache_pool, teacher, student])
+
+
+def merge_parts(store: RunStore, k: int, name: str, parts: Sequence[PoolRef], schema: pa.Schema, version: str,
+                parents: Sequence[PoolRef]) -> PoolRef:
+    """Concatenate the parts (in row order) into `name` and commit it; the parts stay as written."""
+    tables = [read_table(p).select(schema.names).cast(schema) for p in parts]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return _commit(store, k, name, table, version, list(parents))
+
+
+def judgments_report(judgments: PoolRef) -> dict[str, Any]:
+    rows = read_table(judgments).to_pylist()
+    judged = [r for r in rows if r["label"] != "missing_answer"]
+    report = discrimination_report(judged)
+    report["missing_answer"] = len(rows) - len(judged)
+    return report
+
+
+def student_answer_stage(store: RunStore, k: int, pool: PoolRef, checkpoint: str, config: RunConfig,
+                         responses: Any) -> PoolRef:
+    """The student checkpoint's answers for every instruction of `pool`, committed as `student_answers`."""
+    from lion_core.student.infer import student_answers
+
+    rows = read_pool(pool).to_dict("records")
+    answers = student_answers(checkpoint, rows, config.student.generation, responses,
+                              prompt_format=config.student.prompt_format, seed=config.loop.random_seed + k)
+    table = pa.Table.from_pylist(answers, schema=ANSWERS_SCHEMA)
+    return _commit(store, k, "student_answers", table, ANSWERS_SCHEMA_VERSION, [pool])
 
 
 def _commit(store: RunStore, k: int, name: str, table: pa.Table, version: str, parents: list[PoolRef]) -> PoolRef:

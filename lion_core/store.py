@@ -21,6 +21,7 @@ import io
 import json
 import os
 import re
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -168,6 +169,9 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+_COMMIT_LOCK = threading.Lock()
+
+
 class RunStore:
     """Files of one run. Writes need the run config, whose hash every artifact records."""
 
@@ -286,7 +290,12 @@ class RunStore:
             raise StoreError(f"{uri}: unreadable manifest: {err}") from None
 
     def commit(self, k: int, refs: Mapping[str, PoolRef], parents: Mapping[str, Sequence[Parent]] | None = None) -> Manifest:
-        """Record files in iteration k's manifest in one atomic write; all of them appear, or none."""
+        """Record files in iteration k's manifest in one atomic write; all of them appear, or none.
+        Commits in one process are serialised: stages of an iteration may finish at the same time."""
+        with _COMMIT_LOCK:
+            return self._commit(k, refs, parents)
+
+    def _commit(self, k: int, refs: Mapping[str, PoolRef], parents: Mapping[str, Sequence[Parent]] | None) -> Manifest:
         config = self._require_config()
         old = self.manifest(k)
         files = dict(old.files) if old else {}

@@ -39,12 +39,15 @@ class FaultPlan:
     """Outcomes for the first arrivals of every request ("429", "500", "slow", "drop", "malformed", "ok"),
     before the random draws take over: for tests that need one exact sequence."""
     seed: int = 0
+    fail_after: int | None = None
+    """After this many answered requests, every later request gets a 500: an outage mid-stage."""
 
 
 @dataclass
 class ServerStats:
     outcomes: collections.Counter = field(default_factory=collections.Counter)
     successes: collections.Counter = field(default_factory=collections.Counter)  # by last user message
+    answered: collections.Counter = field(default_factory=collections.Counter)  # 200s by request fingerprint
     seen: collections.Counter = field(default_factory=collections.Counter)  # by request fingerprint
     accepted_at: list[float] = field(default_factory=list)  # monotonic arrival times of answered requests
     arrivals: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))  # by last user message
@@ -174,6 +177,8 @@ class FaultServer:
             self.stats.seen[fp] += 1
             self.stats.arrivals[last].append(time.monotonic())
         fault = plan.script[n] if n < len(plan.script) else self._draw(fp, n)
+        if plan.fail_after is not None and sum(self.stats.successes.values()) >= plan.fail_after:
+            fault = "500"
         if plan.max_prompt_chars is not None and sum(len(m["content"]) for m in messages) > plan.max_prompt_chars:
             fault = "context"
         if plan.latency_s:
@@ -200,7 +205,7 @@ class FaultServer:
                 "invalid_request_error", "This model's maximum context length is exceeded. Please reduce the length "
                 "of the messages.", "context_length_exceeded"))
             return True
-        answer = f"Answer to: {last[:80]}"
+        answer = canned_reply(last, fp)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         completion_tokens = len(answer.split())
         payload = {
@@ -212,6 +217,7 @@ class FaultServer:
         }
         with self._lock:
             self.stats.successes[last] += 1
+            self.stats.answered[fp] += 1
             self.stats.accepted_at.append(time.monotonic())
         await self._send(writer, 200, json.dumps(payload).encode())
         return True
@@ -239,6 +245,30 @@ class FaultServer:
                 return name
             x -= rate
         return "ok"
+
+
+_WORDS = (
+    "describe explain list compare summarize write translate classify estimate design plan outline suggest "
+    "rewrite evaluate identify calculate convert draft predict recommend the a of for in on with about three "
+    "ancient modern river mountain city poem recipe budget garden planet engine market habit language music "
+    "history ocean forest bridge library festival painting climate vaccine protein algorithm triangle novel "
+    "volcano desert harbor orchestra telescope glacier meadow lantern compass tapestry vineyard satellite"
+).split()
+
+
+def canned_reply(prompt: str, fp: str) -> str:
+    """A deterministic reply in the shape each role's parser expects: referee scores for a judging
+    prompt, a new task for a generator prompt, a plain answer otherwise."""
+    rng = random.Random(fp)
+    if "<<<ANSWER OF ASSISTANT 1>>>" in prompt:
+        a, b = rng.randint(3, 10), rng.randint(1, 9)
+        if "Score of the Assistant 1" in prompt:
+            return f"Both answers address the question.\nScore of the Assistant 1: {a}\nScore of the Assistant 2: {b}"
+        return f"{a} {b}\nBoth answers address the question."
+    if "<<<EXAMPLE TASK>>>" in prompt:
+        task = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(7, 13)))
+        return f"New task: {task.capitalize()}.\nNew input: none"
+    return f"Answer to: {prompt[:80]}"
 
 
 def main() -> None:

@@ -164,5 +164,13 @@ def test_remote_runs_root_needs_a_local_response_store():
         parse_config({"storage": {"runs_root": "s3://bucket/runs"}})
     with pytest.raises(ConfigError, match="must be a local path"):
         parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "s3://b/r.sqlite"}})
-    ok = parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "/tmp/r.sqlite"}})
+    with pytest.raises(ConfigError, match="storage: .*set checkpoints_root to a local path"):
+        parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "/tmp/r.sqlite"}})
+    ok = parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "/tmp/r.sqlite", "checkpoints_root": "/ck"}})
     assert ok.storage.response_store_path() == "/tmp/r.sqlite"
+    assert ok.storage.checkpoint_dir("run1", 2) == "/ck/run1/iter-2"
+
+
+def test_local_checkpoints_live_with_the_run(tmp_path):
+    cfg = parse_config({"storage": {"runs_root": str(tmp_path)}})
+    assert cfg.storage.checkpoint_dir("r", 0) == str(tmp_path / "r" / "checkpoints" / "iter-0")

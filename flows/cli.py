@@ -1,4 +1,5 @@
-"""The `lion` command line.
+"""The `lion` command line: store commands call lion_core directly; `run` and `limits` use Prefect
+(imported only by the commands that need it, so the others start fast).
 
 Errors meant for the user (LionError) print as one message and exit 1; anything else prints one line
 and exits 2. `--debug`, anywhere on the command line, shows the traceback instead.
@@ -22,8 +23,10 @@ app = typer.Typer(
 )
 pools_app = typer.Typer(help="Inspect a run's pools.", no_args_is_help=True)
 config_app = typer.Typer(help="Check run configs.", no_args_is_help=True)
+limits_app = typer.Typer(help="The Prefect concurrency limits that share each API key's budget.", no_args_is_help=True)
 app.add_typer(pools_app, name="pools")
 app.add_typer(config_app, name="config")
+app.add_typer(limits_app, name="limits")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML).")]
 
@@ -51,6 +54,54 @@ def init(
     typer.echo(f"  read:        {result.records_read} records, {result.duplicates_dropped} exact duplicates dropped")
     for name, ref in (("train_pool", result.train_pool), ("cache_pool", result.cache_pool)):
         typer.echo(f"  {name}:  {ref.rows} rows  sha256 {ref.sha256[:16]}  {ref.uri}")
+
+
+@app.command()
+def run(
+    config: ConfigOpt,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of a new run; default: a timestamp.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this existing run.")] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", min=1, help="Default: loop.iterations.")] = None,
+    seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="Seed file/URI for a new run; default: data.seed")] = None,
+) -> None:
+    """Run the Lion loop as a Prefect flow (a server if PREFECT_API_URL is set, else a local one)."""
+    from lion_core.store import RunStore, new_run_id
+
+    cfg = load_config(config)
+    if resume and run_id:
+        raise typer.BadParameter("give --run-id for a new run or --resume for an existing one, not both")
+    rid = resume or run_id or new_run_id()
+    exists = RunStore(cfg.storage.runs_root, rid).exists()
+    if resume and not exists:
+        raise LionError(f"no run {rid!r} under {cfg.storage.runs_root} to resume")
+    if not resume and exists:
+        raise LionError(f"run {rid!r} already exists under {cfg.storage.runs_root}; continue it with --resume {rid}")
+    from flows.lion import lion
+
+    result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
+    _print_result(result, cfg)
+
+
+def _print_result(result: dict, cfg) -> None:
+    from lion_core.report import summary_text_table
+
+    typer.echo(f"\nrun {result['run_id']}: {len(result['iterations'])} iteration(s) at {result['run_uri']}")
+    if result["iterations"]:
+        typer.echo(summary_text_table(result["iterations"]))
+        last = result["iterations"][-1]
+        typer.echo(f"\n  pools:       {result['run_uri']}/iter-*/  (lion pools show {result['run_id']} --config ...)")
+        typer.echo(f"  checkpoints: {last['checkpoint']}")
+        typer.echo(f"  plots:       {', '.join(sorted(last['plots'].values()))}")
+        typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
+
+
+@limits_app.command("apply")
+def limits_apply(config: ConfigOpt) -> None:
+    """Create or update one global concurrency limit per API key of the config."""
+    from tasks.limits import apply_limits
+
+    for row in apply_limits(load_config(config)):
+        typer.echo(f"{row['name']}: {row['slots']} shard slot(s) for {', '.join(row['roles'])} ({row['action']})")
 
 
 @pools_app.command("show")

@@ -1,0 +1,19 @@
+"""Generation: new instructions from hard and easy items, ROUGE-L filtered; then the pool update."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from lion_core.store import PoolRef
+from tasks.api import generate_instructions
+from tasks.common import RunContext, configured
+from tasks.pools import update_pools
+
+
+@flow(name="generation")
+def generation(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> dict[str, Any]:
+    made = configured(generate_instructions, ctx.config)(ctx, k, cache_pool, judgments)
+    pools = update_pools(ctx, k, cache_pool, made["candidates"])  # Train := new, Cache := old + new, one commit
+    return {"candidates": made["candidates"], "report": made["report"], "usage": made["usage"], **pools}

@@ -1,0 +1,25 @@
+"""Imitation: the teacher answers the Train Pool; the student is fine-tuned on those answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.shards import answer_pool
+from lion_core.store import PoolRef
+from tasks.common import RunContext
+from tasks.pools import training_set
+from tasks.student import base_model, train
+
+
+@flow(name="imitation")
+def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint: str | None = None) -> dict[str, Any]:
+    answers, usage = answer_pool(ctx, k, "teacher_answers_train", train_pool)
+    inputs = training_set(ctx, k, answers, base_model(ctx), previous_checkpoint)
+    if inputs["answers"].rows:
+        checkpoint = train(ctx, k, inputs["answers"], inputs["start_from"])
+    else:  # the last generation accepted nothing: nothing new to learn, the student stays as it was
+        get_run_logger().warning("iteration %d: the Train Pool is empty; keeping %s", k, inputs["start_from"])
+        checkpoint = inputs["start_from"]
+    return {"checkpoint": checkpoint, "teacher_answers": answers, "usage": usage}

@@ -1,0 +1,70 @@
+"""The Lion loop: N iterations of imitation, discrimination and generation, resumable.
+
+A run is its folder in the store. The flow opens it (creating iteration 0 from the seeds the first
+time) and starts at the first iteration whose next pools are not yet committed, so a rerun with the
+same run id (the UI's Retry, a new deployment run, `lion run --resume`) continues where the last one
+stopped: finished iterations are not visited, and in the unfinished one every task that completed is
+a cache hit and every answered request comes from the response store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from flows.lion_iteration import lion_iteration
+from lion_core.config import EMBEDDED, RunConfig, load_config
+from lion_core.llm.embedded import EmbeddedServer
+from lion_core.report import read_summaries, summary_text_table
+from lion_core.store import RunStore, validate_run_id
+from tasks.common import RunContext
+from tasks.limits import ensure_limits
+from tasks.pools import open_run
+
+
+@contextlib.contextmanager
+def embedded_endpoint(config: RunConfig) -> Iterator[tuple[str, str] | None]:
+    """The embedded server for this flow run when any role uses it; stopped (or killed with us) after."""
+    if not any(getattr(config, r).base_url == EMBEDDED for r in ("teacher", "referee", "generator")):
+        yield None
+        return
+    with EmbeddedServer() as server:
+        yield server.endpoint
+
+
+def next_iteration(store: RunStore) -> int:
+    """The first iteration whose successor pools are not committed (0 for a new run)."""
+    k = 0
+    while (m := store.manifest(k + 1)) is not None and {"train_pool", "cache_pool"} <= set(m.files):
+        k += 1
+    return k
+
+
+@flow(name="lion", log_prints=True)
+def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a Lion distillation run until it has `iterations` iterations (default: the config's)."""
+    logger = get_run_logger()
+    config = load_config(config_path)
+    # No run id: take the flow run's, so the UI's Retry of this flow run resumes the same run.
+    run_id = validate_run_id(run_id) if run_id else f"run-{flow_run.id}"
+    total = iterations or config.loop.iterations
+    opened = open_run(config, run_id, seed)
+    ensure_limits(config)
+    store = RunStore(config.storage.runs_root, run_id, config)
+    start = next_iteration(store)
+    if start:
+        logger.info("run %s: iterations 0-%d are finished; continuing at %d", run_id, start - 1, start)
+    if start < total:
+        with embedded_endpoint(config) as embedded:
+            ctx = RunContext(config=config, run_id=run_id, run_key=f"{opened['run_uri']}@{opened['created_at']}",
+                             embedded=embedded)
+            for k in range(start, total):
+                lion_iteration(ctx, k)
+    summaries = [s for s in read_summaries(store) if s["iteration"] < total]
+    if summaries:
+        logger.info("run %s\n%s", run_id, summary_text_table(summaries))
+    return {"run_id": run_id, "run_uri": opened["run_uri"], "iterations": summaries}

@@ -1,0 +1,124 @@
+"""What every Lion task shares: the run context it receives, cache keys, the retry rule, API gateways.
+
+Cache keys are built from what a task's output depends on: the run (its store URI and creation time,
+so a deleted and re-created run never reuses old results), the config hash, and the content hashes of
+the input artifacts; never the flow-run id. So a retry of a run, a new deployment run with the same run
+id, or `lion run --resume` skips every task that completed, and the response store skips every
+request that was answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect.concurrency.sync import concurrency
+from pydantic import BaseModel, ConfigDict
+
+from lion_core.config import RunConfig
+from lion_core.errors import LionError, ShardIncomplete
+from lion_core.limits import limit_name, shard_role
+from lion_core.llm.accounting import Accounting
+from lion_core.llm.gateway import Endpoint, Gateway
+from lion_core.llm.requests import ChatRequest, ChatResult
+from lion_core.llm.responses import ResponseStore
+from lion_core.store import PoolRef, RunStore
+from lion_core.student.launch import TrainingError
+
+CACHE_VERSION = "lion-tasks/1"
+"""Bump when a task's output format changes, so old cached results are not reused."""
+
+
+class RunContext(BaseModel):
+    """The small, hashable description of a run that every task receives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: RunConfig
+    run_id: str
+    run_key: str
+    """The run's store URI and creation time: identifies this run's files in cache keys."""
+    embedded: tuple[str, str] | None = None
+    """(base URL, served model) of this flow run's embedded endpoint; never part of a cache key."""
+
+    def store(self) -> RunStore:
+        return RunStore(self.config.storage.runs_root, self.run_id, self.config)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, RunContext):
+        return {"run": value.run_key, "config": value.config.config_hash()}
+    if isinstance(value, PoolRef):
+        return {"sha256": value.sha256, "rows": value.rows}
+    if isinstance(value, BaseModel):
+        return _canonical(value.model_dump(mode="json"))
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"task inputs must be references or scalars, not {type(value).__name__}")
+
+
+def input_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Task name + canonical inputs (artifact hashes, config hash, run identity, scalars)."""
+    body = json.dumps({"v": CACHE_VERSION, "task": context.task.name, "inputs": _canonical(parameters)},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry on what may pass: network and storage hiccups, an incomplete shard, a crashed fine-tune.
+    Never on a bad config, a rejected API key or corrupt data: those fail the same way again."""
+    try:
+        state.result()
+    except (ShardIncomplete, TrainingError):
+        return True
+    except LionError:
+        return False
+    except Exception:  # noqa: BLE001 - anything not ours is assumed transient
+        return True
+    return True
+
+
+class SlottedGateway:
+    """A gateway whose batches go out in shard-sized chunks, each holding one slot of its API key's
+    global concurrency limit (strict: a missing limit is an error, never a silent bypass)."""
+
+    def __init__(self, gateway: Gateway, limit: str, chunk: int):
+        self.gateway, self.limit, self.chunk = gateway, limit, chunk
+        self.endpoint = gateway.endpoint
+
+    def run_sync(self, requests: list[ChatRequest], stage: str) -> list[ChatResult]:
+        out: list[ChatResult] = []
+        for i in range(0, len(requests), self.chunk):
+            part = requests[i:i + self.chunk]
+            if not part:
+                continue
+            with concurrency(self.limit, occupy=1, strict=True):
+                out.extend(self.gateway.run_sync(part, stage))
+        return out
+
+
+@contextmanager
+def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[SlottedGateway, Accounting]]:
+    """The role's gateway for one task: the shard's share of the key's rate limits, the run's response
+    store, and a fresh accounting table that the task returns."""
+    cfg = ctx.config
+    role_cfg = shard_role(getattr(cfg, role), cfg.orchestration.shards_in_flight_per_key)
+    embedded = ctx.embedded if role_cfg.base_url == "embedded" else None
+    endpoint = Endpoint.from_config(role, role_cfg, embedded=embedded)
+    accounting = Accounting()
+    with ResponseStore(cfg.storage.response_store_path()) as responses:
+        gateway = Gateway(endpoint, responses, accounting)
+        yield SlottedGateway(gateway, limit_name(getattr(cfg, role)), cfg.orchestration.shard_size), accounting
+
+
+def configured(task_obj: Any, cfg: RunConfig) -> Any:
+    """The task with the run's retry settings."""
+    return task_obj.with_options(retries=cfg.orchestration.task_retries,
+                                 retry_delay_seconds=cfg.orchestration.retry_delay_s)

@@ -1,0 +1,117 @@
+"""The Lion flow end to end under a Prefect test API: a tiny run, and a resume after an API outage."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+
+from flows.lion import lion
+from lion_core.llm.fault_server import FaultPlan, FaultServer
+from lion_core.llm.responses import ResponseStore
+from lion_core.store import RunStore
+from tests.flows.conftest import pool_rows, write_flow_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prefect_harness, tiny_model, tmp_path_factory):
+    """Two iterations of a tiny run with a healthy API: the reference the resume test compares with."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    with FaultServer() as api:
+        config = write_flow_config(folder, api.url, tiny_model)
+        result = lion(config_path=str(config), run_id="ref")
+        answered = sum(api.stats.answered.values())
+    return {"folder": folder, "result": result, "answered": answered}
+
+
+def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
+    folder, result = uninterrupted["folder"], uninterrupted["result"]
+    store = RunStore(str(folder / "runs"), "ref")
+    assert store.iterations() == [0, 1, 2]
+    assert [s["iteration"] for s in result["iterations"]] == [0, 1]
+    for s in result["iterations"]:
+        k = s["iteration"]
+        m = store.manifest(k).files
+        assert {"teacher_answers_train", "teacher_answers_cache", "student_answers", "judgments", "candidates"} <= set(m)
+        assert s["judged"] == s["cache_pool"] and s["hard"] + s["easy"] + s["unresolved"] == s["judged"] - s["missing_answer"]
+        assert s["next_train_pool"] == s["accepted"] and s["next_cache_pool"] == s["cache_pool"] + s["accepted"]
+        assert store.manifest(k + 1).files["cache_pool"].rows == s["next_cache_pool"]
+        for name, uri in s["plots"].items():
+            assert open(uri, "rb").read(8) == b"\x89PNG\r\n\x1a\n", name
+        assert (folder / "runs" / "ref" / "checkpoints" / f"iter-{k}" / "final" / ".complete").is_file()
+        assert s["checkpoint"].endswith(f"iter-{k}/final")
+        json.dumps(s)  # the summary is plain data
+    # iteration 1 trains on iteration 0's new instructions, starting from iteration 0's checkpoint
+    info = json.loads((folder / "runs" / "ref" / "checkpoints" / "iter-1" / "final" / "lion_checkpoint.json").read_text())
+    assert "iter-0/final" in json.dumps(info)
+
+
+def test_the_ui_gets_a_report_per_iteration(uninterrupted):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="lion-ref-iter-")))
+    by_key = {a.key: a for a in arts}
+    for k in (0, 1):
+        md = by_key[f"lion-ref-iter-{k}"]
+        assert md.type == "markdown" and "Discrimination" in md.data and "Cache Pool" in md.data
+        assert by_key[f"lion-ref-iter-{k}-table"].type == "table"
+        for chart in ("score-gap", "hard-fraction", "leading-words"):
+            link = by_key[f"lion-ref-iter-{k}-{chart}"].data  # a link artifact, stored as markdown
+            assert f"iter-{k}/plots/{chart.replace('-', '_')}.png" in link and "file://" in link
+
+
+def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools(uninterrupted, tiny_model,
+                                                                                 tmp_path):
+    folder = tmp_path / "resumed"
+    # 6 teacher answers (the Cache Pool's are the same requests), then the referee fails after 5 verdicts
+    with FaultServer(FaultPlan(fail_after=11)) as api:
+        config = write_flow_config(folder, api.url, tiny_model)
+        started = datetime.now(timezone.utc)
+        with pytest.raises(Exception, match="requests failed after retries"):
+            lion(config_path=str(config), run_id="ref")
+        first_answered = sum(api.stats.answered.values())
+        assert first_answered == 11
+        store = RunStore(str(folder / "runs"), "ref")
+        assert "judgments" not in store.manifest(0).files  # nothing half-done is visible
+        assert store.manifest(1) is None
+        with ResponseStore(str(folder / "responses.sqlite")) as rs:
+            assert rs.counts().get("failed", 0) > 0  # the outage is recorded, not stored as answers
+
+        completed_first = _task_runs(since=started)
+        api.plan = FaultPlan()  # the API is back
+        result = lion(config_path=str(config), run_id="ref")
+        resumed_answered = sum(api.stats.answered.values()) - first_answered
+
+    # every request was answered once in all: as many answers as the uninterrupted run needed
+    assert first_answered + resumed_answered == uninterrupted["answered"]
+    # every task that completed before the outage was a cache hit on resume
+    second = _task_runs(since=completed_first["latest"])
+    done_before = completed_first["completed_keys"]
+    assert done_before and done_before <= second["cached_keys"]
+    assert not (done_before & second["completed_keys"])
+    # and the run ends where the uninterrupted one did
+    assert [s["iteration"] for s in result["iterations"]] == [0, 1]
+    ref_runs = uninterrupted["folder"] / "runs"
+    for k in (1, 2):
+        for name in ("train_pool", "cache_pool"):
+            assert pool_rows(folder / "runs", "ref", k, name) == pool_rows(ref_runs, "ref", k, name), (k, name)
+
+
+def _task_runs(since):
+    """Cache keys of completed and of cached task runs started after `since`."""
+    runs = []
+    with get_client(sync_client=True) as client:
+        flt = TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since))
+        while page := client.read_task_runs(task_run_filter=flt, limit=200, offset=len(runs)):
+            runs += page
+    def key(r):  # a persisted result's storage key is the task's cache key
+        return getattr(r.state.data, "storage_key", None) if r.state else None
+
+    completed = {key(r) for r in runs if r.state and r.state.name == "Completed" and key(r)}
+    cached = {key(r) for r in runs if r.state and r.state.name == "Cached" and key(r)}
+    latest = max((r.start_time for r in runs if r.start_time), default=None)
+    return {"completed_keys": completed, "cached_keys": cached, "latest": latest}
