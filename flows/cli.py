@@ -8,6 +8,7 @@ and exits 2. `--debug`, anywhere on the command line, shows the traceback instea
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -76,6 +77,10 @@ def run(
         raise LionError(f"no run {rid!r} under {cfg.storage.runs_root} to resume")
     if not resume and exists:
         raise LionError(f"run {rid!r} already exists under {cfg.storage.runs_root}; continue it with --resume {rid}")
+    # Without PREFECT_API_URL, Prefect starts a local API; its first start (a new database) can take
+    # longer than Prefect's 20 s default on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
     from flows.lion import lion
 
     result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
@@ -93,6 +98,37 @@ def _print_result(result: dict, cfg) -> None:
         typer.echo(f"  checkpoints: {last['checkpoint']}")
         typer.echo(f"  plots:       {', '.join(sorted(last['plots'].values()))}")
         typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt,
+    checkpoints: Annotated[list[str], typer.Option("--checkpoints", "-k", help="A model folder, `base`, or "
+                           "`run:<run id>` (the base model and every iteration); repeat or separate with commas.")],
+    eval_set: Annotated[Optional[str], typer.Option("--eval-set", "-e", help="Questions (JSONL, JSON or Parquet); "
+                        "default: evaluation.eval_set")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Evaluation id; repeating one resumes it.")] = None,
+) -> None:
+    """Judge checkpoints against the reference model, in both orders: relative score per category."""
+    specs = [s.strip() for item in checkpoints for s in item.split(",") if s.strip()]
+    cfg = load_config(config)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
+    from flows.evaluate import evaluate as evaluate_flow
+    from lion_core.evaluation import scores_markdown
+
+    result = evaluate_flow(config_path=str(config), checkpoints=specs, eval_set=eval_set,
+                           name=name or f"eval-{new_run_id_()}")
+    typer.echo(scores_markdown(f"evaluation {result['eval_id']}", result["scores"],
+                               cfg.evaluation.reference.model, (cfg.evaluation.judge or cfg.referee).model))
+    typer.echo(f"\nresults: {result['files']['results']}\nscores:  {result['files']['scores']}")
+    typer.echo("charts:  " + ", ".join(result["plots"].values()))
+
+
+def new_run_id_() -> str:
+    from lion_core.store import new_run_id
+
+    return new_run_id()
 
 
 @limits_app.command("apply")

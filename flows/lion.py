@@ -10,6 +10,7 @@ a cache hit and every answered request comes from the response store.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from prefect.runtime import flow_run
 
 from flows.lion_iteration import lion_iteration
 from lion_core.config import EMBEDDED, RunConfig, load_config
+from lion_core.limits import role_config
 from lion_core.llm.embedded import EmbeddedServer
 from lion_core.report import read_summaries, summary_text_table
 from lion_core.store import RunStore, validate_run_id
@@ -27,9 +29,10 @@ from tasks.pools import open_run
 
 
 @contextlib.contextmanager
-def embedded_endpoint(config: RunConfig) -> Iterator[tuple[str, str] | None]:
-    """The embedded server for this flow run when any role uses it; stopped (or killed with us) after."""
-    if not any(getattr(config, r).base_url == EMBEDDED for r in ("teacher", "referee", "generator")):
+def embedded_endpoint(config: RunConfig, roles: tuple[str, ...] = ("teacher", "referee", "generator")
+                      ) -> Iterator[tuple[str, str] | None]:
+    """The embedded server for this flow run when any of its roles uses it; stopped (or killed with us) after."""
+    if not any(role_config(config, r).base_url == EMBEDDED for r in roles):
         yield None
         return
     with EmbeddedServer() as server:
@@ -48,6 +51,7 @@ def next_iteration(store: RunStore) -> int:
 def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> dict[str, Any]:
     """Run (or resume) a Lion distillation run until it has `iterations` iterations (default: the config's)."""
     logger = get_run_logger()
+    logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
     config = load_config(config_path)
     # No run id: take the flow run's, so the UI's Retry of this flow run resumes the same run.
     run_id = validate_run_id(run_id) if run_id else f"run-{flow_run.id}"

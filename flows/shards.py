@@ -10,7 +10,7 @@ from prefect.futures import as_completed
 from lion_core.report import merge_usage
 from lion_core.stages import shard_bounds
 from lion_core.store import PoolRef
-from tasks.api import teacher_answers_shard
+from tasks.api import answers_shard
 from tasks.common import RunContext, configured
 from tasks.pools import merge_parts
 
@@ -26,10 +26,12 @@ def run_shards(task_obj: Any, ctx: RunContext, label: str, calls: list[dict[str,
     return [f.result() for f in futures]
 
 
-def answer_pool(ctx: RunContext, k: int, name: str, pool: PoolRef) -> tuple[PoolRef, list[dict[str, Any]]]:
-    """Teacher answers for a whole pool: shards of `orchestration.shard_size` rows, merged and committed."""
+def answer_pool(ctx: RunContext, k: int, name: str, pool: PoolRef, role: str = "teacher",
+                stage: str = "imitation") -> tuple[PoolRef, list[dict[str, Any]]]:
+    """An API role's answers for a whole pool: shards of `orchestration.shard_size` rows, merged and committed."""
     bounds = shard_bounds(pool.rows, ctx.config.orchestration.shard_size)
-    results = run_shards(teacher_answers_shard, ctx, f"iteration {k} {name}",
-                         [{"k": k, "name": name, "pool": pool, "lo": lo, "hi": hi} for lo, hi in bounds])
+    results = run_shards(answers_shard, ctx, f"{name}",
+                         [{"k": k, "name": name, "pool": pool, "lo": lo, "hi": hi, "role": role, "stage": stage}
+                          for lo, hi in bounds])
     ref = merge_parts(ctx, k, name, [r["part"] for r in results], [pool])
     return ref, merge_usage(r["usage"] for r in results)

@@ -276,6 +276,25 @@ class OrchestrationConfig(_Frozen):
     task is retried and only the failed requests are sent again; below it they are kept as failures."""
 
 
+class EvaluationConfig(_Frozen):
+    """Judging checkpoints against a reference model (`lion evaluate`, the lion-evaluate deployment)."""
+
+    eval_set: str | None = None
+    """Questions: JSONL, JSON or Parquet with the text in question/text/instruction/turns and an
+    optional category (Vicuna-80's question.jsonl loads as it is)."""
+    reference: TeacherConfig = TeacherConfig()
+    """The model the students are compared with (ChatGPT in the paper)."""
+    judge: RefereeConfig | None = None
+    """The judge (GPT-4 in the paper); None: the run's referee."""
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.9
+    """Fail the evaluation when fewer than this fraction of questions is judged in either order."""
+    output_root: str | None = None
+    """Where evaluations are written; default <runs_root>/evaluations."""
+
+    def root(self, runs_root: str) -> str:
+        return self.output_root or f"{runs_root.rstrip('/')}/evaluations"
+
+
 class RunConfig(_Frozen):
     teacher: TeacherConfig = TeacherConfig()
     referee: RefereeConfig = RefereeConfig()
@@ -286,6 +305,7 @@ class RunConfig(_Frozen):
     data: DataConfig = DataConfig()
     storage: StorageConfig = StorageConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON form; equal configs hash equal whatever their YAML layout."""

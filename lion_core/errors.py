@@ -27,3 +27,7 @@ class IntegrityError(StoreError):
 
 class ShardIncomplete(LionError):
     """Too many requests of a shard failed after the gateway's retries; worth retrying later."""
+
+
+class EvaluationIncomplete(LionError):
+    """Too few evaluation items were judged to trust the scores."""

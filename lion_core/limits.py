@@ -15,7 +15,17 @@ import os
 from lion_core.config import EMBEDDED, ApiRole, RunConfig
 from lion_core.errors import ConfigError
 
-ROLES = ("teacher", "referee", "generator")
+ROLES = ("teacher", "referee", "generator", "reference", "judge")
+
+
+def role_config(config: RunConfig, role: str) -> ApiRole:
+    """The endpoint settings of a role; `reference` and `judge` are the evaluation's (the judge
+    defaults to the run's referee)."""
+    if role == "reference":
+        return config.evaluation.reference
+    if role == "judge":
+        return config.evaluation.judge or config.referee
+    return getattr(config, role)
 
 
 def limit_name(role: ApiRole, env: dict[str, str] | None = None) -> str:
@@ -33,7 +43,7 @@ def api_limits(config: RunConfig, env: dict[str, str] | None = None) -> dict[str
     """{limit name: {"slots": n, "roles": [...]}} for the config's API roles."""
     out: dict[str, dict] = {}
     for role in ROLES:
-        name = limit_name(getattr(config, role), env)
+        name = limit_name(role_config(config, role), env)
         entry = out.setdefault(name, {"slots": config.orchestration.shards_in_flight_per_key, "roles": []})
         entry["roles"].append(role)
     return out

@@ -99,3 +99,40 @@ def write_iteration_plots(store: RunStore, k: int, tau: float) -> dict[str, str]
 def judgments_hard_fraction(rows: Sequence[dict]) -> float:
     resolved = [r for r in rows if r["label"] in ("hard", "easy")]
     return sum(r["label"] == "hard" for r in resolved) / len(resolved) if resolved else 0.0
+
+
+def relative_by_category(scores: dict[str, dict]) -> bytes:
+    """Relative score per category (and overall), one bar per checkpoint."""
+    cats = ["all", *sorted({c for s in scores.values() for c in s["categories"]})]
+    names = list(scores)
+    fig = Figure(figsize=(max(6, 1.1 * len(cats) * max(1, len(names)) / 2), 4))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        s = scores[name]
+        vals = [(s if c == "all" else s["categories"].get(c, {})).get("relative_score") for c in cats]
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(cats))]
+        ax.bar(xs, [100 * v if v is not None else 0 for v in vals], width=width, label=name)
+    ax.axhline(100, color="#555", linestyle=":", linewidth=1)
+    ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
+    ax.set_ylabel("relative score (% of reference)")
+    ax.set_title("Relative score per category")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def relative_by_checkpoint(scores: dict[str, dict]) -> bytes:
+    """Relative score per checkpoint in the order given (base, then each iteration), both orders."""
+    names = list(scores)
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    for key, label, style in (("relative_score", "mean of both orders", "o-"),
+                              ("relative_score_reference_first", "reference first", "s--"),
+                              ("relative_score_student_first", "student first", "^--")):
+        ys = [100 * scores[n][key] if scores[n][key] is not None else float("nan") for n in names]
+        ax.plot(range(len(names)), ys, style, label=label)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("relative score (%)")
+    ax.set_title("Relative score per checkpoint")
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -20,7 +20,7 @@ import pyarrow as pa
 from lion_core.errors import StoreError
 
 POOL_SCHEMA_VERSION = "pool/1"
-ORIGINS = ("seed", "hard", "easy")
+ORIGINS = ("seed", "hard", "easy", "eval")
 
 POOL_SCHEMA = pa.schema(
     [

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lion_core.config import RunConfig
+from lion_core.config import RefereeConfig, RunConfig
 from lion_core.errors import ShardIncomplete
 from lion_core.generation import GenerationResult, generate
 from lion_core.llm.gateway import Gateway
@@ -152,23 +152,29 @@ def answer_part(store: RunStore, k: int, name: str, pool: PoolRef, lo: int, hi: 
 
 
 def discrimination_part(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
-                        lo: int, hi: int, gateway: Gateway, config: RunConfig) -> PoolRef:
-    """Judgments of Cache Pool rows [lo, hi); items lacking an answer are labelled `missing_answer`."""
+                        lo: int, hi: int, gateway: Gateway, config: RunConfig, *, name: str = "judgments",
+                        referee: RefereeConfig | None = None, silent_student: str | None = None) -> PoolRef:
+    """Judgments of Cache Pool rows [lo, hi); items lacking an answer are labelled `missing_answer`.
+    `referee` defaults to the run's (evaluations pass their judge). With `silent_student` set, an item
+    the student answered with nothing is judged with that text instead (evaluations: silence is an
+    answer, and a bad one)."""
+    referee = referee or config.referee
     t = {r["id"]: r for r in read_table(teacher).to_pylist() if r["status"] == "ok"}
     s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] == "ok"}
     pool = read_pool(cache_pool).iloc[lo:hi].to_dict("records")
+    if silent_student is not None:
+        s = {r["id"]: s.get(r["id"], {"answer": silent_student}) for r in pool}
     items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"])
              for r in pool if r["id"] in t and r["id"] in s]
-    rows = discriminate(gateway, items, style=config.referee.prompt_style, tau=config.loop.tau,
-                        max_reasks=config.referee.max_reasks)
+    rows = discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks)
     failed = sum(r["raw_t_first"].startswith("[request failed") or r["raw_s_first"].startswith("[request failed")
                  for r in rows)
-    check_failures(failed, len(rows), config.orchestration.max_failed_fraction, f"judgments rows {lo}-{hi}")
+    check_failures(failed, len(rows), config.orchestration.max_failed_fraction, f"{name} rows {lo}-{hi}")
     judged = {r["id"] for r in rows}
     missing = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "label": "missing_answer",
                 "raw_t_first": "", "raw_s_first": "", "asks": 0} for r in pool if r["id"] not in judged]
     table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
-    return store.write_table(k, part_name("judgments", lo, hi), table, schema_version=JUDGMENTS_SCHEMA_VERSION,
+    return store.write_table(k, part_name(name, lo, hi), table, schema_version=JUDGMENTS_SCHEMA_VERSION,
                              parents=[cache_pool, teacher, student])
 
 
@@ -189,15 +195,15 @@ def judgments_report(judgments: PoolRef) -> dict[str, Any]:
 
 
 def student_answer_stage(store: RunStore, k: int, pool: PoolRef, checkpoint: str, config: RunConfig,
-                         responses: Any) -> PoolRef:
-    """The student checkpoint's answers for every instruction of `pool`, committed as `student_answers`."""
+                         responses: Any, name: str = "student_answers") -> PoolRef:
+    """The student checkpoint's answers for every instruction of `pool`, committed as `name`."""
     from lion_core.student.infer import student_answers
 
     rows = read_pool(pool).to_dict("records")
     answers = student_answers(checkpoint, rows, config.student.generation, responses,
                               prompt_format=config.student.prompt_format, seed=config.loop.random_seed + k)
     table = pa.Table.from_pylist(answers, schema=ANSWERS_SCHEMA)
-    return _commit(store, k, "student_answers", table, ANSWERS_SCHEMA_VERSION, [pool])
+    return _commit(store, k, name, table, ANSWERS_SCHEMA_VERSION, [pool])
 
 
 def _commit(store: RunStore, k: int, name: str, table: pa.Table, version: str, parents: list[PoolRef]) -> PoolRef:

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 
 from lion_core import stages
+from lion_core.limits import role_config
 from lion_core.store import PoolRef
 from tasks.common import RunContext, api_gateway, input_cache_key, transient
 
@@ -14,21 +15,26 @@ _API = dict(retries=3, retry_delay_seconds=30, retry_condition_fn=transient, cac
             persist_result=True)
 
 
-@task(name="teacher-answers-shard", tags=["lion", "api", "teacher"], **_API)
-def teacher_answers_shard(ctx: RunContext, k: int, name: str, pool: PoolRef, lo: int, hi: int) -> dict[str, Any]:
-    """Teacher answers for rows [lo, hi) of a pool: a part file ref and this shard's API usage."""
-    with api_gateway(ctx, "teacher") as (gateway, accounting):
-        ref = stages.answer_part(ctx.store(), k, name, pool, lo, hi, gateway, "imitation",
+@task(name="answers-shard", tags=["lion", "api"], **_API)
+def answers_shard(ctx: RunContext, k: int, name: str, pool: PoolRef, lo: int, hi: int, role: str = "teacher",
+                  stage: str = "imitation") -> dict[str, Any]:
+    """Answers of an API role (the teacher; the reference model in evaluations) for rows [lo, hi) of a
+    pool: a part file ref and this shard's API usage."""
+    with api_gateway(ctx, role) as (gateway, accounting):
+        ref = stages.answer_part(ctx.store(), k, name, pool, lo, hi, gateway, stage,
                                  ctx.config.orchestration.max_failed_fraction)
     return {"part": ref, "usage": accounting.table()}
 
 
-@task(name="judgments-shard", tags=["lion", "api", "referee"], **_API)
+@task(name="judgments-shard", tags=["lion", "api"], **_API)
 def judgments_shard(ctx: RunContext, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
-                    lo: int, hi: int) -> dict[str, Any]:
-    """The referee's verdicts, both orders, for Cache Pool rows [lo, hi)."""
-    with api_gateway(ctx, "referee") as (gateway, accounting):
-        ref = stages.discrimination_part(ctx.store(), k, cache_pool, teacher, student, lo, hi, gateway, ctx.config)
+                    lo: int, hi: int, name: str = "judgments", role: str = "referee",
+                    silent_student: str | None = None) -> dict[str, Any]:
+    """Verdicts of the referee (or the evaluation's judge), both orders, for pool rows [lo, hi)."""
+    with api_gateway(ctx, role) as (gateway, accounting):
+        ref = stages.discrimination_part(ctx.store(), k, cache_pool, teacher, student, lo, hi, gateway, ctx.config,
+                                         name=name, referee=role_config(ctx.config, role),
+                                         silent_student=silent_student)
     return {"part": ref, "usage": accounting.table()}
 
 

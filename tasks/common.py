@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lion_core.config import RunConfig
 from lion_core.errors import LionError, ShardIncomplete
-from lion_core.limits import limit_name, shard_role
+from lion_core.limits import limit_name, role_config, shard_role
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.gateway import Endpoint, Gateway
 from lion_core.llm.requests import ChatRequest, ChatResult
@@ -43,9 +43,11 @@ class RunContext(BaseModel):
     """The run's store URI and creation time: identifies this run's files in cache keys."""
     embedded: tuple[str, str] | None = None
     """(base URL, served model) of this flow run's embedded endpoint; never part of a cache key."""
+    store_root: str | None = None
+    """Where the run folder lives, when not under storage.runs_root (evaluations)."""
 
     def store(self) -> RunStore:
-        return RunStore(self.config.storage.runs_root, self.run_id, self.config)
+        return RunStore(self.store_root or self.config.storage.runs_root, self.run_id, self.config)
 
 
 def _canonical(value: Any) -> Any:
@@ -109,13 +111,13 @@ def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[SlottedGateway, Ac
     """The role's gateway for one task: the shard's share of the key's rate limits, the run's response
     store, and a fresh accounting table that the task returns."""
     cfg = ctx.config
-    role_cfg = shard_role(getattr(cfg, role), cfg.orchestration.shards_in_flight_per_key)
+    role_cfg = shard_role(role_config(cfg, role), cfg.orchestration.shards_in_flight_per_key)
     embedded = ctx.embedded if role_cfg.base_url == "embedded" else None
     endpoint = Endpoint.from_config(role, role_cfg, embedded=embedded)
     accounting = Accounting()
     with ResponseStore(cfg.storage.response_store_path()) as responses:
         gateway = Gateway(endpoint, responses, accounting)
-        yield SlottedGateway(gateway, limit_name(getattr(cfg, role)), cfg.orchestration.shard_size), accounting
+        yield SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size), accounting
 
 
 def configured(task_obj: Any, cfg: RunConfig) -> Any:

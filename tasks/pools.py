@@ -31,9 +31,10 @@ def open_run(config: Any, run_id: str, seed: str | None = None) -> dict[str, Any
 @task(name="merge-parts", tags=["lion", "store"], cache_key_fn=input_cache_key, persist_result=True, **_STORE)
 def merge_parts(ctx: RunContext, k: int, name: str, parts: list[PoolRef], parents: list[PoolRef]) -> PoolRef:
     """Commit the shard parts, in row order, as iteration k's `name`."""
-    schema, version = {
-        "judgments": (stages.JUDGMENTS_SCHEMA, stages.JUDGMENTS_SCHEMA_VERSION),
-    }.get(name, (stages.ANSWERS_SCHEMA, stages.ANSWERS_SCHEMA_VERSION))
+    if name.startswith("judgments"):
+        schema, version = stages.JUDGMENTS_SCHEMA, stages.JUDGMENTS_SCHEMA_VERSION
+    else:
+        schema, version = stages.ANSWERS_SCHEMA, stages.ANSWERS_SCHEMA_VERSION
     return stages.merge_parts(ctx.store(), k, name, parts, schema, version, parents)
 
 

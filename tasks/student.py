@@ -33,7 +33,7 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
 
 @task(name="student-answers", tags=["lion", "gpu"], retries=1, retry_condition_fn=transient,
       cache_key_fn=input_cache_key, persist_result=True)
-def student_answers(ctx: RunContext, k: int, pool: PoolRef, checkpoint: str) -> PoolRef:
-    """The checkpoint's answers for every Cache Pool instruction, each persisted as its batch ends."""
+def student_answers(ctx: RunContext, k: int, pool: PoolRef, checkpoint: str, name: str = "student_answers") -> PoolRef:
+    """The checkpoint's answers for every instruction of a pool, each persisted as its batch ends."""
     with ResponseStore(ctx.config.storage.response_store_path()) as responses:
-        return stages.student_answer_stage(ctx.store(), k, pool, checkpoint, ctx.config, responses)
+        return stages.student_answer_stage(ctx.store(), k, pool, checkpoint, ctx.config, responses, name=name)

@@ -78,3 +78,28 @@ def test_cancellation_stops_the_whole_group(tmp_path, monkeypatch):
                        tmp_path / "train.log", timeout_s=3600)
     child = int(pidfile.read_text())
     assert wait_until_gone(child)
+
+
+def test_the_group_dies_with_a_caller_killed_outright(tmp_path):
+    """A worker cancelling a flow run kills its process; kill -9 leaves no handler to run, yet no
+    rank of the fine-tune may outlive it."""
+    import signal
+    import subprocess
+
+    pidfile = tmp_path / "rank.pid"
+    caller = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from lion_core.student.launch import run_subprocess\n"
+        f"run_subprocess(['bash', '-c', 'sleep 300 & echo $! > {pidfile}; wait'], dict(os.environ),\n"
+        f"               Path({str(tmp_path / 'train.log')!r}), timeout_s=3600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", caller])
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    rank = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert wait_until_gone(rank)

@@ -1,0 +1,63 @@
+"""Evaluation: answers from each checkpoint and from a reference model, judged in both orders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.lion import embedded_endpoint
+from flows.shards import answer_pool, run_shards
+from lion_core.config import load_config
+from lion_core.errors import ConfigError
+from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
+from lion_core.stages import shard_bounds
+from lion_core.store import validate_run_id
+from tasks.api import judgments_shard
+from tasks.common import RunContext
+from tasks.limits import ensure_limits
+from tasks.evaluation import open_evaluation, publish_evaluation, score_checkpoints
+from tasks.pools import merge_parts
+from tasks.student import student_answers
+
+
+@flow(name="lion-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = None,
+             name: str | None = None) -> dict[str, Any]:
+    """Relative scores of `checkpoints` (folders, `base`, or `run:<run id>` for a run's base model and
+    every iteration) against the config's reference model, judged by its judge (default: the referee)."""
+    logger = get_run_logger()
+    config = load_config(config_path)
+    eval_set = eval_set or config.evaluation.eval_set
+    if not eval_set:
+        raise ConfigError("no eval set: pass one or set evaluation.eval_set in the config")
+    eval_id = validate_run_id(name) if name else f"eval-{flow_run.id}"
+    targets = resolve_checkpoints(config, checkpoints)
+    opened = open_evaluation(config, eval_id, eval_set)
+    ensure_limits(config)
+    questions = opened["questions"]
+    roles = ("reference", "judge")
+    with embedded_endpoint(config, roles) as embedded:
+        ctx = RunContext(config=config, run_id=eval_id, run_key=f"{opened['uri']}@{opened['created_at']}",
+                         embedded=embedded, store_root=opened["root"])
+        reference, _ = answer_pool(ctx, 0, "reference_answers", questions, role="reference", stage="evaluation")
+        answers, judgments = {}, {}
+        for label, path in targets:
+            answers[label] = student_answers(ctx, 0, questions, path, name=f"answers-{label}")
+            bounds = shard_bounds(questions.rows, config.orchestration.shard_size)
+            parts = run_shards(judgments_shard, ctx, f"judging {label}", [
+                {"k": 0, "cache_pool": questions, "teacher": reference, "student": answers[label], "lo": lo, "hi": hi,
+                 "name": f"judgments-{label}", "role": "judge", "silent_student": NO_ANSWER} for lo, hi in bounds])
+            judgments[label] = merge_parts(ctx, 0, f"judgments-{label}", [p["part"] for p in parts],
+                                           [questions, reference, answers[label]])
+        result = score_checkpoints(ctx, questions, judgments, answers, reference)
+        publish_evaluation(ctx, result)
+    for label, scores in result["scores"].items():
+        rel = scores["relative_score"]
+        logger.info("%s: relative score %s (win/tie/loss %d/%d/%d)", label, "n/a" if rel is None else f"{rel:.1%}",
+                    scores["wins"], scores["ties"], scores["losses"])
+    for label, scores in result["scores"].items():  # after publishing, so a failed check leaves every file
+        check_coverage(label, scores, config.evaluation.min_coverage)
+    return {"eval_id": eval_id, "uri": opened["uri"], **result}

@@ -1,0 +1,252 @@
+"""Evaluation: a judge scores each checkpoint's answers against a reference model's, in both orders.
+
+As in the paper (and Vicuna's GPT-4 evaluation): for every question the judge sees the reference
+answer and the student answer twice, reference first and student first, and gives each a score from
+1 to 10 with the referee's prompt and parser. Per order, relative score = sum of student scores / sum
+of reference scores over the questions judged in that order; the headline is the mean of the two
+orders. Per question, the means over both orders decide win, tie or loss. Questions whose verdict
+could not be parsed are counted, never scored, and a coverage below the configured minimum fails the
+evaluation instead of quietly scoring what is left.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lion_core.errors import EvaluationIncomplete, SeedError
+from lion_core.seeds import _decode, _parse_json, _parse_jsonl, _Problems, _read_source_bytes
+
+EVAL_FORMATS = (".jsonl", ".ndjson", ".json", ".parquet")
+ORDERS = ("reference_first", "student_first")
+NO_ANSWER = "(no answer)"
+"""What the judge sees when the student produced nothing: an empty answer is the student's real output."""
+
+
+@dataclass(frozen=True)
+class EvalQuestion:
+    id: str
+    question: str
+    category: str
+
+
+def load_eval_set(source: str) -> list[EvalQuestion]:
+    """Questions from JSONL, JSON or Parquet: text in `question`, `text`, `instruction` or `turns[0]`
+    (Vicuna-80's question.jsonl and its llm_judge variant both load); id from `question_id` or `id`
+    (else the position); optional `category`. Every bad record is reported, by position."""
+    name = source.split("?", 1)[0].lower()
+    if not name.endswith(EVAL_FORMATS):
+        raise SeedError(f"{source}: unsupported eval set format; use one of {', '.join(EVAL_FORMATS)}")
+    data = _read_source_bytes(source)
+    if name.endswith(".parquet"):
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except (pa.ArrowException, OSError) as err:
+            raise SeedError(f"{source}: not a readable Parquet file: {err}") from None
+        records = [(f"record {i + 1}", r) for i, r in enumerate(table.to_pylist())]
+    else:
+        text = _decode(source, data)
+        parsed = _parse_json(source, text, "") if name.endswith(".json") else _parse_jsonl(source, text, "")
+        records = [(r.where, r.data) for r in parsed]
+    problems = _Problems(source)
+    out: list[EvalQuestion] = []
+    seen: set[str] = set()
+    for i, (where, rec) in enumerate(records):
+        if not isinstance(rec, dict):
+            problems.add(where, f"expected an object, got {type(rec).__name__}")
+            continue
+        question = next((rec[k] for k in ("question", "text", "instruction") if rec.get(k) is not None), None)
+        if question is None and isinstance(rec.get("turns"), (list, tuple)) and rec["turns"]:
+            question = rec["turns"][0]
+        if not isinstance(question, str) or not question.strip():
+            problems.add(where, "no question text (fields: question, text, instruction or turns)")
+            continue
+        qid = rec.get("question_id", rec.get("id", i + 1))
+        qid = str(qid)
+        if qid in seen:
+            problems.add(where, f"question id {qid!r} repeats an earlier one")
+            continue
+        seen.add(qid)
+        category = rec.get("category")
+        out.append(EvalQuestion(qid, question.strip(), str(category) if category else "uncategorized"))
+    problems.raise_if_any()
+    if not out:
+        raise SeedError(f"{source}: no questions found")
+    return out
+
+
+def question_rows(questions: Sequence[EvalQuestion]) -> list[dict[str, Any]]:
+    """The questions as rows the answer stages take (an empty input)."""
+    return [{"id": q.id, "instruction": q.question, "input": ""} for q in questions]
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Relative scores, counts and win/tie/loss for a set of judged rows (the discriminate() format)."""
+    out: dict[str, Any] = {"questions": len(rows)}
+    per_order = {}
+    for order, (ref_col, stu_col) in zip(ORDERS, (("t_score_t_first", "s_score_t_first"),
+                                                  ("t_score_s_first", "s_score_s_first"))):
+        judged = [r for r in rows if r.get(ref_col) is not None and r.get(stu_col) is not None]
+        ref_sum, stu_sum = sum(r[ref_col] for r in judged), sum(r[stu_col] for r in judged)
+        per_order[order] = _ratio(stu_sum, ref_sum)
+        out[f"judged_{order}"] = len(judged)
+        out[f"failed_{order}"] = len(rows) - len(judged)
+        out[f"coverage_{order}"] = len(judged) / len(rows) if rows else 0.0
+        out[f"student_score_sum_{order}"] = stu_sum
+        out[f"reference_score_sum_{order}"] = ref_sum
+        out[f"relative_score_{order}"] = per_order[order]
+    both = [per_order[o] for o in ORDERS]
+    out["relative_score"] = sum(both) / 2 if None not in both else None
+    resolved = [r for r in rows if all(r.get(c) is not None for c in
+                                       ("t_score_t_first", "s_score_t_first", "t_score_s_first", "s_score_s_first"))]
+    outcome = Counter("win" if r["mean_s"] > r["mean_t"] else "tie" if r["mean_s"] == r["mean_t"] else "loss"
+                      for r in resolved)
+    out.update(wins=outcome["win"], ties=outcome["tie"], losses=outcome["loss"], resolved_both_orders=len(resolved))
+    flips = sum(_better(r["t_score_t_first"], r["s_score_t_first"]) != _better(r["t_score_s_first"], r["s_score_s_first"])
+                for r in resolved)
+    out["order_inconsistency_rate"] = flips / len(resolved) if resolved else None
+    return out
+
+
+def _better(reference: float, student: float) -> str:
+    return "student" if student > reference else "reference" if reference > student else "tie"
+
+
+def checkpoint_scores(rows: Sequence[dict[str, Any]], categories: dict[str, str], n_questions: int) -> dict[str, Any]:
+    """Scores of one checkpoint: overall and per category. `rows` are the judged items (one per
+    question with a reference answer); questions without one count as failed in both orders."""
+    missing = n_questions - len(rows)
+    overall = _scores(rows)
+    overall["questions"] = n_questions
+    for order in ORDERS:
+        overall[f"failed_{order}"] += missing
+        overall[f"coverage_{order}"] = overall[f"judged_{order}"] / n_questions if n_questions else 0.0
+    overall["missing_reference"] = missing
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_cat.setdefault(categories[r["id"]], []).append(r)
+    overall["categories"] = {c: _scores(rs) for c, rs in sorted(by_cat.items())}
+    return overall
+
+
+def check_coverage(name: str, scores: dict[str, Any], min_coverage: float) -> None:
+    low = [(o, scores[f"coverage_{o}"]) for o in ORDERS if scores[f"coverage_{o}"] < min_coverage]
+    if low:
+        detail = ", ".join(f"{o.replace('_', ' ')} {c:.0%} ({scores[f'judged_{o}']} of {scores['questions']})"
+                           for o, c in low)
+        raise EvaluationIncomplete(f"{name}: judged coverage {detail} is below evaluation.min_coverage "
+                                   f"{min_coverage:.0%}; the raw judgments are kept for inspection")
+
+
+def scores_table(all_scores: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per checkpoint and category (category `all` first), for tables and Parquet."""
+    rows = []
+    for name, s in all_scores.items():
+        for cat, cs in [("all", s), *s["categories"].items()]:
+            rows.append({
+                "checkpoint": name, "category": cat, "questions": cs["questions"],
+                "relative_score": cs["relative_score"],
+                "relative_score_reference_first": cs["relative_score_reference_first"],
+                "relative_score_student_first": cs["relative_score_student_first"],
+                "wins": cs["wins"], "ties": cs["ties"], "losses": cs["losses"],
+                "judged_reference_first": cs["judged_reference_first"], "judged_student_first": cs["judged_student_first"],
+                "failed_reference_first": cs["failed_reference_first"], "failed_student_first": cs["failed_student_first"],
+                "order_inconsistency_rate": cs["order_inconsistency_rate"],
+            })
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def scores_markdown(title: str, all_scores: dict[str, dict[str, Any]], reference: str, judge: str) -> str:
+    lines = [f"# {title}", "", f"Reference: `{reference}`; judge: `{judge}`. Relative score = student score sum / "
+             "reference score sum, per order and averaged.", "",
+             "| checkpoint | relative score | reference first | student first | win / tie / loss | judged (ref first, "
+             "student first) of | order inconsistency |", "|---|---|---|---|---|---|---|"]
+    for name, s in all_scores.items():
+        lines.append(f"| {name} | **{_pct(s['relative_score'])}** | {_pct(s['relative_score_reference_first'])} | "
+                     f"{_pct(s['relative_score_student_first'])} | {s['wins']} / {s['ties']} / {s['losses']} | "
+                     f"{s['judged_reference_first']}, {s['judged_student_first']} of {s['questions']} | "
+                     f"{_pct(s['order_inconsistency_rate'])} |")
+    cats = sorted({c for s in all_scores.values() for c in s["categories"]})
+    if cats:
+        lines += ["", "## Relative score per category", "",
+                  "| category | " + " | ".join(all_scores) + " |", "|---|" + "---|" * len(all_scores)]
+        for c in cats:
+            cells = [_pct(s["categories"][c]["relative_score"]) if c in s["categories"] else "-" for s in all_scores.values()]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _label(text: str) -> str:
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.lower()).strip("-.")
+    return out or "checkpoint"
+
+
+def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, model path) per checkpoint to evaluate. A spec is `base` (the config's student model),
+    `run:<run id>` (the base model and every finished iteration of that run, in order), or a folder."""
+    from pathlib import Path
+
+    from lion_core.errors import LionError
+    from lion_core.student.models import resolve_model
+    from lion_core.student.train import COMPLETE, FINAL
+
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        if spec == "base":
+            out.append(("base", resolve_model(config.student.model)))
+        elif spec.startswith("run:"):
+            run_id = spec[4:]
+            out.append(("base", resolve_model(config.student.model)))
+            k = 0
+            while (Path(config.storage.checkpoint_dir(run_id, k)) / FINAL / COMPLETE).is_file():
+                out.append((f"{_label(run_id)}-iter-{k}", str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL)))
+                k += 1
+            if k == 0:
+                raise LionError(f"{spec}: no finished checkpoint under {config.storage.checkpoint_dir(run_id, 0)}")
+        else:
+            p = Path(spec).expanduser()
+            if not p.is_dir() or not (p / "config.json").is_file():
+                raise LionError(f"checkpoint {spec}: not a model folder (no config.json)")
+            name = p.parent.name if p.name == FINAL else p.name
+            out.append((_label(name), str(p.resolve())))
+    seen: dict[str, str] = {}
+    unique = []
+    for label, path in out:
+        if seen.get(label) == path:
+            continue  # `base` named twice
+        if label in seen:
+            raise LionError(f"two checkpoints would both be called {label!r}: {seen[label]} and {path}")
+        seen[label] = path
+        unique.append((label, path))
+    if not unique:
+        raise LionError("no checkpoints to evaluate")
+    return unique
+
+
+def question_pool(questions: Sequence[EvalQuestion]) -> list[dict[str, Any]]:
+    """The questions as pool rows (origin `eval`), keeping id and category in the metadata."""
+    from lion_core.pools import make_row
+
+    rows, ids = [], set()
+    for q in questions:
+        row = make_row(q.question, "", origin="eval", iteration=0,
+                       metadata={"question_id": q.id, "category": q.category})
+        if row["id"] in ids:
+            raise SeedError(f"question {q.id}: the same text as an earlier question")
+        ids.add(row["id"])
+        rows.append(row)
+    return rows

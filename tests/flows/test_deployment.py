@@ -1,0 +1,84 @@
+"""A real Prefect server and process worker: deploy from prefect.yaml, run lion-distill, it completes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lion_core.llm.embedded import free_port
+from lion_core.llm.fault_server import FaultServer
+from lion_core.store import RunStore
+from tests.flows.conftest import REPO, write_flow_config
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _start(cmd, env, log):
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc, signals=(signal.SIGTERM, signal.SIGINT)):
+    for sig in signals:  # a worker needs both to stop
+        if proc.poll() is not None:
+            break
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _prefect(env, *args, timeout=120):
+    r = subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"prefect {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def test_deploy_and_run_lion_distill_on_a_process_worker(tmp_path, tiny_model):
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api_url,
+           "PREFECT_UI_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "LION_PROJECT_DIR": str(REPO), "PYTHONWARNINGS": "ignore"}
+    server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
+                    tmp_path / "server.log")
+    worker = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{api_url}/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+                time.sleep(0.5)
+        _prefect(env, "work-pool", "create", "lion-gpu", "--type", "process",
+                 "--base-job-template", str(REPO / "deployments" / "work-pools" / "process.json"))
+        _prefect(env, "--no-prompt", "deploy", "--all")
+        deployment = json.loads(urllib.request.urlopen(f"{api_url}/deployments/name/lion/lion-distill").read())
+        assert deployment["concurrency_limit"] == 1 or deployment.get("global_concurrency_limit", {}).get("limit") == 1
+        assert deployment["work_pool_name"] == "lion-gpu"
+        worker = _start([str(BIN / "prefect"), "worker", "start", "--pool", "lion-gpu"], env, tmp_path / "worker.log")
+
+        with FaultServer() as api:
+            config = write_flow_config(tmp_path / "run", api.url, tiny_model, iterations=1)
+            out = _prefect(env, "deployment", "run", "lion/lion-distill", "--param", f"config_path={config}",
+                           "--param", "run_id=deployed", "--watch", "--watch-timeout", "600", timeout=660)
+        assert "Completed" in out, out + (tmp_path / "worker.log").read_text()[-5000:]
+        store = RunStore(str(tmp_path / "run" / "runs"), "deployed")
+        assert store.iterations() == [0, 1] and {"train_pool", "cache_pool"} <= set(store.manifest(1).files)
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(server, (signal.SIGTERM,))

@@ -1,0 +1,50 @@
+from lion_core.plots import gap_histogram, hard_fraction, leading_words
+from lion_core.report import iteration_summary, leading_word, merge_usage, summary_markdown, summary_text_table
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_leading_word_skips_politeness_and_lowercases():
+    assert leading_word("Please write a poem about rain.") == "write"
+    assert leading_word("What is the capital of France?") == "what"
+    assert leading_word("  123 !!") == "(none)"
+
+
+def test_usage_from_several_tasks_is_summed_per_role_and_stage():
+    a = [{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 1, "calls": 2, "retries": 0, "failures": 0,
+          "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.5}]
+    b = [{**a[0], "requests": 2, "cost_usd": 0.25}, {**a[0], "role": "referee", "stage": "discrimination"}]
+    merged = merge_usage([a, b])
+    assert [(r["role"], r["requests"], r["cost_usd"]) for r in merged] == [("referee", 3, 0.5), ("teacher", 5, 0.75)]
+
+
+def _summary():
+    disc = {"items": 10, "hard": 4, "easy": 5, "unresolved": 1, "missing_answer": 0, "hard_fraction": 4 / 9,
+            "coverage_teacher_first": 0.9, "coverage_student_first": 1.0, "order_inconsistency_rate": 0.25,
+            "mean_teacher_score": 7.5, "mean_student_score": 5.0}
+    gen = {"target": 4, "accepted_total": 3, "accepted": {"hard": 2, "easy": 1}, "requests": 8,
+           "outcome": "request budget spent", "rejected_by_reason": {"rouge_l": 4, "unparseable": 1}}
+    usage = merge_usage([[{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 0, "calls": 3, "retries": 1,
+                           "failures": 0, "prompt_tokens": 30, "completion_tokens": 60, "cost_usd": 0.002}]])
+    return iteration_summary(run_id="r", iteration=0, pools={"train_pool": 10, "cache_pool": 10},
+                             next_pools={"train_pool": 3, "cache_pool": 13}, discrimination=disc, generation=gen,
+                             usage=usage, checkpoint="/ck/iter-0/final", files={"judgments": "/r/iter-0/judgments.parquet"},
+                             plots={"score_gap": "/r/iter-0/plots/score_gap.png"})
+
+
+def test_the_markdown_report_names_every_figure_the_ui_needs():
+    md = summary_markdown(_summary())
+    for text in ("| Train Pool | 10 | 3 |", "| Cache Pool | 10 | 13 |", "**4 hard**, 5 easy, 1 unresolved",
+                 "teacher first 90.0%", "order inconsistency 25.0%", "accepted 3 of 4", "| rouge_l | 4 |",
+                 "| unparseable | 1 |", "| teacher | 3 | 0 | 3 | 1 | 0 | 30 | 60 | 0.0020 |", "/ck/iter-0/final",
+                 "score_gap.png"):
+        assert text in md, text
+    table = summary_text_table([_summary()])
+    assert "44%" in table and "13" in table.splitlines()[1]
+
+
+def test_charts_are_png():
+    assert gap_histogram([-1.0, 0.5, 2.0, 3.5], 1.0, 0).startswith(PNG)
+    assert gap_histogram([], 1.0, 0).startswith(PNG)
+    assert hard_fraction([(0, 0.4), (1, 0.3)]).startswith(PNG)
+    assert leading_words(["Write a poem"], ["Write a poem", "What is x?"]).startswith(PNG)
