@@ -9,10 +9,11 @@ from prefect import task
 from lion_core import stages
 from lion_core.limits import role_config
 from lion_core.store import PoolRef
-from tasks.common import RunContext, api_gateway, input_cache_key, transient
+from tasks.common import RunContext, api_gateway, backoff, input_cache_key, transient
 
-_API = dict(retries=3, retry_delay_seconds=30, retry_condition_fn=transient, cache_key_fn=input_cache_key,
-            persist_result=True)
+# Defaults; flows apply the run's orchestration settings with tasks.common.configured().
+_API = dict(retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0.5, retry_condition_fn=transient,
+            cache_key_fn=input_cache_key, persist_result=True)
 
 
 @task(name="answers-shard", tags=["lion", "api"], **_API)

@@ -120,7 +120,13 @@ def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[SlottedGateway, Ac
         yield SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size), accounting
 
 
+def backoff(first_delay_s: float, retries: int) -> list[float]:
+    """Exponential delays between task retries (jittered by Prefect's retry_jitter_factor)."""
+    return [first_delay_s * 2 ** i for i in range(retries)]
+
+
 def configured(task_obj: Any, cfg: RunConfig) -> Any:
     """The task with the run's retry settings."""
-    return task_obj.with_options(retries=cfg.orchestration.task_retries,
-                                 retry_delay_seconds=cfg.orchestration.retry_delay_s)
+    o = cfg.orchestration
+    return task_obj.with_options(retries=o.task_retries, retry_delay_seconds=backoff(o.retry_delay_s, o.task_retries),
+                                 retry_jitter_factor=0.5)

@@ -32,14 +32,14 @@ def test_script_is_installed():
 def test_init_then_pools_show(config, tmp_path):
     r = lion("init", "--config", config, "--seed", REPO / "data" / "demo_seeds.jsonl", "--run-id", "demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "run demo created" in r.stdout and "30 records, 0 exact duplicates dropped" in r.stdout
+    assert "run demo created" in r.stdout and "32 records, 0 exact duplicates dropped" in r.stdout
     r = lion("pools", "show", "demo", "--config", config)
     assert r.returncode == 0, r.stderr
     assert "train_pool" in r.stdout and "cache_pool" in r.stdout and "[ok]" in r.stdout
-    assert "origins: seed=30" in r.stdout and "demo_seeds.jsonl" in r.stdout
+    assert "origins: seed=32" in r.stdout and "demo_seeds.jsonl" in r.stdout
     r = lion("pools", "show", "demo", "--runs-root", tmp_path / "runs", "--json")
     desc = json.loads(r.stdout)
-    assert [f["rows"] for f in desc["iterations"][0]["files"]] == [30, 30]
+    assert [f["rows"] for f in desc["iterations"][0]["files"]] == [32, 32]
 
 
 def test_init_uses_the_configs_seed_relative_to_the_working_directory(config):

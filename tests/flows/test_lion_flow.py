@@ -50,10 +50,15 @@ def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
 
 
 def test_the_ui_gets_a_report_per_iteration(uninterrupted):
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
 
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="lion-ref-iter-")))
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
+                                         limit=200)
+    # every sharded stage reports its progress, and it ends at 100%
+    finished = [a for a in progress if "judgments" in (a.description or "")]
+    assert finished and all(a.data == 100.0 for a in finished)
     by_key = {a.key: a for a in arts}
     for k in (0, 1):
         md = by_key[f"lion-ref-iter-{k}"]

@@ -5,7 +5,7 @@ import pytest
 
 from lion_core.dedup import dedup
 from lion_core.errors import SeedError
-from tests.lion_core.test_cli import lion
+from tests.flows.test_cli import lion
 
 
 def _files(tmp_path):

@@ -13,11 +13,13 @@ def test_roles_on_one_key_share_one_limit_and_the_key_never_appears():
                         "orchestration": {"shards_in_flight_per_key": 3}})
     env = {"KEY_A": "sk-secret-one", "KEY_B": "sk-secret-one"}
     limits = api_limits(cfg, env)
-    assert list(limits.values()) == [{"slots": 3, "roles": ["teacher", "referee", "generator"]}]
-    (name,) = limits
-    assert name.startswith("lion-api-") and "secret" not in name
+    # the evaluation's judge defaults to the referee; its reference model defaults to the embedded one
+    assert list(limits.values()) == [{"slots": 3, "roles": ["teacher", "referee", "generator", "judge"]},
+                                     {"slots": 3, "roles": ["reference"]}]
+    name = next(iter(limits))
+    assert name.startswith("lion-api-") and "secret" not in name and "lion-api-embedded" in limits
     other = api_limits(cfg, {"KEY_A": "sk-other", "KEY_B": "sk-secret-one"})
-    assert len(other) == 2  # two keys, two budgets
+    assert len(other) == 3  # two keys, two budgets (and the embedded one)
 
 
 def test_a_missing_key_is_a_clear_error():

@@ -80,7 +80,8 @@ def test_init_retried_after_a_crash_before_run_json(tmp_path, monkeypatch):
 
 def test_run_on_memory_filesystem(tmp_path):
     root = f"memory://lion-runs-{uuid.uuid4().hex[:8]}"
-    cfg = parse_config({"storage": {"runs_root": root, "response_store": str(tmp_path / "responses.sqlite")}})
+    cfg = parse_config({"storage": {"runs_root": root, "response_store": str(tmp_path / "responses.sqlite"),
+                                    "checkpoints_root": str(tmp_path / "checkpoints")}})
     res = init_run(cfg, _seed_file(tmp_path), run_id="m1")
     assert res.train_pool.uri.startswith(root)
     desc = describe_run(root, "m1")

@@ -1,0 +1,48 @@
+"""Global concurrency limits on a real (test) Prefect API."""
+
+import pytest
+from prefect import get_client
+
+from lion_core.config import parse_config
+from lion_core.llm.accounting import Accounting
+from lion_core.llm.fault_server import FaultServer
+from lion_core.llm.gateway import Endpoint, Gateway
+from lion_core.llm.requests import ChatRequest
+from lion_core.llm.responses import ResponseStore
+from tasks.common import SlottedGateway
+from tasks.limits import apply_limits
+
+API = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "LION_TEST_KEY"}
+
+
+def _slots(name):
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(name).limit
+
+
+def test_apply_creates_then_updates_and_a_flow_leaves_tuned_limits_alone(prefect_harness, monkeypatch):
+    monkeypatch.setenv("LION_TEST_KEY", "sk-test-limits")
+    cfg = parse_config({r: API for r in ("teacher", "referee", "generator")} | {"orchestration": {"shards_in_flight_per_key": 3}})
+    rows = apply_limits(cfg)
+    (row,) = [r for r in rows if "teacher" in r["roles"]]
+    name = row["name"]
+    assert row["action"] == "created" and row["roles"] == ["teacher", "referee", "generator", "judge"]
+    assert _slots(name) == 3 and "sk-test" not in name
+    bigger = parse_config({r: API for r in ("teacher", "referee", "generator")} | {"orchestration": {"shards_in_flight_per_key": 5}})
+
+    def action(update):
+        return next(r["action"] for r in apply_limits(bigger, update=update) if r["name"] == name)
+
+    assert action(False) == "exists" and _slots(name) == 3  # what a flow does: a tuned limit stays
+    assert action(True) == "updated" and _slots(name) == 5  # `lion limits apply`
+    assert action(True) == "kept"
+
+
+def test_a_shard_without_its_limit_fails_instead_of_running_unthrottled(prefect_harness, tmp_path):
+    cfg = parse_config({})
+    with FaultServer() as api, ResponseStore(str(tmp_path / "r.sqlite")) as rs:
+        gw = Gateway(Endpoint.from_config("teacher", cfg.teacher, embedded=(api.url, "m")), rs, Accounting())
+        slotted = SlottedGateway(gw, "lion-api-no-such-limit", chunk=4)
+        with pytest.raises(Exception, match="no-such-limit"):
+            slotted.run_sync([ChatRequest.of([("user", "hello")], tag="a")], "imitation")
+        assert sum(api.stats.answered.values()) == 0
