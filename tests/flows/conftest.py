@@ -7,13 +7,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int = 6, iterations: int = 2) -> Path:
+def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int = 6, iterations: int = 2,
+                      api_key_env: str | None = None) -> Path:
     """A tiny run: every API role on `api_url`, the tiny student, real DeepSpeed ZeRO-2 in one process."""
     folder.mkdir(parents=True, exist_ok=True)
     seeds = folder / "seeds.jsonl"
     lines = (REPO / "data" / "demo_seeds.jsonl").read_text().splitlines()[:n_seeds]
     seeds.write_text("".join(line + "\n" for line in lines))
-    api = {"base_url": api_url, "model": "fake-model", "sampling": {"temperature": 0.7, "max_tokens": 32},
+    api = {"base_url": api_url, "model": "fake-model", "api_key_env": api_key_env,
+           "sampling": {"temperature": 0.7, "max_tokens": 32},
            "rate_limits": {"requests_per_minute": 6000, "tokens_per_minute": 10_000_000, "max_concurrency": 4},
            "retry": {"max_attempts": 2, "initial_backoff_s": 0.05, "max_backoff_s": 0.1, "request_timeout_s": 10}}
     data = {

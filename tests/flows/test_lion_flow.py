@@ -1,7 +1,9 @@
 """The Lion flow end to end under a Prefect test API: a tiny run, and a resume after an API outage."""
 
 import json
+import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -16,15 +18,36 @@ from tests.flows.conftest import pool_rows, write_flow_config
 pytestmark = pytest.mark.slow
 
 
+SECRET = "sk-lion-test-" + "7f3a9c" * 6
+KEY_ENV = "LION_FLOW_TEST_KEY"
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(prefect_harness, tiny_model, tmp_path_factory):
-    """Two iterations of a tiny run with a healthy API: the reference the resume test compares with."""
+    """Two iterations of a tiny run with a healthy API that wants a key: the reference the resume
+    test compares with."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    with FaultServer() as api:
-        config = write_flow_config(folder, api.url, tiny_model)
-        result = lion(config_path=str(config), run_id="ref")
-        answered = sum(api.stats.answered.values())
-    return {"folder": folder, "result": result, "answered": answered}
+    os.environ[KEY_ENV] = SECRET
+    try:
+        with FaultServer(FaultPlan(api_key=SECRET)) as api:
+            config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV)
+            result = lion(config_path=str(config), run_id="ref")
+            answered = sum(api.stats.answered.values())
+            assert api.stats.outcomes["401"] == 0
+        yield {"folder": folder, "result": result, "answered": answered}
+    finally:
+        os.environ.pop(KEY_ENV, None)
+
+
+def test_the_api_key_reaches_no_file_result_artifact_or_log(uninterrupted):
+    import prefect.settings
+
+    db = prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]
+    places = [uninterrupted["folder"], Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"]), Path(db).parent]
+    files = [p for place in places for p in Path(place).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files) and any(p.name.startswith("prefect-test.db") for p in files)
+    leaked = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert leaked == []
 
 
 def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
@@ -74,7 +97,7 @@ def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools
     folder = tmp_path / "resumed"
     # 6 teacher answers (the Cache Pool's are the same requests), then the referee fails after 5 verdicts
     with FaultServer(FaultPlan(fail_after=11)) as api:
-        config = write_flow_config(folder, api.url, tiny_model)
+        config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV)
         started = datetime.now(timezone.utc)
         with pytest.raises(Exception, match="requests failed after retries"):
             lion(config_path=str(config), run_id="ref")
