@@ -110,8 +110,13 @@ def evaluate(
     name: Annotated[Optional[str], typer.Option("--name", help="Evaluation id; repeating one resumes it.")] = None,
 ) -> None:
     """Judge checkpoints against the reference model, in both orders: relative score per category."""
+    from lion_core.evaluation import resolve_checkpoints
+
     specs = [s.strip() for item in checkpoints for s in item.split(",") if s.strip()]
     cfg = load_config(config)
+    resolve_checkpoints(cfg, specs)  # fail before starting anything
+    if not (eval_set or cfg.evaluation.eval_set):
+        raise LionError("no eval set: pass --eval-set or set evaluation.eval_set in the config")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
     from flows.evaluate import evaluate as evaluate_flow

@@ -98,3 +98,15 @@ def test_config_check(tmp_path):
 def test_usage_error_exits_nonzero():
     r = lion("init")
     assert r.returncode == 2 and "--config" in r.stderr
+
+
+def test_run_and_evaluate_refuse_bad_requests_before_starting_anything(config, tmp_path):
+    r = lion("run", "--config", config, "--resume", "no-such-run")
+    assert r.returncode == 1 and "no run 'no-such-run'" in r.stderr
+    assert lion("init", "--config", config, "--run-id", "taken", cwd=REPO).returncode == 0
+    r = lion("run", "--config", config, "--run-id", "taken")
+    assert r.returncode == 1 and "continue it with --resume taken" in r.stderr
+    r = lion("evaluate", "--config", config, "--checkpoints", str(tmp_path / "missing"))
+    assert r.returncode == 1 and "not a model folder" in r.stderr
+    r = lion("evaluate", "--config", config, "--checkpoints", "run:nothing-here")
+    assert r.returncode == 1 and "no finished checkpoint" in r.stderr
