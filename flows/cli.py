@@ -121,19 +121,14 @@ def evaluate(
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
     from flows.evaluate import evaluate as evaluate_flow
     from lion_core.evaluation import scores_markdown
+    from lion_core.store import new_run_id
 
     result = evaluate_flow(config_path=str(config), checkpoints=specs, eval_set=eval_set,
-                           name=name or f"eval-{new_run_id_()}")
+                           name=name or f"eval-{new_run_id()}")
     typer.echo(scores_markdown(f"evaluation {result['eval_id']}", result["scores"],
                                cfg.evaluation.reference.model, (cfg.evaluation.judge or cfg.referee).model))
     typer.echo(f"\nresults: {result['files']['results']}\nscores:  {result['files']['scores']}")
     typer.echo("charts:  " + ", ".join(result["plots"].values()))
-
-
-def new_run_id_() -> str:
-    from lion_core.store import new_run_id
-
-    return new_run_id()
 
 
 @limits_app.command("apply")

@@ -20,6 +20,8 @@ from lion_core.llm.requests import ChatRequest
 from lion_core.prompts import question_text, render
 
 STYLES = ("lion", "vicuna")
+REQUEST_FAILED = "[request failed"
+"""How a raw judgment starts when the request itself failed (no reply to parse)."""
 _N = r"(\d{1,2}(?:\.\d+)?)"
 _OUT_OF_10 = r"(?:\s*/\s*10)?"
 _LION_LINE = {
@@ -107,7 +109,7 @@ def discriminate(gateway: Gateway, items: Sequence[JudgeItem], *, style: str, ta
                 a1, a2 = parsed
                 state[(i, tf)] = ((a1, a2) if tf else (a2, a1), res.text or "", ask + 1)
             else:
-                raw = res.text if res.ok else f"[request failed: {res.error_class}: {res.error_message}]"
+                raw = res.text if res.ok else f"{REQUEST_FAILED}: {res.error_class}: {res.error_message}]"
                 state[(i, tf)] = (None, raw or "", ask + 1)
                 still.append((i, tf))
         pending = still

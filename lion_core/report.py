@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from lion_core.store import RunStore, exists, join_uri, read_bytes, write_bytes_atomic
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SKIP = {"please", "now", "kindly", "can", "could", "would", "you", "i", "the", "a", "an"}
@@ -119,22 +122,14 @@ def summary_row(s: dict[str, Any]) -> dict[str, Any]:
 SUMMARY_FILE = "summary.json"
 
 
-def write_summary(store: Any, k: int, summary: dict[str, Any]) -> str:
+def write_summary(store: RunStore, k: int, summary: dict[str, Any]) -> str:
     """Keep the iteration's summary with the run, so a resumed run can report every iteration."""
-    import json
-
-    from lion_core.store import join_uri, write_bytes_atomic
-
     uri = join_uri(store.iteration_uri(k), SUMMARY_FILE)
     write_bytes_atomic(uri, json.dumps(summary, indent=2, default=str).encode())
     return uri
 
 
-def read_summaries(store: Any) -> list[dict[str, Any]]:
-    import json
-
-    from lion_core.store import exists, join_uri, read_bytes
-
+def read_summaries(store: RunStore) -> list[dict[str, Any]]:
     out = []
     for k in store.iterations():
         uri = join_uri(store.iteration_uri(k), SUMMARY_FILE)

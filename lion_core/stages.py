@@ -21,7 +21,7 @@ from lion_core.llm.gateway import Gateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.prompts import teacher_messages
-from lion_core.referee import JudgeItem, discriminate, discrimination_report
+from lion_core.referee import REQUEST_FAILED, JudgeItem, discriminate, discrimination_report
 from lion_core.store import PoolRef, RunStore, read_pool, read_table
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
@@ -60,10 +60,10 @@ def teacher_answers(gateway: Gateway, rows: Sequence[dict[str, Any]], stage: str
 
 
 def answer_stage(store: RunStore, k: int, pool: PoolRef, gateway: Gateway, name: str, stage: str) -> PoolRef:
-    """Teacher answers for every instruction of `pool`, stored as iteration k's `name`."""
-    rows = read_pool(pool).to_dict("records")
-    table = pa.Table.from_pylist(teacher_answers(gateway, rows, stage), schema=ANSWERS_SCHEMA)
-    return _commit(store, k, name, table, ANSWERS_SCHEMA_VERSION, [pool])
+    """Teacher answers for every instruction of `pool` in one part (the flows split it into shards),
+    stored as iteration k's `name`; failed requests are kept as failures."""
+    part = answer_part(store, k, name, pool, 0, pool.rows, gateway, stage, max_failed_fraction=1.0)
+    return merge_parts(store, k, name, [part], ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, [pool])
 
 
 def discrimination_stage(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
@@ -128,7 +128,7 @@ def part_name(name: str, lo: int, hi: int) -> str:
 
 
 def committed(store: RunStore, k: int, name: str) -> PoolRef | None:
-    """The committed artifact, if the stage already finished: a rerun returns it and sends nothing."""
+    """Iteration k's committed `name`, or None when that stage has not finished."""
     manifest = store.manifest(k)
     entry = manifest.files.get(name) if manifest else None
     return store.ref_from_entry(entry) if entry else None
@@ -167,7 +167,7 @@ def discrimination_part(store: RunStore, k: int, cache_pool: PoolRef, teacher: P
     items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"])
              for r in pool if r["id"] in t and r["id"] in s]
     rows = discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks)
-    failed = sum(r["raw_t_first"].startswith("[request failed") or r["raw_s_first"].startswith("[request failed")
+    failed = sum(r["raw_t_first"].startswith(REQUEST_FAILED) or r["raw_s_first"].startswith(REQUEST_FAILED)
                  for r in rows)
     check_failures(failed, len(rows), config.orchestration.max_failed_fraction, f"{name} rows {lo}-{hi}")
     judged = {r["id"] for r in rows}

@@ -99,8 +99,6 @@ class SlottedGateway:
         out: list[ChatResult] = []
         for i in range(0, len(requests), self.chunk):
             part = requests[i:i + self.chunk]
-            if not part:
-                continue
             with concurrency(self.limit, occupy=1, strict=True):
                 out.extend(self.gateway.run_sync(part, stage))
         return out

@@ -25,7 +25,7 @@ def open_run(config: Any, run_id: str, seed: str | None = None) -> dict[str, Any
     if info.get("config_hash") != config.config_hash():
         raise StoreError(f"run {run_id!r} was made with config {str(info.get('config_hash'))[:12]}, not "
                          f"{config.config_hash()[:12]}: resume it with the config it was started with")
-    return {"run_uri": store.run_uri, "created_at": info["created_at"], "iterations": store.iterations()}
+    return {"run_uri": store.run_uri, "created_at": info["created_at"]}
 
 
 @task(name="merge-parts", tags=["lion", "store"], cache_key_fn=input_cache_key, persist_result=True, **_STORE)
