@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -98,7 +99,32 @@ def _convert(src: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def free_port() -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(rng: random.Random | None = None) -> int:
+    """A free TCP port for a server that a child process will bind a few seconds from now.
+
+    It is drawn below the kernel's ephemeral range: a port from bind(0) comes from that range, which
+    every outgoing connection (the Prefect client, the API gateway) also draws its source port from,
+    so one of them could take it before the child binds (seen as EADDRINUSE from the training
+    rendezvous or the embedded server)."""
+    low, _ = _ephemeral_range()
+    rng = rng or random.SystemRandom()
+    if low > 20_000:
+        for _ in range(200):
+            port = rng.randrange(20_000, low)
+            with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int = 6, iterations: int = 2,
-                      api_key_env: str | None = None) -> Path:
+                      api_key_env: str | None = None, task_retries: int = 0) -> Path:
     """A tiny run: every API role on `api_url`, the tiny student, real DeepSpeed ZeRO-2 in one process."""
     folder.mkdir(parents=True, exist_ok=True)
     seeds = folder / "seeds.jsonl"
@@ -29,7 +29,7 @@ def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int
         "loop": {"iterations": iterations, "new_instructions_per_iteration": 3, "random_seed": 7},
         "data": {"seed": str(seeds)},
         "storage": {"runs_root": str(folder / "runs"), "response_store": str(folder / "responses.sqlite")},
-        "orchestration": {"shard_size": 4, "max_parallel_tasks": 2, "task_retries": 0, "retry_delay_s": 0,
+        "orchestration": {"shard_size": 4, "max_parallel_tasks": 2, "task_retries": task_retries, "retry_delay_s": 0,
                           "max_failed_fraction": 0.0},
     }
     path = folder / "lion.yaml"
