@@ -26,6 +26,7 @@ from lion_core.store import RunStore, validate_run_id
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
 from tasks.pools import open_run
+from tasks.results import result_storage
 
 
 @contextlib.contextmanager
@@ -58,6 +59,9 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     total = iterations or config.loop.iterations
     opened = open_run(config, run_id, seed)
     ensure_limits(config)
+    # Task results of every iteration go where a retry in a fresh container finds them.
+    storage = result_storage(config)
+    iteration = lion_iteration.with_options(result_storage=storage) if storage else lion_iteration
     store = RunStore(config.storage.runs_root, run_id, config)
     start = next_iteration(store)
     if start:
@@ -67,7 +71,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
             ctx = RunContext(config=config, run_id=run_id, run_key=f"{opened['run_uri']}@{opened['created_at']}",
                              embedded=embedded)
             for k in range(start, total):
-                lion_iteration(ctx, k)
+                iteration(ctx, k)
     summaries = [s for s in read_summaries(store) if s["iteration"] < total]
     if summaries:
         logger.info("run %s\n%s", run_id, summary_text_table(summaries))

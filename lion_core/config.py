@@ -274,6 +274,19 @@ class OrchestrationConfig(_Frozen):
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.02
     """A shard whose failed requests (after the gateway's own retries) exceed this fraction fails, so the
     task is retried and only the failed requests are sent again; below it they are kept as failures."""
+    result_storage: str | None = None
+    """Where Prefect keeps the iterations' task results: an fsspec URI (`s3://bucket/lion/results`, a
+    mounted `/srv/lion/results`) or a saved storage block (`s3-bucket/lion-results`). A retried run in a
+    new container or pod finds its finished tasks there. None: Prefect's default (local, or the block
+    named by PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK)."""
+
+    @field_validator("result_storage")
+    @classmethod
+    def _storage_location(cls, v: str | None) -> str | None:
+        if v is None or "://" in v or v.startswith("/") or re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9_-]+", v):
+            return v
+        raise ValueError(f"must be an fsspec URI (s3://bucket/prefix), an absolute path or a block slug "
+                         f"(block-type/block-name), got {v!r}")
 
 
 class EvaluationConfig(_Frozen):

@@ -62,3 +62,35 @@ def tiny_model(tmp_path_factory, model_dir):
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A real S3 API on loopback (moto's server, spoken to over HTTP by s3fs and botocore): the stand-in
+    for the bucket a Docker or Kubernetes run keeps its files and Prefect results in. Yields the bucket's
+    URI; clients find the server through AWS_ENDPOINT_URL, as they would a MinIO."""
+    import logging
+
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    from lion_core.llm.embedded import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "lion-test", "AWS_SECRET_ACCESS_KEY": "lion-test-secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fsspec.filesystem("s3").mkdir("lion-test")
+        yield "s3://lion-test"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()

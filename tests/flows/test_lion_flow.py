@@ -142,4 +142,5 @@ def _task_runs(since):
     completed = {key(r) for r in runs if r.state and r.state.name == "Completed" and key(r)}
     cached = {key(r) for r in runs if r.state and r.state.name == "Cached" and key(r)}
     latest = max((r.start_time for r in runs if r.start_time), default=None)
-    return {"completed_keys": completed, "cached_keys": cached, "latest": latest}
+    names = {key(r): r.name for r in runs if key(r)}
+    return {"completed_keys": completed, "cached_keys": cached, "latest": latest, "names": names}

@@ -14,10 +14,13 @@ from lion_core.store import (
 )
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def runs_root(request, tmp_path):
     if request.param == "local":
         yield str(tmp_path / "runs")
+        return
+    if request.param == "s3":  # a real S3 API: no rename, no folders, listings that s3fs caches
+        yield f"{request.getfixturevalue('s3_bucket')}/store-{uuid.uuid4().hex[:8]}/runs"
         return
     root = f"memory://lion-test-{uuid.uuid4().hex[:8]}/runs"
     yield root
