@@ -51,6 +51,10 @@ class RetryPolicy(_Frozen):
     initial_backoff_s: Annotated[float, Field(gt=0)] = 1.0
     max_backoff_s: Annotated[float, Field(gt=0)] = 60.0
     request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    unreachable_after: PositiveInt = 8
+    """Connection failures in a row (refused, reset, unresolvable; not timeouts) after which a batch stops
+    sending: an endpoint that is down would otherwise cost every request all its attempts and backoffs.
+    The batch fails as retryable; what was answered is kept and the rest is sent by the retry."""
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RetryPolicy:

@@ -22,7 +22,7 @@ from lion_core.config import RunConfig
 from lion_core.errors import LionError, ShardIncomplete
 from lion_core.limits import limit_name, role_config, shard_role
 from lion_core.llm.accounting import Accounting
-from lion_core.llm.gateway import Endpoint, Gateway
+from lion_core.llm.gateway import Endpoint, EndpointUnreachable, Gateway
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef, RunStore
@@ -78,7 +78,7 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     Never on a bad config, a rejected API key or corrupt data: those fail the same way again."""
     try:
         state.result()
-    except (ShardIncomplete, TrainingError):
+    except (ShardIncomplete, EndpointUnreachable, TrainingError):
         return True
     except LionError:
         return False

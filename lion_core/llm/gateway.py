@@ -42,6 +42,34 @@ class EndpointRejected(LionError):
     """The endpoint refused our credentials or permissions: retrying cannot help, so the batch stops."""
 
 
+class EndpointUnreachable(LionError):
+    """Connections to the endpoint failed one after another: the batch stopped sending. Unlike a
+    rejected key this may pass, so the task that ran the batch is retried later."""
+
+
+class _NotSent(Exception):
+    """The breaker opened before this request's first attempt: it stays unsent, not failed."""
+
+
+class _Breaker:
+    """Counts connection failures in a row across a batch's workers; any answer from the server,
+    even an error status, shows it is reachable and resets the count."""
+
+    def __init__(self, threshold: int):
+        self.threshold, self.streak, self.last = threshold, 0, ""
+
+    @property
+    def open(self) -> bool:
+        return self.streak >= self.threshold
+
+    def record(self, err: BaseException | None, message: str = "") -> None:
+        if err is None or not isinstance(err, openai.APIConnectionError):
+            self.streak = 0
+        elif not isinstance(err, openai.APITimeoutError):  # slow is not down
+            self.streak += 1
+            self.last = f"{type(err).__name__}: {message}"
+
+
 class MalformedResponse(Exception):
     """A 2xx answer that is not a usable chat completion."""
 
@@ -174,18 +202,21 @@ class Gateway:
         limits, retry = ep.config.rate_limits, ep.config.retry
         limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
         call = StoredCall(role=ep.role, stage=stage, endpoint=ep.endpoint_id, model=ep.model)
+        breaker = _Breaker(retry.unreachable_after)
 
         async def worker(client: openai.AsyncOpenAI, limit: int | None = None) -> None:
-            while not fatal and (limit is None or limit > 0):
+            while not fatal and not breaker.open and (limit is None or limit > 0):
                 limit = None if limit is None else limit - 1
                 try:
                     k = todo.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage)
+                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker)
                 except EndpointRejected as err:
                     fatal.append(err)
+                    return
+                except _NotSent:
                     return
                 progress.update(results[k].ok)
 
@@ -200,13 +231,17 @@ class Gateway:
                     await asyncio.gather(*(worker(client) for _ in range(n_workers)))
         finally:
             progress.close()
+        done = sum(1 for k in unique if k in results)
         if fatal:
-            done = sum(1 for k in unique if k in results)
             raise EndpointRejected(f"{fatal[0]} ({done} of {len(unique)} requests answered or recorded; the rest not sent)")
+        if breaker.open:
+            raise EndpointUnreachable(
+                f"{ep.role}: {ep.base_url} is unreachable: {breaker.streak} connection failures in a row (last "
+                f"{breaker.last}); {done} of {len(unique)} requests answered or recorded, the rest not sent")
         return [replace(results[k], tag=r.tag) for k, r in zip(keys, requests)]
 
     async def _ask(self, client: openai.AsyncOpenAI, limiter: RateLimiter, call: StoredCall, key: str,
-                   request: ChatRequest, stage: str) -> ChatResult:
+                   request: ChatRequest, stage: str, breaker: _Breaker) -> ChatResult:
         ep, cfg = self.endpoint, self.endpoint.config
         usage = self.accounting.row(ep.role, stage)
         prior = self.store.previous_attempts(key)
@@ -215,6 +250,11 @@ class Gateway:
         while attempts < cfg.retry.max_attempts:
             est = current.estimated_tokens()
             await limiter.acquire(est)
+            if breaker.open:
+                limiter.settle(est, 0)
+                if not attempts:
+                    raise _NotSent
+                break  # recorded below as the failure it was
             attempts += 1
             usage.calls += 1
             usage.retries += attempts > 1
@@ -233,12 +273,13 @@ class Gateway:
                 outcome = classify(err)
                 error_class = type(err).__name__
                 error_message = scrub(str(err), ep.api_key)[:2000]
+                breaker.record(err, error_message)
                 if outcome.fatal:
                     raise EndpointRejected(f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
                 if outcome.context_overflow and cfg.context_overflow == "truncate" and not truncated:
                     current, truncated = truncate(current, cfg.truncate_keep_fraction), True
                     continue
-                if not outcome.retryable:
+                if not outcome.retryable or breaker.open:
                     break
                 if outcome.retry_after is not None:
                     limiter.pause(outcome.retry_after)
@@ -246,6 +287,7 @@ class Gateway:
                     await asyncio.sleep(self._backoff(attempts, outcome.retry_after))
                 continue
             limiter.settle(est, pt + ct if pt + ct else est)
+            breaker.record(None)
             result = ChatResult(key=key, ok=True, text=text, finish_reason=finish, prompt_tokens=pt,
                                 completion_tokens=ct, attempts=prior + attempts, truncated=truncated)
             self.store.put_success(call, request, result, latency_s=time.monotonic() - started)

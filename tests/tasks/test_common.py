@@ -5,6 +5,7 @@ import pytest
 
 from lion_core.config import parse_config
 from lion_core.errors import ConfigError, IntegrityError, ShardIncomplete
+from lion_core.llm.gateway import EndpointRejected, EndpointUnreachable
 from lion_core.store import PoolRef
 from lion_core.student.launch import TrainingError
 from tasks.common import RunContext, input_cache_key, transient
@@ -41,7 +42,8 @@ def test_data_objects_are_refused_as_task_inputs():
 
 @pytest.mark.parametrize("error, retry", [
     (ShardIncomplete("3 of 4 failed"), True), (TrainingError("rank died"), True), (OSError("disk"), True),
-    (ConnectionError("reset"), True), (ConfigError("bad field"), False), (IntegrityError("hash"), False),
+    (ConnectionError("reset"), True), (EndpointUnreachable("refused"), True), (ConfigError("bad field"), False),
+    (IntegrityError("hash"), False), (EndpointRejected("bad key"), False),
 ])
 def test_only_transient_failures_are_retried(error, retry):
     class State:

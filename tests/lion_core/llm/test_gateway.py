@@ -283,3 +283,32 @@ def test_scrub_removes_keys_but_not_ordinary_words():
     assert "abc***wxyz" not in out and "12345678" not in out
     assert "task-list" in out
     assert scrub("key sk-proj-abcdefghwxyz here", api_key="sk-proj-abcdefghwxyz") == "key *** here"
+
+
+def test_an_endpoint_that_is_down_stops_the_batch_early_and_the_rerun_sends_the_rest(store):
+    from lion_core.llm.embedded import free_port
+    from lion_core.llm.gateway import EndpointUnreachable
+
+    down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: every connection is refused
+    retry = FAST_RETRY.model_copy(update={"unreachable_after": 5})
+    started = time.monotonic()
+    with pytest.raises(EndpointUnreachable, match=r"unreachable: \d+ connection failures in a row .*APIConnectionError"):
+        Gateway(_endpoint(down, retry=retry, concurrency=4), store).run_sync(_requests(40), "s")
+    assert time.monotonic() - started < 5  # not 40 requests x 6 attempts of backoff
+    rows = _rows(store)
+    # only the requests that were tried are recorded, as failures; the rest were never sent
+    assert 1 <= len(rows) <= 4 and all(status == "failed" and err == "APIConnectionError"
+                                      for status, _, err, _ in rows.values())
+    with FaultServer() as srv:
+        results = Gateway(_endpoint(srv.url, retry=retry, concurrency=4), store).run_sync(_requests(40), "s")
+    assert all(r.ok for r in results) and sum(srv.stats.answered.values()) == 40
+
+
+def test_timeouts_and_dropped_connections_between_answers_do_not_stop_a_batch(store):
+    retry = FAST_RETRY.model_copy(update={"unreachable_after": 2, "max_attempts": 2, "request_timeout_s": 0.3})
+    with FaultServer(FaultPlan(rate_slow=1.0, slow_s=2.0)) as srv:  # slow is not down
+        results = Gateway(_endpoint(srv.url, retry=retry, concurrency=1), store).run_sync(_requests(3, "slow"), "s")
+    assert [r.error_class for r in results] == ["APITimeoutError"] * 3
+    with FaultServer(FaultPlan(script=("drop",))) as srv:  # each request: dropped once, then answered
+        results = Gateway(_endpoint(srv.url, retry=retry, concurrency=1), store).run_sync(_requests(5, "drop"), "s")
+    assert all(r.ok and r.attempts == 2 for r in results) and srv.stats.outcomes["drop"] == 5
