@@ -229,16 +229,38 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         app()
+        code = 0
+    except SystemExit as done:  # click ends every command this way
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            typer.echo(done.code, err=True)
     except LionError as err:
         if debug:
             raise
         typer.echo(f"lion: error: {err}", err=True)
-        sys.exit(1)
+        code = 1
     except Exception as err:  # noqa: BLE001 - the last line of defence for a readable message
         if debug:
             raise
         typer.echo(f"lion: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
-        sys.exit(2)
+        code = 2
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Leave with `code`. Arrow's C++ thread pools can abort the interpreter's final teardown ("terminate
+    called without an active exception", apache/arrow#34314), turning a finished command into exit -6
+    now and then; so the exit handlers run (the embedded server's and Prefect's shutdown, logging's
+    flush) and the process ends without that teardown."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`lion ... | head`), a closed stream
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
