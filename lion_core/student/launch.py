@@ -94,7 +94,15 @@ def train_student(
     ]
     cmd, extra_env = build_command(config, train_args, free_port())
     env = {**os.environ, **extra_env, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run_subprocess(cmd, env, out / "train.log", timeout_s or config.training.timeout_s)
+    try:
+        run_subprocess(cmd, env, out / "train.log", timeout_s or config.training.timeout_s)
+    except TrainingError as err:
+        # The marker is written after every rank saved: a crash in the interpreter's teardown after it
+        # (native thread pools at exit) must not throw the finished fine-tune away.
+        if not (final / COMPLETE).is_file():
+            raise
+        log.warning("training ended abnormally after writing a complete checkpoint; using %s (%s)",
+                    final, str(err).splitlines()[0])
     if not (final / COMPLETE).is_file():
         raise TrainingError(f"training finished without a complete checkpoint in {final}; log: {out / 'train.log'}")
     return final

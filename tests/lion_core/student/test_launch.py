@@ -103,3 +103,21 @@ def test_the_group_dies_with_a_caller_killed_outright(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert wait_until_gone(rank)
+
+
+def test_a_crash_after_the_checkpoint_is_complete_keeps_the_checkpoint(tmp_path, monkeypatch, caplog):
+    from lion_core.store import PoolRef
+    from lion_core.student import launch
+    from lion_core.student.train import COMPLETE, FINAL
+
+    final = tmp_path / "out" / FINAL
+    script = (f"import os, pathlib; p = pathlib.Path({str(final)!r}); p.mkdir(parents=True); "
+              f"(p / {COMPLETE!r}).write_text('ok'); os.abort()")  # as a native thread pool does at exit
+    monkeypatch.setattr(launch, "build_command", lambda *a: ([sys.executable, "-c", script], {}))
+    answers = PoolRef(uri=str(tmp_path / "a.parquet"), sha256="0" * 64, rows=1, schema_version="answers/1")
+    assert launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "out", timeout_s=60) == final
+    assert "ended abnormally after writing a complete checkpoint" in caplog.text
+
+    script = "import os; os.abort()"  # without the marker it is a failure
+    with pytest.raises(TrainingError, match="training failed"):
+        launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "other", timeout_s=60)
