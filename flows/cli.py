@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -227,6 +228,10 @@ def config_check(file: Annotated[Path, typer.Argument(help="Run config (YAML).")
 
 def main() -> None:
     debug = "--debug" in sys.argv[1:]
+    # A flow run turns SIGTERM into a crash state and then re-sends it to the handler it found; with
+    # Python's default there, the process would die on the spot and leave Prefect's local API server
+    # (and anything else stopped at exit) running. Ours stops them and exits 143.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
         code = 0
@@ -239,12 +244,20 @@ def main() -> None:
             raise
         typer.echo(f"lion: error: {err}", err=True)
         code = 1
+    except KeyboardInterrupt:
+        typer.echo("lion: interrupted", err=True)
+        code = 130
     except Exception as err:  # noqa: BLE001 - the last line of defence for a readable message
         if debug:
             raise
         typer.echo(f"lion: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
         code = 2
     _exit(code)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    typer.echo("lion: stopped by SIGTERM; what finished is kept, resume with --resume", err=True)
+    _exit(128 + signum)
 
 
 def _exit(code: int) -> None:

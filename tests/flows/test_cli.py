@@ -12,9 +12,10 @@ LION = Path(sys.executable).parent / "lion"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def lion(*args, cwd=None):
+def lion(*args, cwd=None, timeout=120):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([str(LION), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return subprocess.run([str(LION), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
 
 
 @pytest.fixture
@@ -110,3 +111,61 @@ def test_run_and_evaluate_refuse_bad_requests_before_starting_anything(config, t
     assert r.returncode == 1 and "not a model folder" in r.stderr
     r = lion("evaluate", "--config", config, "--checkpoints", "run:nothing-here")
     assert r.returncode == 1 and "no finished checkpoint" in r.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tmp_path, tiny_model):
+    import signal
+    import time
+
+    from lion_core.llm.fault_server import FaultServer
+    from lion_core.store import RunStore
+    from tests.flows.conftest import write_flow_config
+
+    with FaultServer() as api:
+        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1)
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "term"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        train_log = tmp_path / "runs" / "term" / "checkpoints" / "iter-0" / "train.log"
+        deadline = time.monotonic() + 300
+        while not (train_log.is_file() and train_log.stat().st_size) and proc.poll() is None:
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        started = _descendants(proc.pid)  # Prefect's local API server, the training process group
+        assert started
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+        assert "stopped by SIGTERM" in out
+        time.sleep(1)
+        assert [p for p in started if _alive(p)] == [], out[-3000:]
+
+        r = lion("run", "--config", config, "--resume", "term", timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    store = RunStore(str(tmp_path / "runs"), "term")
+    assert store.iterations() == [0, 1] and {"train_pool", "cache_pool"} <= set(store.manifest(1).files)
