@@ -18,6 +18,7 @@ row is a hash of endpoint, model, messages and sampling parameters only.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import sqlite3
@@ -70,12 +71,17 @@ class ResponseStore:
     def __init__(self, path: str, durable: bool = False):
         self.path = os.path.abspath(os.path.expanduser(path))
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        # autocommit; each write is its own transaction. Used from one thread (the event loop).
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.executescript(_SCHEMA)
+        # Shards open the store at the same moment; on a new file, switching it to WAL and creating the
+        # schema from two connections at once fails with "database is locked" at once (SQLite does not
+        # wait on its busy handler there), so openings take turns, across processes too.
+        with open(self.path + ".open-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            # autocommit; each write is its own transaction. Used from one thread (the event loop).
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()

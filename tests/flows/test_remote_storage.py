@@ -47,9 +47,10 @@ def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_
         # a fresh container: the local disk of the first attempt is gone, only the volume and S3 remain
         shutil.rmtree(container_disk, ignore_errors=True)
         api.plan = FaultPlan()
+        resumed = datetime.now(timezone.utc)
         result = lion(config_path=str(config), run_id="remote")
 
-    second = _task_runs(since=first["latest"])
+    second = _task_runs(since=resumed)
     # Every task with a cache key was read back from S3, not run again. Remote result storage makes
     # Prefect persist the rest too: the sub-flow (its tasks are the hits) and base-model, which resolves
     # a local path and so must run again in a new container.

@@ -37,8 +37,13 @@ def test_templates_ask_for_gpus():
     k8s = json.loads((REPO / "deployments" / "work-pools" / "kubernetes.json").read_text())
     container = k8s["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
-    for t in (docker, k8s):  # a retried run in a new container needs its task results somewhere durable
-        assert t["variables"]["properties"]["env"]["default"]["PREFECT_DEFAULT_RESULT_STORAGE_BLOCK"]
+    for t in (docker, k8s):
+        env = t["variables"]["properties"]["env"]
+        assert env["default"]["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
+        # a retried run in a new container needs durable task results: the run config names where
+        # (orchestration.result_storage); a default block that may not exist would fail every run
+        assert "orchestration.result_storage" in env["description"]
+        assert not any("STORAGE_BLOCK" in k for k in env["default"])
 
 
 def test_lion_distill_deployment():
