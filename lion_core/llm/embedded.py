@@ -99,12 +99,12 @@ def _convert(src: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (source ports of outgoing connections)."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port(rng: random.Random | None = None) -> int:
@@ -114,7 +114,7 @@ def free_port(rng: random.Random | None = None) -> int:
     every outgoing connection (the Prefect client, the API gateway) also draws its source port from,
     so one of them could take it before the child binds (seen as EADDRINUSE from the training
     rendezvous or the embedded server)."""
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     rng = rng or random.SystemRandom()
     if low > 20_000:
         for _ in range(200):

@@ -22,19 +22,18 @@ pytestmark = pytest.mark.slow
 
 def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_model, s3_bucket, tmp_path):
     prefix = f"{s3_bucket}/flow-{uuid.uuid4().hex[:8]}"
-    config = write_flow_config(tmp_path, "http://placeholder/v1", tiny_model, iterations=1)
-    data = yaml.safe_load(config.read_text())
-    data["storage"] = {"runs_root": f"{prefix}/runs", "response_store": str(tmp_path / "volume" / "responses.sqlite"),
-                       "checkpoints_root": str(tmp_path / "volume" / "checkpoints")}
-    data["orchestration"]["result_storage"] = f"{prefix}/prefect-results"
     s3 = fsspec.filesystem("s3")
 
     # 6 teacher answers, then the referee fails after 2 verdicts: the flow run fails mid-discrimination
     container_disk = tmp_path / "container-disk"
     with FaultServer(FaultPlan(fail_after=8)) as api, \
             temporary_settings(updates={"results.local_storage_path": container_disk}):
-        for role in ("teacher", "referee", "generator"):
-            data[role]["base_url"] = api.url
+        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1)
+        data = yaml.safe_load(config.read_text())
+        data["storage"] = {"runs_root": f"{prefix}/runs",
+                           "response_store": str(tmp_path / "volume" / "responses.sqlite"),
+                           "checkpoints_root": str(tmp_path / "volume" / "checkpoints")}
+        data["orchestration"]["result_storage"] = f"{prefix}/prefect-results"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         started = datetime.now(timezone.utc)
         with pytest.raises(Exception, match="requests failed after retries"):

@@ -118,6 +118,7 @@ def test_a_crash_after_the_checkpoint_is_complete_keeps_the_checkpoint(tmp_path,
     assert launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "out", timeout_s=60) == final
     assert "ended abnormally after writing a complete checkpoint" in caplog.text
 
-    script = "import os; os.abort()"  # without the marker it is a failure
+    # without the marker it is a failure
+    monkeypatch.setattr(launch, "build_command", lambda *a: ([sys.executable, "-c", "import os; os.abort()"], {}))
     with pytest.raises(TrainingError, match="training failed"):
         launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "other", timeout_s=60)
