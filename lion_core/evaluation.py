@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lion_core.errors import EvaluationIncomplete, SeedError
-from lion_core.seeds import _decode, _parse_json, _parse_jsonl, _Problems, _read_source_bytes
+from lion_core.seeds import _decode, _parse_json, _parse_jsonl, _Problems, _read_source_bytes, _text_field
 
 EVAL_FORMATS = (".jsonl", ".ndjson", ".json", ".parquet")
 ORDERS = ("reference_first", "student_first")
@@ -34,12 +34,18 @@ class EvalQuestion:
     id: str
     question: str
     category: str
+    input: str = ""
+    """The question's input (Alpaca's `input`, Self-Instruct's `instances[0].input`); "" when it has none."""
 
 
 def load_eval_set(source: str) -> list[EvalQuestion]:
     """Questions from JSONL, JSON or Parquet: text in `question`, `text`, `instruction` or `turns[0]`
     (Vicuna-80's question.jsonl and its llm_judge variant both load); id from `question_id` or `id`
-    (else the position); optional `category`. Every bad record is reported, by position."""
+    (else the position); optional `category`; optional input from a top-level `input` (Alpaca format)
+    or, when there is none, from `instances[0].input` (Self-Instruct format, as in its seed_tasks.jsonl
+    and user_oriented_instructions.jsonl: of several instances only the first one's input is used). An
+    input that is missing, empty or only whitespace gives "". Every bad record (including a non-string
+    input or malformed `instances`) is reported, by position."""
     name = source.split("?", 1)[0].lower()
     if not name.endswith(EVAL_FORMATS):
         raise SeedError(f"{source}: unsupported eval set format; use one of {', '.join(EVAL_FORMATS)}")
@@ -73,17 +79,35 @@ def load_eval_set(source: str) -> list[EvalQuestion]:
             problems.add(where, f"question id {qid!r} repeats an earlier one")
             continue
         seen.add(qid)
+        input_text = _eval_input(rec, where, problems)
+        if input_text is None:
+            continue
         category = rec.get("category")
-        out.append(EvalQuestion(qid, question.strip(), str(category) if category else "uncategorized"))
+        out.append(EvalQuestion(qid, question.strip(), str(category) if category else "uncategorized", input_text))
     problems.raise_if_any()
     if not out:
         raise SeedError(f"{source}: no questions found")
     return out
 
 
+def _eval_input(rec: dict[str, Any], where: str, problems: _Problems) -> str | None:
+    """A record's input ("" if none); None after reporting a bad one."""
+    if rec.get("input") is None and rec.get("instances") is not None:
+        instances = rec["instances"]
+        if not isinstance(instances, (list, tuple)) or not instances or not isinstance(instances[0], dict):
+            problems.add(where, "field 'instances' must be a non-empty list of objects with 'input' and 'output'")
+            return None
+        value = _text_field(instances[0], "input", f"{where} instances[0]", problems, required=False)
+    else:
+        value = _text_field(rec, "input", where, problems, required=False)
+    if value is None:
+        return None
+    return value if value.strip() else ""
+
+
 def question_rows(questions: Sequence[EvalQuestion]) -> list[dict[str, Any]]:
-    """The questions as rows the answer stages take (an empty input)."""
-    return [{"id": q.id, "instruction": q.question, "input": ""} for q in questions]
+    """The questions as rows the answer stages take: id, instruction and input."""
+    return [{"id": q.id, "instruction": q.question, "input": q.input} for q in questions]
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -238,12 +262,12 @@ def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, st
 
 
 def question_pool(questions: Sequence[EvalQuestion]) -> list[dict[str, Any]]:
-    """The questions as pool rows (origin `eval`), keeping id and category in the metadata."""
+    """The questions as pool rows (origin `eval`) with their input, keeping id and category in the metadata."""
     from lion_core.pools import make_row
 
     rows, ids = [], set()
     for q in questions:
-        row = make_row(q.question, "", origin="eval", iteration=0,
+        row = make_row(q.question, q.input, origin="eval", iteration=0,
                        metadata={"question_id": q.id, "category": q.category})
         if row["id"] in ids:
             raise SeedError(f"question {q.id}: the same text as an earlier question")

@@ -25,7 +25,7 @@ from lion_core.referee import REQUEST_FAILED, JudgeItem, discriminate, discrimin
 from lion_core.store import PoolRef, RunStore, read_pool, read_table
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
-JUDGMENTS_SCHEMA_VERSION = "judgments/1"
+JUDGMENTS_SCHEMA_VERSION = "judgments/2"
 CANDIDATES_SCHEMA_VERSION = "candidates/1"
 
 ANSWERS_SCHEMA = pa.schema([
@@ -37,7 +37,7 @@ JUDGMENTS_SCHEMA = pa.schema([
     ("t_score_t_first", pa.float64()), ("s_score_t_first", pa.float64()),
     ("t_score_s_first", pa.float64()), ("s_score_s_first", pa.float64()),
     ("mean_t", pa.float64()), ("mean_s", pa.float64()), ("d", pa.float64()), ("label", pa.string()),
-    ("raw_t_first", pa.string()), ("raw_s_first", pa.string()), ("asks", pa.int32()),
+    ("reason", pa.string()), ("raw_t_first", pa.string()), ("raw_s_first", pa.string()), ("asks", pa.int32()),
 ])
 CANDIDATES_SCHEMA = pa.schema([
     ("round", pa.int32()), ("origin", pa.string()), ("seed_id", pa.string()), ("seed_instruction", pa.string()),
@@ -160,11 +160,13 @@ def discrimination_part(store: RunStore, k: int, cache_pool: PoolRef, teacher: P
     answer, and a bad one)."""
     referee = referee or config.referee
     t = {r["id"]: r for r in read_table(teacher).to_pylist() if r["status"] == "ok"}
-    s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] == "ok"}
+    # An empty student answer is an answer (the item is hard); a failed one is missing.
+    s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] in ("ok", "empty")}
     pool = read_pool(cache_pool).iloc[lo:hi].to_dict("records")
     if silent_student is not None:
-        s = {r["id"]: s.get(r["id"], {"answer": silent_student}) for r in pool}
-    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"])
+        s = {r["id"]: (a if (a := s.get(r["id"])) and (a["answer"] or "").strip() else {"answer": silent_student})
+             for r in pool}
+    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"] or "")
              for r in pool if r["id"] in t and r["id"] in s]
     rows = discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks)
     failed = sum(r["raw_t_first"].startswith(REQUEST_FAILED) or r["raw_s_first"].startswith(REQUEST_FAILED)
@@ -172,6 +174,7 @@ def discrimination_part(store: RunStore, k: int, cache_pool: PoolRef, teacher: P
     check_failures(failed, len(rows), config.orchestration.max_failed_fraction, f"{name} rows {lo}-{hi}")
     judged = {r["id"] for r in rows}
     missing = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "label": "missing_answer",
+                "reason": "no teacher answer" if r["id"] not in t else "no student answer",
                 "raw_t_first": "", "raw_s_first": "", "asks": 0} for r in pool if r["id"] not in judged]
     table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
     return store.write_table(k, part_name(name, lo, hi), table, schema_version=JUDGMENTS_SCHEMA_VERSION,

@@ -54,7 +54,7 @@ def score_checkpoints(ctx: RunContext, questions: PoolRef, judgments: dict[str, 
             j, s, ref = judged.get(q["id"], {}), student.get(q["id"], {}), ref_answers.get(q["id"], {})
             detail.append({
                 "checkpoint": label, "question_id": meta[q["id"]]["question_id"], "category": categories[q["id"]],
-                "question": q["instruction"], "reference_answer": ref.get("answer"), "student_answer": s.get("answer"),
+                "question": q["instruction"], "input": q["input"], "reference_answer": ref.get("answer"), "student_answer": s.get("answer"),
                 "reference_score_reference_first": j.get("t_score_t_first"),
                 "student_score_reference_first": j.get("s_score_t_first"),
                 "reference_score_student_first": j.get("t_score_s_first"),
@@ -62,7 +62,7 @@ def score_checkpoints(ctx: RunContext, questions: PoolRef, judgments: dict[str, 
                 "judgment_reference_first": j.get("raw_t_first"), "judgment_student_first": j.get("raw_s_first"),
             })
     refs = {
-        "results": store.write_table(0, "results", pa.Table.from_pylist(detail), schema_version="eval-results/1",
+        "results": store.write_table(0, "results", pa.Table.from_pylist(detail), schema_version="eval-results/2",
                                      parents=[questions, reference, *answers.values(), *judgments.values()]),
         "scores": store.write_table(0, "scores", pa.Table.from_pylist(ev.scores_table(all_scores)),
                                     schema_version=SCORES_SCHEMA_VERSION, parents=list(judgments.values())),

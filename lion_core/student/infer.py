@@ -74,9 +74,11 @@ def student_answers(
     out = []
     for r, k in zip(rows, keys):
         res = done.get(k)
+        # A student that says nothing has still answered: "empty" rows go to discrimination as the
+        # hardest items there are (the store keeps them as failures, so a rerun generates them again).
         out.append({"id": r["id"], "instruction": r["instruction"], "input": r["input"],
-                    "answer": res.text if res else None, "finish_reason": res.finish_reason if res else None,
-                    "status": "ok" if res else "failed", "error": None if res else "EmptyGeneration"})
+                    "answer": res.text if res else "", "finish_reason": res.finish_reason if res else None,
+                    "status": "ok" if res else "empty", "error": None if res else "EmptyGeneration"})
     return out
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from lion_core.errors import EvaluationIncomplete, LionError, SeedError
 from lion_core.evaluation import (EvalQuestion, check_coverage, checkpoint_scores, load_eval_set, question_pool,
-                                  resolve_checkpoints, scores_markdown, scores_table)
+                                  question_rows, resolve_checkpoints, scores_markdown, scores_table)
 
 
 def _row(qid, ref_first, stu_first):
@@ -100,6 +100,77 @@ def test_bad_eval_sets_name_the_record(tmp_path):
     qs = load_eval_set(str(ok))
     assert qs == [EvalQuestion("1", "What is 2+2?", "math"), EvalQuestion("2", "Write a haiku.", "uncategorized")]
 
+
+
+def test_self_instruct_seed_tasks_keep_their_input(shared_data):
+    """Self-Instruct records keep the input in `instances[0].input`; it is part of the question."""
+    path = shared_data / "stanford_alpaca" / "seed_tasks.jsonl"
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    expected = {r["id"]: r["instances"][0]["input"] if r["instances"][0]["input"].strip() else "" for r in raw}
+    with_input = sum(1 for v in expected.values() if v)
+    assert len(raw) == 175 and with_input == 125  # counted from the raw file, independently of the loader
+    qs = load_eval_set(str(path))
+    assert len(qs) == 175 and sum(1 for q in qs if q.input) == with_input
+    assert {q.id: q.input for q in qs} == expected
+    by_id = {q.id: q for q in qs}
+    assert by_id["seed_task_1"] == EvalQuestion("seed_task_1", "What is the relation between the given pairs?",
+                                                "uncategorized", "Night : Day :: Right : Left")
+    assert by_id["seed_task_2"].input == "- Brack Obama\n- Elon Musk\n- Taylor Swift"
+    assert by_id["seed_task_0"].input == ""
+    assert load_eval_set(str(shared_data / "stanford_alpaca" / "seed_tasks.parquet")) == qs
+    pool = question_pool(qs)
+    assert sum(1 for r in pool if r["input"]) == with_input and len({r["id"] for r in pool}) == 175
+
+
+def test_alpaca_records_and_instances_give_the_input(tmp_path):
+    p = tmp_path / "q.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [
+        {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
+        {"instruction": "Write a haiku.", "input": "", "output": "..."},
+        {"instruction": "Sum the numbers.", "input": "   \n", "output": "..."},
+        {"instruction": "Sort the list.", "instances": [{"input": "3, 1, 2", "output": "1, 2, 3"},
+                                                        {"input": "b, a", "output": "a, b"}]},
+        {"instruction": "Tell a joke.", "instances": [{"input": " \t", "output": "..."}]},
+        {"instruction": "Name a color.", "instances": [{"output": "Red"}]},
+        {"question_id": 7, "text": "What is 2+2?", "category": "math"},
+    ]) + "\n")
+    qs = load_eval_set(str(p))
+    assert [q.input for q in qs] == ["Good morning", "", "", "3, 1, 2", "", "", ""]
+    assert qs[0] == EvalQuestion("1", "Translate to French.", "uncategorized", "Good morning")
+    assert qs[-1] == EvalQuestion("7", "What is 2+2?", "math", "")
+
+
+def test_a_bad_input_is_reported_by_position(tmp_path):
+    p = tmp_path / "q.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in [
+        {"instruction": "Fine.", "input": "ok"},
+        {"instruction": "Top-level number.", "input": 5},
+        {"instruction": "Instance list.", "instances": [{"input": ["a", "b"], "output": "x"}]},
+        {"instruction": "Instances not a list.", "instances": {"input": "a"}},
+    ]) + "\n")
+    with pytest.raises(SeedError) as err:
+        load_eval_set(str(p))
+    msg = str(err.value)
+    assert "3 bad records" in msg and "line 1" not in msg
+    assert "line 2: field 'input' must be a string, got int" in msg
+    assert "line 3 instances[0]: field 'input' must be a string, got list" in msg
+    assert "line 4: field 'instances' must be a non-empty list of objects" in msg
+
+
+def test_question_rows_and_pool_carry_the_input():
+    qs = [EvalQuestion("a", "Translate to French.", "uncategorized", "Good morning"),
+          EvalQuestion("b", "Write a haiku.", "poetry")]
+    assert question_rows(qs) == [{"id": "a", "instruction": "Translate to French.", "input": "Good morning"},
+                                 {"id": "b", "instruction": "Write a haiku.", "input": ""}]
+    pool = question_pool(qs)
+    assert [(r["instruction"], r["input"]) for r in pool] == [("Translate to French.", "Good morning"),
+                                                              ("Write a haiku.", "")]
+    assert json.loads(pool[0]["metadata"]) == {"question_id": "a", "category": "uncategorized"}
+    # the same instruction with two different inputs is two questions, not a duplicate
+    same = [EvalQuestion("1", "Sort the list.", "x", "3, 1, 2"), EvalQuestion("2", "Sort the list.", "x", "b, a")]
+    assert len({r["id"] for r in question_pool(same)}) == 2
+    with pytest.raises(SeedError, match="question 2: the same text as an earlier question"):
+        question_pool([same[0], EvalQuestion("2", "Sort the list.", "x", "3, 1, 2")])
 
 def test_checkpoint_specs(tmp_path):
     from lion_core.config import parse_config
