@@ -128,7 +128,13 @@ class RefereeConfig(ApiRole):
 class GeneratorConfig(ApiRole):
     sampling: Sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=None)
     max_tokens_per_seed_word: PositiveInt = 4
-    """max_tokens = this x (words in the seed instruction), as in the official code."""
+    """max_tokens = this x the words of the whole rendered seed (instruction and input), kept within
+    max_tokens_floor..max_tokens_ceiling. The official code counted the instruction's words only, so
+    seeds with an input (38% of Alpaca) came back cut off; `sampling.max_tokens` overrides this rule."""
+    max_tokens_floor: PositiveInt = 64
+    """The least max_tokens a generator request gets (a short seed may still inspire a longer task)."""
+    max_tokens_ceiling: PositiveInt = 1024
+    """The most max_tokens a generator request gets (a very long seed input must not cost without bound)."""
     min_instruction_words: PositiveInt = 3
     max_instruction_words: PositiveInt = 150
     request_budget_factor: Annotated[float, Field(ge=1)] = 3.0
@@ -139,6 +145,8 @@ class GeneratorConfig(ApiRole):
     def _word_bounds(self) -> GeneratorConfig:
         if self.max_instruction_words < self.min_instruction_words:
             raise ValueError("max_instruction_words must be >= min_instruction_words")
+        if self.max_tokens_ceiling < self.max_tokens_floor:
+            raise ValueError("max_tokens_ceiling must be >= max_tokens_floor")
         return self
 
 

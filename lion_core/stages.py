@@ -26,7 +26,7 @@ from lion_core.store import PoolRef, RunStore, read_pool, read_table
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
 JUDGMENTS_SCHEMA_VERSION = "judgments/2"
-CANDIDATES_SCHEMA_VERSION = "candidates/1"
+CANDIDATES_SCHEMA_VERSION = "candidates/2"
 
 ANSWERS_SCHEMA = pa.schema([
     ("id", pa.string()), ("instruction", pa.string()), ("input", pa.string()), ("answer", pa.string()),
@@ -41,7 +41,7 @@ JUDGMENTS_SCHEMA = pa.schema([
 ])
 CANDIDATES_SCHEMA = pa.schema([
     ("round", pa.int32()), ("origin", pa.string()), ("seed_id", pa.string()), ("seed_instruction", pa.string()),
-    ("raw", pa.string()), ("finish_reason", pa.string()), ("instruction", pa.string()), ("input", pa.string()),
+    ("seed_has_input", pa.bool_()), ("max_tokens", pa.int32()), ("cached", pa.bool_()), ("raw", pa.string()), ("finish_reason", pa.string()), ("instruction", pa.string()), ("input", pa.string()),
     ("status", pa.string()), ("reason", pa.string()), ("max_rouge_l", pa.float64()), ("most_similar", pa.string()),
 ])
 

@@ -18,6 +18,9 @@ class ChatRequest:
     max_tokens: int | None = None
     sample_index: int = 0
     """Distinguishes deliberate repeated samples of the same prompt; identical requests share one answer."""
+    draw_scope: str = ""
+    """Where a deliberate sample belongs (the generator's iteration): the same prompt and sample index in
+    another scope is a fresh draw, not a stored reply. Empty for requests whose answer is reused anywhere."""
     tag: str = field(default="", compare=False)
 
     @classmethod
@@ -32,12 +35,12 @@ class ChatRequest:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
 
     def key(self, endpoint_id: str, model: str) -> str:
-        """sha256 of (endpoint, model, messages, sampling parameters, sample index); never the API key."""
-        canonical = json.dumps(
-            {"endpoint": endpoint_id, "model": model, "messages": self.messages, "params": self.params(),
-             "sample": self.sample_index},
-            sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-        )
+        """sha256 of (endpoint, model, messages, sampling parameters, sample index and scope); never the API key."""
+        identity: dict[str, Any] = {"endpoint": endpoint_id, "model": model, "messages": self.messages,
+                                    "params": self.params(), "sample": self.sample_index}
+        if self.draw_scope:  # absent otherwise, so keys of unscoped requests never change
+            identity["scope"] = self.draw_scope
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def estimated_tokens(self) -> int:

@@ -8,6 +8,7 @@ from lion_core.generation import Parsed, Rejected, generate, generator_request, 
 from lion_core.llm import Endpoint, Gateway, ResponseStore
 from lion_core.llm.fault_server import FaultServer
 from lion_core.pools import make_row
+from lion_core.prompts import question_text
 
 CFG = GeneratorConfig()
 
@@ -43,12 +44,89 @@ def test_parse_rejections(text, finish, reason):
     assert parse_candidate(text, finish, CFG) == Rejected(reason)
 
 
-def test_max_tokens_from_seed_words():
+def test_max_tokens_from_the_whole_seed_within_floor_and_ceiling():
     seed = {"id": "s", "instruction": "Give three tips for staying healthy.", "input": ""}
-    assert generator_request(seed, "hard", CFG, 0).max_tokens == 4 * 6
-    assert generator_request(seed, "easy", CFG.model_copy(update={"max_tokens_per_seed_word": 10}), 0).max_tokens == 60
-    hard, easy = generator_request(seed, "hard", CFG, 0), generator_request(seed, "easy", CFG, 0)
+    with_input = {"id": "t", "instruction": "Summarize the text.",
+                  "input": "The city council met on Monday to discuss the new budget for public parks, " * 3}
+    assert generator_request(seed, "hard", CFG, 0, 0).max_tokens == 64  # 4 x 6 words, raised to the floor
+    assert generator_request(seed, "easy", CFG.model_copy(update={"max_tokens_per_seed_word": 20}), 0, 0).max_tokens == 120
+    words = len(with_input["instruction"].split()) + len(with_input["input"].split())
+    assert generator_request(with_input, "hard", CFG, 0, 0).max_tokens == 4 * words  # the input counts
+    assert generator_request(with_input, "hard", CFG.model_copy(update={"max_tokens_ceiling": 100}), 0, 0).max_tokens == 100
+    hard, easy = generator_request(seed, "hard", CFG, 0, 0), generator_request(seed, "easy", CFG, 0, 0)
     assert "same domain and is the same kind" in hard.messages[0][1] and "rarer" in easy.messages[0][1]
+
+
+def _tokens(text):
+    return -(-len(text) // 4)  # about 4 characters a token, the usual rule for English
+
+
+def _echo_length_reply(seed, kind, n, req):
+    """A generator whose new task is as long as its example (instruction and input: its own words,
+    reshuffled), cut off at max_tokens like a real endpoint: the shape the official budget truncates."""
+    instruction, _, input_text = seed.partition("\n\n")
+    rng = random.Random(f"{seed}:{n}")
+    task = rng.sample(instruction.split(), len(instruction.split())) + [f"variant{n}"]
+    new_input = rng.sample(input_text.split(), len(input_text.split())) if input_text.strip() else ["none"]
+    text = "New task: " + " ".join(task).rstrip(".") + ".\nNew input: " + " ".join(new_input)
+    if _tokens(text) > req["max_tokens"]:
+        return text[:4 * req["max_tokens"]], "length"
+    return text, "stop"
+
+
+def test_seeds_with_an_input_are_no_longer_cut_off(tmp_path, shared_data):
+    import pandas as pd
+
+    alpaca = pd.read_parquet(shared_data / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet")
+    sample = alpaca.sample(400, random_state=0)
+    seeds = [make_row(r.instruction, r.input, origin="seed", iteration=0) for r in sample.itertuples()]
+    with_input = [s for s in seeds if s["input"].strip()]
+    assert 0.3 < len(with_input) / len(seeds) < 0.45  # Alpaca: about 38% of seeds carry an input
+    # The official budget (4 x the instruction's words) is shorter than this reply for many of them ...
+    official = sum(_tokens(_echo_length_reply(question_text(s["instruction"], s["input"]), "hard", 0,
+                                              {"max_tokens": 10**6})[0]) > 4 * len(s["instruction"].split())
+                   for s in with_input)
+    assert official / len(with_input) > 0.2  # 45 of 164 here
+    # ... while ours truncates none of them, and tasks from seeds with an input are accepted.
+    with ScriptedGenerator(_echo_length_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway(srv.url, store), hard_seeds=with_input[:60], easy_seeds=seeds[200:260], cache_pool=seeds,
+                       n_new=40, ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+                       cfg=CFG.model_copy(update={"max_instruction_words": 400}))
+    rep = res.report
+    assert rep["rejected_by_reason"].get("truncated", 0) == 0 and rep["truncated_by_reason"] == {}
+    assert rep["by_seed_input"]["with_input"]["accepted"] >= 20
+    assert any(r["input"] for r in res.accepted)  # the input of a new task survives
+
+
+def test_truncations_are_counted_by_reason(tmp_path):
+    seeds = [make_row("Summarize the following text for a child.", "word " * 60, origin="seed", iteration=0),
+             make_row("Name three birds that live in cold places.", origin="seed", iteration=0)]
+    cfg = CFG.model_copy(update={"max_tokens_ceiling": 80, "max_instruction_words": 400})
+    with ScriptedGenerator(_echo_length_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway(srv.url, store), hard_seeds=seeds[:1], easy_seeds=seeds[1:], cache_pool=seeds,
+                       n_new=4, ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+                       cfg=cfg.model_copy(update={"request_budget_factor": 1.0}))
+    rep = res.report
+    assert rep["truncated_by_reason"] == {"at_ceiling": 2}  # the long seed's budget hit the ceiling, twice
+    assert rep["by_seed_input"] == {"with_input": {"requests": 2, "truncated": 2, "accepted": 0},
+                                    "without_input": {"requests": 2, "truncated": 0, "accepted": 2}}
+    assert all(c["max_tokens"] == 80 for c in res.candidates if c["seed_has_input"])
+
+
+def test_each_iteration_draws_afresh_and_a_rerun_pays_for_nothing(tmp_path):
+    seed = [make_row("Invent a board game for two players.", origin="seed", iteration=0)]
+    kwargs = dict(hard_seeds=seed, easy_seeds=[], cache_pool=seed, n_new=2, ratio=(1, 1), threshold=0.7,
+                  random_seed=3, cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
+    with ScriptedGenerator(_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        first = generate(_gateway(srv.url, store), next_iteration=1, **kwargs)
+        assert srv.calls == 2 and first.report["fresh_draws"] == 2
+        later = generate(_gateway(srv.url, store), next_iteration=2, **kwargs)
+        assert srv.calls == 4  # the same seed, prompt and sample index in another iteration: asked again
+        assert later.report["fresh_draws"] == 2 and later.report["stored_draws"] == 0
+        again = generate(_gateway(srv.url, store), next_iteration=2, **kwargs)
+        assert srv.calls == 4  # a resume of the same iteration reuses its stored replies
+        assert again.report["stored_draws"] == 2
+    assert [c["raw"] for c in again.candidates] == [c["raw"] for c in later.candidates]
 
 
 def test_split_quota():
