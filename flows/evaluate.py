@@ -10,6 +10,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.lion import embedded_endpoint
 from flows.shards import answer_pool, run_shards
+from lion_core.checkpoints import add_scores_to_card
 from lion_core.config import load_config
 from lion_core.errors import ConfigError
 from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
@@ -26,8 +27,8 @@ from tasks.student import student_answers
 @flow(name="lion-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = None,
              name: str | None = None) -> dict[str, Any]:
-    """Relative scores of `checkpoints` (folders, `base`, or `run:<run id>` for a run's base model and
-    every iteration) against the config's reference model, judged by its judge (default: the referee)."""
+    """Relative scores of `checkpoints` (folders, `base`, or `run:<run id>` for a run's base model, every
+    checkpoint it trained and its final one) against the config's reference model, judged by its judge (default: the referee)."""
     logger = get_run_logger()
     config = load_config(config_path)
     eval_set = eval_set or config.evaluation.eval_set
@@ -54,6 +55,8 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
                                            [questions, reference, answers[label]])
         result = score_checkpoints(ctx, questions, judgments, answers, reference)
         publish_evaluation(ctx, result)
+    for label, path in targets:  # Lion checkpoints keep their scores in their model cards
+        add_scores_to_card(path, eval_id, result["scores"][label])
     for label, scores in result["scores"].items():
         rel = scores["relative_score"]
         logger.info("%s: relative score %s (win/tie/loss %d/%d/%d)", label, "n/a" if rel is None else f"{rel:.1%}",

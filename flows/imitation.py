@@ -7,10 +7,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.shards import answer_pool
+from lion_core import checkpoints
 from lion_core.store import PoolRef
 from tasks.common import RunContext
 from tasks.pools import training_set
-from tasks.student import base_model, train
+from tasks.student import base_model, publish_final_checkpoint, record_checkpoint, train
 
 
 @flow(name="imitation")
@@ -20,6 +21,17 @@ def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint:
     if inputs["answers"].rows:
         checkpoint = train(ctx, k, inputs["answers"], inputs["start_from"])
     else:  # the last generation accepted nothing: nothing new to learn, the student stays as it was
-        get_run_logger().warning("iteration %d: the Train Pool is empty; keeping %s", k, inputs["start_from"])
+        get_run_logger().warning("iteration %d: the Train Pool is empty; carrying %s forward", k, inputs["start_from"])
         checkpoint = inputs["start_from"]
-    return {"checkpoint": checkpoint, "teacher_answers": answers, "usage": usage}
+    record = record_checkpoint(ctx, k, checkpoint, inputs["answers"].rows)
+    return {"checkpoint": checkpoint, "checkpoint_record": record, "teacher_answers": answers, "usage": usage}
+
+
+@flow(name="final-imitation")
+def final_imitation(ctx: RunContext, n: int) -> dict[str, Any]:
+    """After the last iteration: the teacher answers the final Train Pool (the instructions the last
+    generation paid for) and the student is trained on it once more; published as `<checkpoints>/final`."""
+    store = ctx.store()
+    imitated = imitation(ctx, n, store.ref(n, "train_pool"), checkpoints.previous_checkpoint(store, ctx.config, n))
+    final = publish_final_checkpoint(ctx, n, imitated["checkpoint_record"])
+    return {"final_checkpoint": final, **imitated}

@@ -17,7 +17,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.imitation import final_imitation
 from flows.lion_iteration import lion_iteration
+from lion_core.checkpoints import final_is_complete, final_text, read_final_info
 from lion_core.config import EMBEDDED, RunConfig, load_config
 from lion_core.limits import role_config
 from lion_core.llm.embedded import EmbeddedServer
@@ -66,13 +68,19 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     start = next_iteration(store)
     if start:
         logger.info("run %s: iterations 0-%d are finished; continuing at %d", run_id, start - 1, start)
-    if start < total:
+    final = config.storage.final_checkpoint_dir(run_id)
+    if start < total or not final_is_complete(final):
         with embedded_endpoint(config) as embedded:
             ctx = RunContext(config=config, run_id=run_id, run_key=f"{opened['run_uri']}@{opened['created_at']}",
                              embedded=embedded)
             for k in range(start, total):
                 iteration(ctx, k)
+            # The last generation's instructions were paid for: train on them too (the paper's final model).
+            final_step = final_imitation.with_options(result_storage=storage) if storage else final_imitation
+            final_step(ctx, total)
     summaries = [s for s in read_summaries(store) if s["iteration"] < total]
+    final_info = read_final_info(final)
     if summaries:
-        logger.info("run %s\n%s", run_id, summary_text_table(summaries))
-    return {"run_id": run_id, "run_uri": opened["run_uri"], "iterations": summaries}
+        logger.info("run %s\n%s\n%s", run_id, summary_text_table(summaries), final_text(final, final_info))
+    return {"run_id": run_id, "run_uri": opened["run_uri"], "iterations": summaries, "final_checkpoint": final,
+            "final": final_info}

@@ -253,8 +253,16 @@ class StorageConfig(_Frozen):
         return self
 
     def checkpoint_dir(self, run_id: str, k: int) -> str:
+        """Iteration k's training folder; its model is `<this>/final`."""
+        return self._checkpoints(run_id, f"iter-{k}")
+
+    def final_checkpoint_dir(self, run_id: str) -> str:
+        """The run's deliverable: the student trained on the last Train Pool, after the last iteration."""
+        return self._checkpoints(run_id, "final")
+
+    def _checkpoints(self, run_id: str, name: str) -> str:
         root = self.checkpoints_root or os.path.join(self.runs_root, run_id, "checkpoints")
-        return os.path.abspath(os.path.expanduser(os.path.join(root, run_id if self.checkpoints_root else "", f"iter-{k}")))
+        return os.path.abspath(os.path.expanduser(os.path.join(root, run_id if self.checkpoints_root else "", name)))
 
     checkpoints_root: str | None = None
     """Local folder for student checkpoints. Default: <runs_root>/<run id>/checkpoints when runs_root is

@@ -12,6 +12,7 @@ evaluation instead of quietly scoring what is left.
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,6 +220,24 @@ def _label(text: str) -> str:
     return out or "checkpoint"
 
 
+def run_checkpoints(config: Any, run_id: str) -> list[tuple[str, str]]:
+    """(label, path) of every checkpoint a run trained, in order, then its final checkpoint. An iteration
+    that carried an earlier checkpoint forward adds nothing: that model is listed once."""
+    from pathlib import Path
+
+    from lion_core.checkpoints import final_is_complete
+    from lion_core.student.train import COMPLETE, FINAL
+
+    root = Path(config.storage.checkpoint_dir(run_id, 0)).parent
+    trained = sorted((int(m.group(1)), p / FINAL) for p in (root.iterdir() if root.is_dir() else ())
+                     if (m := re.fullmatch(r"iter-(\d+)", p.name)) and (p / FINAL / COMPLETE).is_file())
+    out = [(f"{_label(run_id)}-iter-{k}", str(path)) for k, path in trained]
+    final = config.storage.final_checkpoint_dir(run_id)
+    if final_is_complete(final):
+        out.append((f"{_label(run_id)}-final", final))
+    return out
+
+
 def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, str]]:
     """(label, model path) per checkpoint to evaluate. A spec is `base` (the config's student model),
     `run:<run id>` (the base model and every finished iteration of that run, in order), or a folder."""
@@ -226,7 +245,7 @@ def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, st
 
     from lion_core.errors import LionError
     from lion_core.student.models import resolve_model
-    from lion_core.student.train import COMPLETE, FINAL
+    from lion_core.student.train import FINAL
 
     out: list[tuple[str, str]] = []
     for spec in specs:
@@ -235,12 +254,10 @@ def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, st
         elif spec.startswith("run:"):
             run_id = spec[4:]
             out.append(("base", resolve_model(config.student.model)))
-            k = 0
-            while (Path(config.storage.checkpoint_dir(run_id, k)) / FINAL / COMPLETE).is_file():
-                out.append((f"{_label(run_id)}-iter-{k}", str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL)))
-                k += 1
-            if k == 0:
+            found = run_checkpoints(config, run_id)
+            if not found:
                 raise LionError(f"{spec}: no finished checkpoint under {config.storage.checkpoint_dir(run_id, 0)}")
+            out += found
         else:
             p = Path(spec).expanduser()
             if not p.is_dir() or not (p / "config.json").is_file():

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import PercentFormatter
 
 from lion_core import stages
+from lion_core.errors import LionError
+from lion_core.instruction_types import TypeCounts, sample, type_counts
 from lion_core.report import leading_word
 from lion_core.store import RunStore, join_uri, read_table, write_bytes_atomic
+
+log = logging.getLogger("lion.plots")
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 def _png(fig: Figure) -> bytes:
@@ -83,17 +94,38 @@ def write_iteration_plots(store: RunStore, k: int, tau: float) -> dict[str, str]
     for i in store.iterations():
         if i <= k and stages.committed(store, i, "judgments") is not None:
             series.append((i, judgments_hard_fraction(read_table(store.ref(i, "judgments")).to_pylist())))
+    hard = [r["instruction"] for r in judgments if r["label"] == "hard"]
     charts = {
         "score_gap": gap_histogram([r["d"] for r in judgments if r["d"] is not None], tau, k),
         "hard_fraction": hard_fraction(series),
-        "leading_words": leading_words([r["instruction"] for r in judgments if r["label"] == "hard"], pool),
+        "leading_words": leading_words(hard, pool),
     }
+    try:
+        charts["instruction_types"] = iteration_instruction_types(store, k, pool, hard)
+    except LionError as err:  # the optional spaCy extra is missing: every other chart still comes
+        log.warning("iteration %d: no instruction-types chart: %s", k, err)
     out = {}
     for name, png in charts.items():
         uri = join_uri(store.iteration_uri(k), "plots", f"{name}.png")
         write_bytes_atomic(uri, png)
         out[name] = uri
     return out
+
+
+TYPES_SAMPLE = 2000
+"""Cache Pool instructions parsed for the instruction-types chart (a 64K pool would take about a minute)."""
+
+
+def iteration_instruction_types(store: RunStore, k: int, pool: Sequence[str], hard: Sequence[str]) -> bytes:
+    """Figure 3 for iteration k: the Cache Pool (a sample when large), its hard items, and the new
+    instructions generated from hard seeds that the filter accepted."""
+    candidates = stages.committed(store, k, "candidates")
+    new_hard = [c["instruction"] for c in (read_table(candidates).to_pylist() if candidates else ())
+                if c["status"] == "accepted" and c["origin"] == "hard"]
+    shown = sample(pool, TYPES_SAMPLE, seed=k)
+    note = f"Cache Pool: a random sample of {len(shown):,} of {len(pool):,} instructions" if len(shown) < len(pool) else ""
+    return instruction_types([("Cache Pool", shown), ("hard items", hard), ("new hard instructions", new_hard)],
+                             k, note=note)
 
 
 def judgments_hard_fraction(rows: Sequence[dict]) -> float:
@@ -136,3 +168,66 @@ def relative_by_checkpoint(scores: dict[str, dict]) -> bytes:
     ax.set_title("Relative score per checkpoint")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+_OBJECT_COLOURS = ("#2f5f8a", "#5b8fc0", "#9cc0e0")  # a verb's 1st, 2nd, 3rd most common object
+_OTHER_OBJECTS = "#d0d0d0"
+
+
+def instruction_types(sets: Sequence[tuple[str, Sequence[str]]], iteration: int, top: int = 12,
+                      note: str = "") -> bytes:
+    """The paper's Figure 3 as Self-Instruct draws it: instruction types as (root verb, direct object).
+
+    One panel per named set (e.g. Cache Pool, hard items, new hard instructions), side by side. Each bar
+    is one of the `top` most common verbs; its length is the share of the set's instructions with that
+    verb, split into the verb's three most common objects (darkest first, named right of the bar) and
+    its other objects. Shares are out of every instruction in the set, so those without a verb-object
+    pair (questions, verbs without an object) are the part no bar shows; the panel title counts them.
+    `note` goes under the figure title: a caller that charts a sample says so there. Parsing needs the
+    optional spaCy extra (see lion_core.instruction_types), loaded only when this chart is drawn."""
+    counts = [(name, type_counts(list(texts))) for name, texts in sets]
+    height = 1.9 + 0.38 * max(top, 1)
+    fig = Figure(figsize=(5.4 * max(len(counts), 1), height), layout="constrained")
+    axes = fig.subplots(1, max(len(counts), 1), squeeze=False)[0]
+    for ax, (name, c) in zip(axes, counts):
+        _type_panel(ax, name, c, top)
+    title = f"Iteration {iteration}: instruction types (root verb and its direct object)"
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
+    handles = [Rectangle((0, 0), 1, 1, color=col) for col in (*_OBJECT_COLOURS, _OTHER_OBJECTS)]
+    fig.legend(handles, ["verb's most common object", "2nd", "3rd", "other objects"],
+               loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def _type_panel(ax: Axes, name: str, c: TypeCounts, top: int) -> None:
+    """One set's panel: stacked bars of its top verbs by object, or a note when the set is empty."""
+    if c.total == 0:
+        ax.set_title(f"{name}\n0 instructions", fontsize=9)
+        ax.text(0.5, 0.5, "no instructions", ha="center", va="center", transform=ax.transAxes, color="#777")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    paired = c.total - c.no_pair
+    ax.set_title(f"{name}\n{c.total:,} instructions; {c.no_pair:,} ({c.no_pair / c.total:.0%}) without a "
+                 f"verb-object pair", fontsize=9)
+    rows = c.top_verbs(top, objects=len(_OBJECT_COLOURS))
+    if not rows:
+        ax.text(0.5, 0.5, "no verb-object pairs", ha="center", va="center", transform=ax.transAxes, color="#777")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    widest = max(n for _, n, _ in rows) / c.total
+    for y, (verb, n, objs) in enumerate(rows):
+        left = 0.0
+        for (_, k), colour in zip(objs, _OBJECT_COLOURS):
+            ax.barh(y, k / c.total, left=left, color=colour, height=0.7)
+            left += k / c.total
+        ax.barh(y, (n - sum(k for _, k in objs)) / c.total, left=left, color=_OTHER_OBJECTS, height=0.7)
+        label = f"{n / c.total:.1%}: " + ", ".join(o for o, _ in objs)
+        ax.text(n / c.total + widest * 0.02, y, label, va="center", fontsize=7, clip_on=False)
+    ax.set_yticks(range(len(rows)), [v for v, _, _ in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # most common verb on top, same spacing whatever the count
+    ax.set_xlim(0, widest * 1.9)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel(f"share of all {c.total:,} instructions ({paired:,} with a pair)", fontsize=8)

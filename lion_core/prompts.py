@@ -11,6 +11,7 @@ import functools
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from lion_core.errors import LionError
 
@@ -64,3 +65,26 @@ def student_prompt(instruction: str, input_text: str = "", fmt: str = "alpaca", 
             add_generation_prompt=True,
         )
     raise LionError(f"unknown student prompt format {fmt!r}")
+
+
+def alpaca_chat_template() -> str:
+    """A Jinja chat template that renders `student_alpaca.txt` exactly: a user message's `content` is the
+    instruction and its optional `input` key the input; an assistant message is the answer and EOS.
+    Saved with every Alpaca-trained checkpoint, so `apply_chat_template`, `transformers serve` and
+    vLLM prompt it the way it was trained. Built from the same template file, so the two cannot drift."""
+    instruction, section = "\x00instruction\x00", "\x00section\x00"
+    text = render("student_alpaca", strip=False, instruction=instruction, input_section=section)
+    jinja = (text.replace("{", "{{ '{' }}").replace(instruction, "{{ message['content'] }}")
+             .replace(section, "{% if message['input'] is defined and message['input'] | trim %}### Input:\n"
+                               "{{ message['input'] }}\n\n{% endif %}"))
+    return ("{% for message in messages %}{% if message['role'] == 'user' %}" + jinja
+            + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+
+
+def checkpoint_prompt(tokenizer: Any, instruction: str, input_text: str = "", fmt: str = "alpaca") -> str:
+    """The prompt a checkpoint is trained and asked with: through its own chat template when it carries
+    the Alpaca one (every Lion checkpoint), else rendered from the template file (the base model)."""
+    if fmt == "alpaca" and getattr(tokenizer, "chat_template", None) == alpaca_chat_template():
+        return tokenizer.apply_chat_template([{"role": "user", "content": instruction, "input": input_text}],
+                                             tokenize=False, add_generation_prompt=True)
+    return student_prompt(instruction, input_text, fmt, tokenizer)

@@ -49,9 +49,10 @@ def per_role(usage: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def iteration_summary(
     *, run_id: str, iteration: int, pools: dict[str, int], next_pools: dict[str, int], discrimination: dict[str, Any],
     generation: dict[str, Any], usage: Sequence[dict[str, Any]], checkpoint: str, files: dict[str, str],
-    plots: dict[str, str],
+    plots: dict[str, str], checkpoint_record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     d, g = discrimination, generation
+    record = checkpoint_record or {}
     return {
         "run_id": run_id, "iteration": iteration,
         "train_pool": pools["train_pool"], "cache_pool": pools["cache_pool"],
@@ -67,6 +68,12 @@ def iteration_summary(
         "usage": list(usage), "usage_by_role": per_role(usage),
         "cost_usd": sum(r["cost_usd"] for r in usage), "checkpoint": checkpoint, "files": dict(files),
         "plots": dict(plots),
+        "checkpoint_status": record.get("status"), "checkpoint_carried_from": record.get("carried_from"),
+        "checkpoint_reason": record.get("reason"),
+        "hard_empty_answer": d.get("hard_empty_answer", 0), "zero_scores": d.get("zero_scores", 0),
+        "unresolved_by_reason": dict(d.get("unresolved_by_reason", {})),
+        "truncated_by_reason": dict(g.get("truncated_by_reason", {})), "by_seed_input": dict(g.get("by_seed_input", {})),
+        "fresh_draws": g.get("fresh_draws", 0), "stored_draws": g.get("stored_draws", 0),
     }
 
 
@@ -91,12 +98,24 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"{s['missing_answer']} without an answer; hard fraction {_pct(s['hard_fraction'])}",
         f"- referee coverage: teacher first {_pct(s['coverage_teacher_first'])}, student first "
         f"{_pct(s['coverage_student_first'])}; order inconsistency {_pct(s['order_inconsistency_rate'])}",
-        f"- mean scores: teacher {_num(s['mean_teacher_score'])}, student {_num(s['mean_student_score'])}",
+        f"- mean scores: teacher {_num(s['mean_teacher_score'])}, student {_num(s['mean_student_score'])}; "
+        f"{s.get('zero_scores', 0)} scores of 0",
+        f"- {s.get('hard_empty_answer', 0)} hard because the student's answer was empty (not sent to the referee)",
+    ]
+    if s.get("unresolved_by_reason"):
+        lines.append("- unresolved orders by reason: " + ", ".join(f"{k} {v}" for k, v in s["unresolved_by_reason"].items()))
+    lines += [
         "",
         "## Generation",
         f"- accepted {s['accepted']} of {s['generation_target']} asked ({s['accepted_hard']} hard, "
         f"{s['accepted_easy']} easy) in {s['generation_requests']} requests: {s['generation_outcome']}",
+        f"- draws: {s.get('fresh_draws', 0)} asked now, {s.get('stored_draws', 0)} from the store (a resume of this iteration)",
+        "- truncated replies by reason: " + (", ".join(f"{k} {v}" for k, v in s.get("truncated_by_reason", {}).items())
+                                             or "none"),
     ]
+    for kind, f in s.get("by_seed_input", {}).items():
+        lines.append(f"- seeds {kind.replace('_', ' ')}: {f['requests']} requests, {f['truncated']} truncated, "
+                     f"{f['accepted']} accepted")
     if s["rejected_by_reason"]:
         lines += ["", "| rejected because | candidates |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in sorted(s["rejected_by_reason"].items(), key=lambda x: -x[1])]
@@ -105,7 +124,10 @@ def summary_markdown(s: dict[str, Any]) -> str:
     for r in s["usage_by_role"]:
         lines.append(f"| {r['role']} | {r['requests']} | {r['cached']} | {r['calls']} | {r['retries']} | {r['failures']} "
                      f"| {r['prompt_tokens']} | {r['completion_tokens']} | {r['cost_usd']:.4f} |")
-    lines += ["", f"Student checkpoint: `{s['checkpoint']}`", "", "## Files"]
+    status = s.get("checkpoint_status")
+    carried = (f" (carried from iteration {s.get('checkpoint_carried_from')}: {s.get('checkpoint_reason')})"
+               if status == "carried" else f" ({status})" if status else "")
+    lines += ["", f"Student checkpoint: `{s['checkpoint']}`{carried}", "", "## Files"]
     lines += [f"- {name}: `{uri}`" for name, uri in sorted(s["files"].items())]
     lines += [f"- plot {name}: `{uri}`" for name, uri in sorted(s["plots"].items())]
     return "\n".join(lines)

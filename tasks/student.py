@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import task
 
-from lion_core import stages
+from lion_core import checkpoints, stages
 from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef
 from lion_core.student.launch import train_student
@@ -28,7 +28,44 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
     resumes from the last Trainer checkpoint; a finished checkpoint is returned as it is."""
     out = ctx.config.storage.checkpoint_dir(ctx.run_id, k)
     final = train_student(ctx.config, answers, start_from, out, run_id=ctx.run_id, iteration=k)
+    checkpoints.write_checkpoint_card(ctx.store(), ctx.config, k, final, base_model=ctx.config.student.model,
+                                      start_from=start_from, trained_on=answers,
+                                      title=f"Lion student, run {ctx.run_id}, iteration {k}")
     return str(Path(final))
+
+
+@task(name="record-checkpoint", tags=["lion", "store"], retries=2, retry_delay_seconds=5, retry_condition_fn=transient,
+      cache_key_fn=input_cache_key, persist_result=True)
+def record_checkpoint(ctx: RunContext, k: int, checkpoint: str, train_rows: int) -> dict:
+    """Commit which checkpoint iteration k ends with: the one it trained, or (nothing to train on) the one
+    it carries forward, with the reason."""
+    store = ctx.store()
+    if train_rows:
+        checkpoints.record_checkpoint(store, k, checkpoint, trained=True, train_rows=train_rows)
+    else:
+        source = checkpoints.carried_from(store, k)
+        checkpoints.record_checkpoint(store, k, checkpoint, trained=False, train_rows=0, carried_from=source,
+                                      reason=checkpoints.EMPTY_TRAIN_POOL)
+    return checkpoints.checkpoint_record(store, k) or {}
+
+
+@task(name="publish-final-checkpoint", tags=["lion", "store"], retries=1, retry_condition_fn=transient)
+def publish_final_checkpoint(ctx: RunContext, n: int, record: dict) -> str:
+    """`<checkpoints>/final`: the checkpoint trained on the last Train Pool (or carried, with the reason),
+    with its model card; the run's deliverable."""
+    store, config = ctx.store(), ctx.config
+    final = config.storage.final_checkpoint_dir(ctx.run_id)
+    info = {"run_id": ctx.run_id, "iteration": n, **record}
+    checkpoints.publish_final(record["path"], final, info=info)
+    note = (f"The final checkpoint of the run: trained after the last iteration on the final Train Pool "
+            f"(iteration {n}, {record['train_rows']} teacher answers)." if record["status"] == "trained" else
+            f"The final checkpoint of the run, carried from iteration {record['carried_from']}: {record['reason']}.")
+    trained_on = store.ref(n, "teacher_answers_train") if record["status"] == "trained" else None
+    checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model,
+                                      start_from=record["path"], trained_on=trained_on,
+                                      title=f"Lion student, run {ctx.run_id}, final", note=note)
+    checkpoints.mark_complete(final)
+    return final
 
 
 @task(name="student-answers", tags=["lion", "gpu"], retries=1, retry_condition_fn=transient,

@@ -41,6 +41,8 @@ class FaultPlan:
     seed: int = 0
     fail_after: int | None = None
     """After this many answered requests, every later request gets a 500: an outage mid-stage."""
+    generator_refuses: bool = False
+    """The generator declines every task (nothing is accepted, so the next Train Pool is empty)."""
 
 
 @dataclass
@@ -205,13 +207,16 @@ class FaultServer:
                 "invalid_request_error", "This model's maximum context length is exceeded. Please reduce the length "
                 "of the messages.", "context_length_exceeded"))
             return True
-        answer = canned_reply(last, fp)
-        prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        completion_tokens = len(answer.split())
+        answer = canned_reply(last, fp, refuse_generation=plan.generator_refuses)
+        finish = "stop"
+        if req.get("max_tokens") and tokens(answer) > req["max_tokens"]:  # cut off, as a real endpoint does
+            answer, finish = answer[:4 * req["max_tokens"]], "length"
+        prompt_tokens = sum(tokens(m["content"]) for m in messages)
+        completion_tokens = tokens(answer)
         payload = {
             "id": f"chatcmpl-{fp[:12]}", "object": "chat.completion", "created": int(time.time()),
             "model": req.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
@@ -256,18 +261,40 @@ _WORDS = (
 ).split()
 
 
-def canned_reply(prompt: str, fp: str) -> str:
-    """A deterministic reply in the shape each role's parser expects: referee scores for a judging
-    prompt, a new task for a generator prompt, a plain answer otherwise."""
+def tokens(text: str) -> int:
+    """Tokens of a text as this server counts them: about 4 characters a token, the usual rule for English."""
+    return -(-len(text) // 4)
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0].strip("\n") if start in text and end in text else ""
+
+
+def canned_reply(prompt: str, fp: str, refuse_generation: bool = False) -> str:
+    """A deterministic reply in the shape each role's parser expects, the way real models write them.
+
+    Referee: a short review, then two scores; an empty answer gets 0, a teacher answer ("Answer to:")
+    scores high, anything else anywhere from 0 to 9; some scores read "N out of 10". Generator: a new
+    task about as long as its example, instruction and input alike (so a budget that ignores the input
+    truncates it). Anything else: an answer that names the question."""
     rng = random.Random(fp)
     if "<<<ANSWER OF ASSISTANT 1>>>" in prompt:
-        a, b = rng.randint(3, 10), rng.randint(1, 9)
+        scores = []
+        for n in (1, 2):
+            answer = _between(prompt, f"<<<ANSWER OF ASSISTANT {n}>>>", f"<<<END ANSWER OF ASSISTANT {n}>>>").strip()
+            score = 0 if not answer else rng.randint(7, 10) if answer.startswith("Answer to:") else rng.randint(0, 9)
+            scores.append(f"{score} out of 10" if rng.random() < 0.3 else str(score))
         if "Score of the Assistant 1" in prompt:
-            return f"Both answers address the question.\nScore of the Assistant 1: {a}\nScore of the Assistant 2: {b}"
-        return f"{a} {b}\nBoth answers address the question."
+            return f"Both answers address the question.\nScore of the Assistant 1: {scores[0]}\nScore of the Assistant 2: {scores[1]}"
+        return f"{scores[0]} {scores[1]}\nBoth answers address the question."
     if "<<<EXAMPLE TASK>>>" in prompt:
-        task = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(7, 13)))
-        return f"New task: {task.capitalize()}.\nNew input: none"
+        if refuse_generation:
+            return "I'm sorry, but I cannot write a new task right now."
+        seed = _between(prompt, "<<<EXAMPLE TASK>>>", "<<<END EXAMPLE TASK>>>")
+        instruction, _, input_text = seed.partition("\n\n")
+        task = " ".join(rng.choice(_WORDS) for _ in range(max(7, len(instruction.split()))))
+        new_input = " ".join(rng.choice(_WORDS) for _ in range(len(input_text.split()))) if input_text.strip() else "none"
+        return f"New task: {task.capitalize()}.\nNew input: {new_input}"
     return f"Answer to: {prompt[:80]}"
 
 

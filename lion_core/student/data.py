@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from lion_core.prompts import student_prompt
+from lion_core.prompts import checkpoint_prompt
 
 IGNORE = -100
 
@@ -26,7 +26,7 @@ def build_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, fmt: str, max
     items, skipped, truncated = [], 0, 0
     eos = tokenizer.eos_token_id
     for r in rows:
-        prompt_ids = tokenizer(student_prompt(r["instruction"], r["input"], fmt, tokenizer),
+        prompt_ids = tokenizer(checkpoint_prompt(tokenizer, r["instruction"], r["input"], fmt),
                                add_special_tokens=fmt == "alpaca")["input_ids"]
         answer_ids = tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos]
         if len(prompt_ids) >= max_length:

@@ -19,7 +19,7 @@ from typing import Any
 from lion_core.config import StudentGeneration
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
-from lion_core.prompts import student_prompt
+from lion_core.prompts import checkpoint_prompt
 
 log = logging.getLogger("lion.student")
 
@@ -52,7 +52,7 @@ def student_answers(
     model_path = str(model_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     endpoint = f"student:{weights_sha256(model_path)}"
-    prompts = [student_prompt(r["instruction"], r["input"], prompt_format, tokenizer) for r in rows]
+    prompts = [checkpoint_prompt(tokenizer, r["instruction"], r["input"], prompt_format) for r in rows]
     requests = [_request(p, gen, r["id"]) for p, r in zip(prompts, rows)]
     keys = [q.key(endpoint, prompt_format) for q in requests]
     done = store.successes(keys)
