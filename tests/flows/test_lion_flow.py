@@ -12,6 +12,7 @@ from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 from flows.lion import lion
 from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.llm.responses import ResponseStore
+from lion_core.report import summary_markdown
 from lion_core.store import RunStore
 from tests.flows.conftest import pool_rows, write_flow_config
 
@@ -72,6 +73,46 @@ def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
     assert "iter-0/final" in json.dumps(info)
 
 
+def test_the_report_shows_every_path_of_the_method(uninterrupted):
+    """Verdicts with 0 scores, generation budgets, fresh draws per iteration, the Figure 3 chart."""
+    first, second = uninterrupted["result"]["iterations"]
+    for s in (first, second):
+        assert s["hard"] > 0 and s["easy"] > 0 and s["unresolved"] == 0  # the loopback referee gives verdicts
+        assert s["accepted"] > 0 and s["checkpoint_status"] == "trained"
+        assert s["fresh_draws"] == s["generation_requests"] and s["stored_draws"] == 0  # every draw new
+        assert "truncated_by_reason" in s and set(s["by_seed_input"]) == {"with_input", "without_input"}
+        assert open(s["plots"]["instruction_types"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert first["zero_scores"] + second["zero_scores"] > 0  # a 0 is a verdict, kept
+    md = summary_markdown(second)
+    assert "draws:" in md and "truncated replies by reason" in md and "scores of 0" in md
+
+
+def test_the_last_train_pool_is_trained_into_the_final_checkpoint(uninterrupted):
+    from transformers import AutoTokenizer
+
+    from lion_core.checkpoints import CARD, checkpoint_record
+    from lion_core.prompts import student_prompt
+
+    folder, result = uninterrupted["folder"], uninterrupted["result"]
+    store = RunStore(str(folder / "runs"), "ref")
+    final = folder / "runs" / "ref" / "checkpoints" / "final"
+    assert result["final_checkpoint"] == str(final) and (final / ".complete").is_file()
+    last = result["iterations"][-1]
+    # the instructions the last generation paid for are answered by the teacher and trained on
+    assert store.ref(2, "teacher_answers_train").rows == last["next_train_pool"] > 0
+    assert checkpoint_record(store, 2)["status"] == "trained"
+    info = result["final"]
+    assert info["status"] == "trained" and info["iteration"] == 2 and info["train_rows"] == last["next_train_pool"]
+    trained_on = json.loads((final / "lion_checkpoint.json").read_text())["train_data"]
+    assert trained_on["sha256"] == store.ref(2, "teacher_answers_train").sha256
+    tok = AutoTokenizer.from_pretrained(final)
+    rendered = tok.apply_chat_template([{"role": "user", "content": "Sort these.", "input": "b a"}], tokenize=False,
+                                       add_generation_prompt=True)
+    assert rendered == student_prompt("Sort these.", "b a")
+    card = (final / CARD).read_text()
+    assert "final Train Pool" in card and "| 2 | " in card and store.read_run_info()["config_hash"] in card
+
+
 def test_the_ui_gets_a_report_per_iteration(uninterrupted):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
 
@@ -87,7 +128,7 @@ def test_the_ui_gets_a_report_per_iteration(uninterrupted):
         md = by_key[f"lion-ref-iter-{k}"]
         assert md.type == "markdown" and "Discrimination" in md.data and "Cache Pool" in md.data
         assert by_key[f"lion-ref-iter-{k}-table"].type == "table"
-        for chart in ("score-gap", "hard-fraction", "leading-words"):
+        for chart in ("score-gap", "hard-fraction", "leading-words", "instruction-types"):
             link = by_key[f"lion-ref-iter-{k}-{chart}"].data  # a link artifact, stored as markdown
             assert f"iter-{k}/plots/{chart.replace('-', '_')}.png" in link and "file://" in link
 
@@ -144,3 +185,46 @@ def _task_runs(since):
     cached = {key(r) for r in runs if r.state and r.state.name == "Cached" and key(r)}
     names = {key(r): r.name for r in runs if key(r)}
     return {"completed_keys": completed, "cached_keys": cached, "names": names}
+
+
+@pytest.fixture(scope="module")
+def silent_model(tiny_model, tmp_path_factory):
+    """The tiny student, made to say nothing: every token but end-of-sequence is suppressed."""
+    import shutil
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    out = tmp_path_factory.mktemp("silent") / "model"
+    shutil.copytree(tiny_model, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     suppress_tokens=[i for i in range(len(tok)) if i != tok.eos_token_id]).save_pretrained(out)
+    return out
+
+
+def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_checkpoint(prefect_harness, silent_model,
+                                                                                      tmp_path):
+    from lion_core.checkpoints import EMPTY_TRAIN_POOL, checkpoint_record
+
+    folder = tmp_path / "silent"
+    with FaultServer(FaultPlan(generator_refuses=True)) as api:
+        config = write_flow_config(folder, api.url, silent_model)
+        result = lion(config_path=str(config), run_id="silent")
+    first, second = result["iterations"]
+    # every answer is empty: every item is hard, with its reason, and no referee call was paid for it
+    assert first["hard"] == first["hard_empty_answer"] == first["cache_pool"] and first["easy"] == 0
+    assert not any("<<<ANSWER OF ASSISTANT 1>>>" in m for m in api.stats.successes)
+    # the generator declined everything: iteration 1 has nothing to train on and carries iteration 0's checkpoint
+    assert first["accepted"] == 0 and second["train_pool"] == 0
+    store = RunStore(str(folder / "runs"), "silent")
+    iter0 = str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
+    assert checkpoint_record(store, 0)["status"] == "trained"
+    assert checkpoint_record(store, 1) == {"path": iter0, "status": "carried", "carried_from": 0,
+                                           "reason": EMPTY_TRAIN_POOL, "train_rows": 0}
+    assert second["checkpoint"] == iter0 and second["checkpoint_status"] == "carried"
+    assert "carried from iteration 0" in summary_markdown(second)
+    # the final Train Pool is empty too: the final checkpoint is iteration 0's, published with the reason
+    final = folder / "runs" / "silent" / "checkpoints" / "final"
+    assert result["final"]["status"] == "carried" and result["final"]["carried_from"] == 0
+    assert (final / ".complete").is_file() and (final / "config.json").is_file()
+    assert "carried from iteration 0" in (final / "README.md").read_text()

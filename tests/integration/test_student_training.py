@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lion_core.config import parse_config
+from lion_core.prompts import student_prompt
 from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
 from lion_core.store import RunStore
 from lion_core.student.launch import train_student
@@ -66,6 +67,9 @@ def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, a
     changed = any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
     assert changed, "training did not change any weight"
     assert tok("hi")["input_ids"]
+    # the checkpoint serves with the prompt it was trained on, not the base model's ChatML template
+    assert tok.apply_chat_template([{"role": "user", "content": "Name 2 colours.", "input": "in English"}],
+                                   tokenize=False, add_generation_prompt=True) == student_prompt("Name 2 colours.", "in English")
 
 
 def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, repo):
