@@ -89,14 +89,16 @@ def run(
 
 
 def _print_result(result: dict, cfg) -> None:
+    from lion_core.checkpoints import final_text
     from lion_core.report import summary_text_table
 
     typer.echo(f"\nrun {result['run_id']}: {len(result['iterations'])} iteration(s) at {result['run_uri']}")
     if result["iterations"]:
         typer.echo(summary_text_table(result["iterations"]))
         last = result["iterations"][-1]
-        typer.echo(f"\n  pools:       {result['run_uri']}/iter-*/  (lion pools show {result['run_id']} --config ...)")
-        typer.echo(f"  checkpoints: {last['checkpoint']}")
+        typer.echo(f"\n  {final_text(result['final_checkpoint'], result['final'])}")
+        typer.echo(f"  pools:       {result['run_uri']}/iter-*/  (lion pools show {result['run_id']} --config ...)")
+        typer.echo(f"  checkpoints: {last['checkpoint']} (last iteration), {result['final_checkpoint']} (final)")
         typer.echo(f"  plots:       {', '.join(sorted(last['plots'].values()))}")
         typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
 

@@ -10,7 +10,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.lion import embedded_endpoint
 from flows.shards import answer_pool, run_shards
-from lion_core.checkpoints import add_scores_to_card
 from lion_core.config import load_config
 from lion_core.errors import ConfigError
 from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
@@ -19,7 +18,7 @@ from lion_core.store import validate_run_id
 from tasks.api import judgments_shard
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
-from tasks.evaluation import open_evaluation, publish_evaluation, score_checkpoints
+from tasks.evaluation import open_evaluation, publish_evaluation, record_scores_in_cards, score_checkpoints
 from tasks.pools import merge_parts
 from tasks.student import student_answers
 
@@ -55,8 +54,7 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
                                            [questions, reference, answers[label]])
         result = score_checkpoints(ctx, questions, judgments, answers, reference)
         publish_evaluation(ctx, result)
-    for label, path in targets:  # Lion checkpoints keep their scores in their model cards
-        add_scores_to_card(path, eval_id, result["scores"][label])
+        record_scores_in_cards(ctx, dict(targets), result["scores"])
     for label, scores in result["scores"].items():
         rel = scores["relative_score"]
         logger.info("%s: relative score %s (win/tie/loss %d/%d/%d)", label, "n/a" if rel is None else f"{rel:.1%}",

@@ -18,13 +18,14 @@ from tasks.student import base_model, publish_final_checkpoint, record_checkpoin
 def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint: str | None = None) -> dict[str, Any]:
     answers, usage = answer_pool(ctx, k, "teacher_answers_train", train_pool)
     inputs = training_set(ctx, k, answers, base_model(ctx), previous_checkpoint)
-    if inputs["answers"].rows:
+    if train_pool.rows:
         checkpoint = train(ctx, k, inputs["answers"], inputs["start_from"])
     else:  # the last generation accepted nothing: nothing new to learn, the student stays as it was
-        get_run_logger().warning("iteration %d: the Train Pool is empty; carrying %s forward", k, inputs["start_from"])
-        checkpoint = inputs["start_from"]
-    record = record_checkpoint(ctx, k, checkpoint, inputs["answers"].rows)
-    return {"checkpoint": checkpoint, "checkpoint_record": record, "teacher_answers": answers, "usage": usage}
+        get_run_logger().warning("iteration %d: the Train Pool is empty; carrying %s forward", k, previous_checkpoint)
+        checkpoint = previous_checkpoint
+    record = record_checkpoint(ctx, k, bool(train_pool.rows), inputs["answers"].rows if train_pool.rows else 0)
+    return {"checkpoint": checkpoint, "checkpoint_record": record, "start_from": inputs["start_from"],
+            "train_data": inputs["answers"] if train_pool.rows else None, "teacher_answers": answers, "usage": usage}
 
 
 @flow(name="final-imitation")
@@ -33,5 +34,6 @@ def final_imitation(ctx: RunContext, n: int) -> dict[str, Any]:
     generation paid for) and the student is trained on it once more; published as `<checkpoints>/final`."""
     store = ctx.store()
     imitated = imitation(ctx, n, store.ref(n, "train_pool"), checkpoints.previous_checkpoint(store, ctx.config, n))
-    final = publish_final_checkpoint(ctx, n, imitated["checkpoint_record"])
+    final = publish_final_checkpoint(ctx, n, imitated["checkpoint_record"], imitated["start_from"],
+                                     imitated["train_data"])
     return {"final_checkpoint": final, **imitated}

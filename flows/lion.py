@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from flows.imitation import final_imitation
 from flows.lion_iteration import lion_iteration
-from lion_core.checkpoints import final_is_complete, final_text, read_final_info
+from lion_core.checkpoints import final_text, is_current_final, read_final_info
 from lion_core.config import EMBEDDED, RunConfig, load_config
 from lion_core.limits import role_config
 from lion_core.llm.embedded import EmbeddedServer
@@ -28,6 +28,7 @@ from lion_core.store import RunStore, validate_run_id
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
 from tasks.pools import open_run
+from tasks.report import publish_final_report
 from tasks.results import result_storage
 
 
@@ -69,7 +70,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     if start:
         logger.info("run %s: iterations 0-%d are finished; continuing at %d", run_id, start - 1, start)
     final = config.storage.final_checkpoint_dir(run_id)
-    if start < total or not final_is_complete(final):
+    if start < total or not is_current_final(final, total):
         with embedded_endpoint(config) as embedded:
             ctx = RunContext(config=config, run_id=run_id, run_key=f"{opened['run_uri']}@{opened['created_at']}",
                              embedded=embedded)
@@ -77,7 +78,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
                 iteration(ctx, k)
             # The last generation's instructions were paid for: train on them too (the paper's final model).
             final_step = final_imitation.with_options(result_storage=storage) if storage else final_imitation
-            final_step(ctx, total)
+            publish_final_report(ctx, total, final_step(ctx, total))
     summaries = [s for s in read_summaries(store) if s["iteration"] < total]
     final_info = read_final_info(final)
     if summaries:

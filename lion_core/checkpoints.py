@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,29 +20,42 @@ from typing import Any
 import pyarrow as pa
 
 from lion_core.config import RunConfig
+from lion_core.errors import StoreError
 from lion_core.store import PoolRef, RunStore, read_table
+from lion_core.student.models import CHECKPOINT_INFO
+from lion_core.student.train import COMPLETE, FINAL
 from lion_core.version import code_version
 
 CHECKPOINT_SCHEMA_VERSION = "checkpoint/1"
 CHECKPOINT_SCHEMA = pa.schema([
-    ("path", pa.string()), ("status", pa.string()), ("carried_from", pa.int32()), ("reason", pa.string()),
-    ("train_rows", pa.int64()),
+    ("status", pa.string()), ("source_iteration", pa.int32()), ("reason", pa.string()), ("train_rows", pa.int64()),
+    ("path", pa.string()),
 ])
-COMPLETE = ".complete"
 CARD = "README.md"
 FINAL_INFO = "lion_final.json"
+EVALUATIONS = "lion_evaluations.json"
 EMPTY_TRAIN_POOL = "the Train Pool is empty: the previous generation accepted no instruction"
 
 
-def record_checkpoint(store: RunStore, k: int, path: str, *, trained: bool, train_rows: int,
-                      carried_from: int | None = None, reason: str | None = None) -> PoolRef:
-    """Commit iteration k's checkpoint record (one row) to its manifest."""
-    row = {"path": str(path), "status": "trained" if trained else ("carried" if carried_from is not None else "base"),
-           "carried_from": carried_from, "reason": reason, "train_rows": train_rows}
+def record_checkpoint(store: RunStore, k: int, config: RunConfig, *, trained: bool, train_rows: int) -> dict[str, Any]:
+    """Commit iteration k's checkpoint record (one row) to its manifest and return it. A trained record
+    names iteration k; a carried one names the iteration whose checkpoint it carries, with the reason.
+    Paths are derived from the config when read, so a run whose checkpoints moved still resumes."""
+    source = k if trained else carried_from(store, k)
+    if source is None:
+        raise StoreError(f"iteration {k} has nothing to train on and no earlier checkpoint to carry forward")
+    row = {"status": "trained" if trained else "carried", "source_iteration": source,
+           "reason": None if trained else EMPTY_TRAIN_POOL, "train_rows": train_rows,
+           "path": trained_checkpoint(config, store.run_id, source)}
     ref = store.write_table(k, "checkpoint", pa.Table.from_pylist([row], schema=CHECKPOINT_SCHEMA),
                             schema_version=CHECKPOINT_SCHEMA_VERSION)
     store.commit(k, {"checkpoint": ref})
-    return ref
+    return row
+
+
+def trained_checkpoint(config: RunConfig, run_id: str, k: int) -> str:
+    """The model folder iteration k's fine-tune leaves."""
+    return str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL)
 
 
 def checkpoint_record(store: RunStore, k: int) -> dict[str, Any] | None:
@@ -52,34 +66,36 @@ def checkpoint_record(store: RunStore, k: int) -> dict[str, Any] | None:
 
 
 def previous_checkpoint(store: RunStore, config: RunConfig, k: int) -> str | None:
-    """What iteration k's fine-tune continues from: iteration k-1's recorded checkpoint (trained or
+    """What iteration k's fine-tune continues from: the checkpoint iteration k-1 ended with (trained or
     carried). Runs made before records existed fall back to the folder iteration k-1 trained into."""
     if k == 0:
         return None
     record = checkpoint_record(store, k - 1)
-    if record is not None:
-        return record["path"]
-    return str(Path(config.storage.checkpoint_dir(store.run_id, k - 1)) / "final")
+    return trained_checkpoint(config, store.run_id, record["source_iteration"] if record else k - 1)
 
 
 def carried_from(store: RunStore, k: int) -> int | None:
     """The iteration whose trained checkpoint iteration k carries forward when it has nothing to train
-    on (None: the base model, nothing was trained yet)."""
+    on (None: nothing was trained before it)."""
     record = checkpoint_record(store, k - 1) if k > 0 else None
-    if record is None:
-        return None
-    return k - 1 if record["status"] == "trained" else record["carried_from"]
+    return record["source_iteration"] if record else None
 
 
 def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[str, Any]) -> Path:
     """Make `final_dir` the run's deliverable: a copy of `source` (hard links where the file system
-    allows, so a 14 GB model costs no space), plus `lion_final.json`. Built aside and renamed into
-    place, so `final_dir` is either complete or absent; an existing complete one is left as it is."""
+    allows, so a 14 GB model costs no space: never write into either folder in place), plus
+    `lion_final.json`. Built aside and renamed into place, so `final_dir` is either complete or absent.
+    A complete one made from the same iteration and source is left as it is; one from an earlier
+    length of the run (the run was extended) is replaced."""
     final_dir = Path(final_dir)
-    if (final_dir / COMPLETE).is_file():
+    known = read_final_info(final_dir)
+    if known and (known.get("iteration"), known.get("source_iteration")) == (info.get("iteration"),
+                                                                           info.get("source_iteration")):
         return final_dir
     staging = final_dir.with_name(final_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    retired = final_dir.with_name(final_dir.name + ".old")
+    for leftover in (staging, retired):
+        shutil.rmtree(leftover, ignore_errors=True)
 
     def link_or_copy(src: str, dst: str) -> None:
         try:
@@ -88,16 +104,31 @@ def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[st
             shutil.copy2(src, dst)
 
     shutil.copytree(source, staging, copy_function=link_or_copy,
-                    ignore=shutil.ignore_patterns(COMPLETE, CARD, FINAL_INFO))
+                    ignore=shutil.ignore_patterns(COMPLETE, CARD, FINAL_INFO, EVALUATIONS))
     (staging / FINAL_INFO).write_text(json.dumps({**info, "source": str(source), "code_version": code_version()},
                                                  indent=2, default=str))
-    if final_dir.exists():  # an earlier, unfinished publication
-        shutil.rmtree(final_dir)
+    if final_dir.exists():
+        final_dir.rename(retired)
     staging.rename(final_dir)
+    shutil.rmtree(retired, ignore_errors=True)
     return final_dir
 
 
+def is_current_final(final_dir: str | Path, iteration: int) -> bool:
+    """The published final checkpoint is complete and was made after iteration `iteration`."""
+    info = read_final_info(final_dir)
+    return bool(info) and info.get("iteration") == iteration
+
+
+def final_card_note(record: Mapping[str, Any], n: int) -> str:
+    if record["status"] == "trained":
+        return (f"The final checkpoint of the run: trained after the last iteration on the final Train Pool "
+                f"(iteration {n}, {record['train_rows']} teacher answers).")
+    return f"The final checkpoint of the run, carried from iteration {record['source_iteration']}: {record['reason']}."
+
+
 def final_is_complete(final_dir: str | Path) -> bool:
+    """A published final checkpoint (its marker is written last)."""
     return (Path(final_dir) / COMPLETE).is_file()
 
 
@@ -114,7 +145,8 @@ def final_text(final_dir: str | Path, info: Mapping[str, Any] | None) -> str:
     if info.get("status") == "trained":
         return (f"final checkpoint: {final_dir} (trained on the final Train Pool of iteration {info['iteration']}: "
                 f"{info['train_rows']} teacher answers)")
-    return f"final checkpoint: {final_dir} ({info.get('status')} from iteration {info.get('carried_from')}: {info.get('reason')})"
+    return (f"final checkpoint: {final_dir} (carried from iteration {info.get('source_iteration')}: "
+            f"{info.get('reason')})")
 
 
 def mark_complete(folder: str | Path) -> None:
@@ -135,7 +167,7 @@ def lineage(store: RunStore, upto: int) -> list[dict[str, Any]]:
                 item[name] = files[name].rows
         record = checkpoint_record(store, k)
         if record is not None:
-            item["checkpoint"] = record["status"] + (f" (from iteration {record['carried_from']})"
+            item["checkpoint"] = record["status"] + (f" (from iteration {record['source_iteration']})"
                                                      if record["status"] == "carried" else "")
         out.append(item)
     return out
@@ -147,9 +179,10 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
     """The checkpoint's README.md: the YAML header the Hugging Face Hub reads, then what it is, what it
     was trained on (sizes per iteration), how, with which config, and its evaluation when known."""
     t = config.training
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", base_model) and not Path(base_model).exists()
     lines = [
         "---",
-        f"base_model: {json.dumps(base_model)}",
+        *([f"base_model: {base_model}"] if hub_id else []),
         "library_name: transformers",
         "pipeline_tag: text-generation",
         "tags: [lion, distillation]",
@@ -216,8 +249,11 @@ def with_scores(card: str, scores: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def write_card(folder: str | Path, text: str) -> None:
-    path = Path(folder) / CARD
-    tmp = path.with_name(CARD + ".tmp")
+    _write_atomic(Path(folder) / CARD, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -235,11 +271,11 @@ def add_scores_to_card(checkpoint: str | Path, name: str, scores: Mapping[str, A
     False when the folder has no Lion model card (a base model, or a read-only folder)."""
     folder = Path(checkpoint)
     card = folder / CARD
-    if not card.is_file() or not os.access(folder, os.W_OK):
-        return False
-    record = folder / "lion_evaluations.json"
+    if not (folder / CHECKPOINT_INFO).is_file() or not card.is_file() or not os.access(folder, os.W_OK):
+        return False  # not a Lion checkpoint (a base model, a hub snapshot): leave its files alone
+    record = folder / EVALUATIONS
     known = json.loads(record.read_text()) if record.is_file() else {}
     known[name] = {k: scores.get(k) for k in ("relative_score", "wins", "ties", "losses", "questions")}
-    record.write_text(json.dumps(known, indent=2))
+    _write_atomic(record, json.dumps(known, indent=2))
     write_card(folder, with_scores(card.read_text(encoding="utf-8"), known))
     return True

@@ -222,18 +222,22 @@ def _label(text: str) -> str:
 
 def run_checkpoints(config: Any, run_id: str) -> list[tuple[str, str]]:
     """(label, path) of every checkpoint a run trained, in order, then its final checkpoint. An iteration
-    that carried an earlier checkpoint forward adds nothing: that model is listed once."""
+    that carried an earlier checkpoint forward adds nothing, and the final one's source is listed only as
+    the final one: each model once."""
     from pathlib import Path
 
-    from lion_core.checkpoints import final_is_complete
+    from lion_core.checkpoints import read_final_info
     from lion_core.student.train import COMPLETE, FINAL
 
     root = Path(config.storage.checkpoint_dir(run_id, 0)).parent
     trained = sorted((int(m.group(1)), p / FINAL) for p in (root.iterdir() if root.is_dir() else ())
                      if (m := re.fullmatch(r"iter-(\d+)", p.name)) and (p / FINAL / COMPLETE).is_file())
-    out = [(f"{_label(run_id)}-iter-{k}", str(path)) for k, path in trained]
     final = config.storage.final_checkpoint_dir(run_id)
-    if final_is_complete(final):
+    final_info = read_final_info(final)
+    # the final checkpoint holds its source's weights: list it once, as the final one
+    same = final_info.get("source_iteration") if final_info else None
+    out = [(f"{_label(run_id)}-iter-{k}", str(path)) for k, path in trained if k != same]
+    if final_info:
         out.append((f"{_label(run_id)}-final", final))
     return out
 

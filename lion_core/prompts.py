@@ -67,7 +67,7 @@ def student_prompt(instruction: str, input_text: str = "", fmt: str = "alpaca", 
     raise LionError(f"unknown student prompt format {fmt!r}")
 
 
-def alpaca_chat_template() -> str:
+def alpaca_chat_template(bos: bool = False) -> str:
     """A Jinja chat template that renders `student_alpaca.txt` exactly: a user message's `content` is the
     instruction and its optional `input` key the input; an assistant message is the answer and EOS.
     Saved with every Alpaca-trained checkpoint, so `apply_chat_template`, `transformers serve` and
@@ -77,14 +77,27 @@ def alpaca_chat_template() -> str:
     jinja = (text.replace("{", "{{ '{' }}").replace(instruction, "{{ message['content'] }}")
              .replace(section, "{% if message['input'] is defined and message['input'] | trim %}### Input:\n"
                                "{{ message['input'] }}\n\n{% endif %}"))
-    return ("{% for message in messages %}{% if message['role'] == 'user' %}" + jinja
-            + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+    # Servers tokenize a rendered chat without adding special tokens: a tokenizer that puts BOS in
+    # front of every text during training gets it from the template.
+    return (("{{ bos_token }}" if bos else "") + "{% for message in messages %}{% if message['role'] == 'user' %}"
+            + jinja + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+            "{% endfor %}")
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts BOS in front of a text by itself (LLaMA's does, SmolLM2's does not)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
 
 
 def checkpoint_prompt(tokenizer: Any, instruction: str, input_text: str = "", fmt: str = "alpaca") -> str:
-    """The prompt a checkpoint is trained and asked with: through its own chat template when it carries
-    the Alpaca one (every Lion checkpoint), else rendered from the template file (the base model)."""
-    if fmt == "alpaca" and getattr(tokenizer, "chat_template", None) == alpaca_chat_template():
-        return tokenizer.apply_chat_template([{"role": "user", "content": instruction, "input": input_text}],
+    """The prompt text a checkpoint is trained and asked with (tokenized with the tokenizer's own special
+    tokens): through its chat template when it carries the Alpaca one (every Lion checkpoint), else
+    rendered from the template file (the base model)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if fmt == "alpaca" and template in (alpaca_chat_template(False), alpaca_chat_template(True)):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": instruction, "input": input_text}],
                                              tokenize=False, add_generation_prompt=True)
+        bos = tokenizer.bos_token or ""
+        return text[len(bos):] if template == alpaca_chat_template(True) and text.startswith(bos) else text
     return student_prompt(instruction, input_text, fmt, tokenizer)

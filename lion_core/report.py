@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections import defaultdict
@@ -68,7 +69,7 @@ def iteration_summary(
         "usage": list(usage), "usage_by_role": per_role(usage),
         "cost_usd": sum(r["cost_usd"] for r in usage), "checkpoint": checkpoint, "files": dict(files),
         "plots": dict(plots),
-        "checkpoint_status": record.get("status"), "checkpoint_carried_from": record.get("carried_from"),
+        "checkpoint_status": record.get("status"), "checkpoint_carried_from": record.get("source_iteration"),
         "checkpoint_reason": record.get("reason"),
         "hard_empty_answer": d.get("hard_empty_answer", 0), "zero_scores": d.get("zero_scores", 0),
         "unresolved_by_reason": dict(d.get("unresolved_by_reason", {})),
@@ -169,3 +170,29 @@ def summary_text_table(summaries: Sequence[dict[str, Any]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), *(fmt.format(*r) for r in rows)])
+
+
+def charts_markdown(charts: dict[str, bytes]) -> str:
+    """The charts as images embedded in markdown (`data:` URIs): the Prefect UI shows them in the
+    artifact page, where a `file://` link to the PNG would not open."""
+    lines = ["## Charts"]
+    for name, png in charts.items():
+        title = name.replace("_", " ")
+        lines += ["", f"### {title}", "", f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"]
+    return "\n".join(lines)
+
+
+def final_markdown(run_id: str, final: str, info: dict[str, Any], usage: Sequence[dict[str, Any]]) -> str:
+    """The run's deliverable: where it is, what it was trained on, and what the final imitation cost."""
+    if info.get("status") == "trained":
+        what = (f"trained after the last iteration on the final Train Pool of iteration {info['iteration']} "
+                f"({info['train_rows']} teacher answers)")
+    else:
+        what = f"carried from iteration {info.get('source_iteration')}: {info.get('reason')}"
+    lines = [f"# Lion run `{run_id}`: final checkpoint", "", f"`{final}`", "", f"- {what}",
+             "", "## API usage of the final imitation", "| role | requests | from store | calls | prompt tokens "
+             "| completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|"]
+    for r in per_role(usage):
+        lines.append(f"| {r['role']} | {r['requests']} | {r['cached']} | {r['calls']} | {r['prompt_tokens']} "
+                     f"| {r['completion_tokens']} | {r['cost_usd']:.4f} |")
+    return "\n".join(lines)

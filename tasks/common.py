@@ -28,8 +28,9 @@ from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef, RunStore
 from lion_core.student.launch import TrainingError
 
-CACHE_VERSION = "lion-tasks/1"
-"""Bump when a task's output format changes, so old cached results are not reused."""
+CACHE_VERSION = "lion-tasks/2"
+"""Bump when a task's output format changes, so old cached results are not reused (2: judgments/2,
+checkpoint records, cards)."""
 
 
 class RunContext(BaseModel):

@@ -9,6 +9,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from lion_core import checkpoints
 from lion_core import evaluation as ev
 from lion_core.limits import role_config
 from lion_core.plots import relative_by_category, relative_by_checkpoint
@@ -91,3 +92,9 @@ def publish_evaluation(ctx: RunContext, result: dict[str, Any]) -> None:
     for name, uri in result["plots"].items():
         create_link_artifact(_file_link(uri), link_text=f"{name}.png", key=_key(key, name),
                              description=name.replace("_", " "))
+
+
+@task(name="record-scores-in-cards", tags=["lion", "evaluation"], retries=1)
+def record_scores_in_cards(ctx: RunContext, paths: dict[str, str], scores: dict[str, Any]) -> list[str]:
+    """Each Lion checkpoint's model card gets this evaluation's scores; other folders are left alone."""
+    return [label for label, path in paths.items() if checkpoints.add_scores_to_card(path, ctx.run_id, scores[label])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import task
@@ -9,6 +10,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from lion_core import report
 from lion_core.plots import write_iteration_plots
+from lion_core.store import join_uri, read_bytes, write_bytes_atomic
 from tasks.common import RunContext
 
 
@@ -25,7 +27,8 @@ def publish_iteration(ctx: RunContext, k: int, summary: dict[str, Any]) -> dict[
     summary = {**summary, "plots": plots}
     report.write_summary(ctx.store(), k, summary)
     key = _key("lion", ctx.run_id, "iter", k)
-    create_markdown_artifact(report.summary_markdown(summary), key=key,
+    charts = {name: read_bytes(uri) for name, uri in plots.items()}
+    create_markdown_artifact(report.summary_markdown(summary) + "\n\n" + report.charts_markdown(charts), key=key,
                              description=f"Lion run {ctx.run_id}, iteration {k}")
     create_table_artifact([report.summary_row(summary)], key=f"{key}-table",
                           description=f"Lion run {ctx.run_id}, iteration {k}: key figures")
@@ -39,3 +42,14 @@ def publish_iteration(ctx: RunContext, k: int, summary: dict[str, Any]) -> dict[
 
 def _file_link(uri: str) -> str:
     return uri if "://" in uri else f"file://{uri}"
+
+
+@task(name="publish-final", tags=["lion", "report"], retries=1)
+def publish_final_report(ctx: RunContext, n: int, final: dict[str, Any]) -> dict[str, Any]:
+    """The final checkpoint's report: kept with the run (`final.json`) and shown in the UI."""
+    info = {**final["checkpoint_record"], "iteration": n, "final_checkpoint": final["final_checkpoint"],
+            "usage": final["usage"], "cost_usd": sum(r["cost_usd"] for r in final["usage"])}
+    write_bytes_atomic(join_uri(ctx.store().run_uri, "final.json"), json.dumps(info, indent=2, default=str).encode())
+    create_markdown_artifact(report.final_markdown(ctx.run_id, final["final_checkpoint"], info, final["usage"]),
+                             key=_key("lion", ctx.run_id, "final"), description=f"Lion run {ctx.run_id}: final checkpoint")
+    return info

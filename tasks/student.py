@@ -36,34 +36,22 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
 
 @task(name="record-checkpoint", tags=["lion", "store"], retries=2, retry_delay_seconds=5, retry_condition_fn=transient,
       cache_key_fn=input_cache_key, persist_result=True)
-def record_checkpoint(ctx: RunContext, k: int, checkpoint: str, train_rows: int) -> dict:
+def record_checkpoint(ctx: RunContext, k: int, trained: bool, train_rows: int) -> dict:
     """Commit which checkpoint iteration k ends with: the one it trained, or (nothing to train on) the one
     it carries forward, with the reason."""
-    store = ctx.store()
-    if train_rows:
-        checkpoints.record_checkpoint(store, k, checkpoint, trained=True, train_rows=train_rows)
-    else:
-        source = checkpoints.carried_from(store, k)
-        checkpoints.record_checkpoint(store, k, checkpoint, trained=False, train_rows=0, carried_from=source,
-                                      reason=checkpoints.EMPTY_TRAIN_POOL)
-    return checkpoints.checkpoint_record(store, k) or {}
+    return checkpoints.record_checkpoint(ctx.store(), k, ctx.config, trained=trained, train_rows=train_rows)
 
 
 @task(name="publish-final-checkpoint", tags=["lion", "store"], retries=1, retry_condition_fn=transient)
-def publish_final_checkpoint(ctx: RunContext, n: int, record: dict) -> str:
+def publish_final_checkpoint(ctx: RunContext, n: int, record: dict, start_from: str, trained_on: PoolRef | None) -> str:
     """`<checkpoints>/final`: the checkpoint trained on the last Train Pool (or carried, with the reason),
     with its model card; the run's deliverable."""
     store, config = ctx.store(), ctx.config
     final = config.storage.final_checkpoint_dir(ctx.run_id)
-    info = {"run_id": ctx.run_id, "iteration": n, **record}
-    checkpoints.publish_final(record["path"], final, info=info)
-    note = (f"The final checkpoint of the run: trained after the last iteration on the final Train Pool "
-            f"(iteration {n}, {record['train_rows']} teacher answers)." if record["status"] == "trained" else
-            f"The final checkpoint of the run, carried from iteration {record['carried_from']}: {record['reason']}.")
-    trained_on = store.ref(n, "teacher_answers_train") if record["status"] == "trained" else None
-    checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model,
-                                      start_from=record["path"], trained_on=trained_on,
-                                      title=f"Lion student, run {ctx.run_id}, final", note=note)
+    checkpoints.publish_final(record["path"], final, info={"run_id": ctx.run_id, "iteration": n, **record})
+    checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model, start_from=start_from,
+                                      trained_on=trained_on, title=f"Lion student, run {ctx.run_id}, final",
+                                      note=checkpoints.final_card_note(record, n))
     checkpoints.mark_complete(final)
     return final
 

@@ -161,5 +161,6 @@ class ResponseStore:
 
 
 def _request_json(request: ChatRequest) -> str:
-    return json.dumps({"messages": request.api_messages(), **request.params(), "sample_index": request.sample_index},
-                      ensure_ascii=False)
+    extra = {"draw_scope": request.draw_scope} if request.draw_scope else {}
+    return json.dumps({"messages": request.api_messages(), **request.params(), "sample_index": request.sample_index,
+                       **extra}, ensure_ascii=False)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     from lion_core.config import RunConfig
-    from lion_core.prompts import alpaca_chat_template
+    from lion_core.prompts import adds_bos, alpaca_chat_template
     from lion_core.stages import ANSWERS_SCHEMA_VERSION
     from lion_core.store import PoolRef, read_table
     from lion_core.student.data import ListDataset, PadCollator, build_examples
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     if cfg.student.prompt_format == "alpaca":
         # The checkpoint serves with the prompt it is trained on (not the base model's chat template).
-        tokenizer.chat_template = alpaca_chat_template()
+        tokenizer.chat_template = alpaca_chat_template(bos=adds_bos(tokenizer))
     model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
 
     ref = PoolRef(uri=args.answers_uri, sha256=args.answers_sha256, rows=args.answers_rows,

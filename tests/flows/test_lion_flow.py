@@ -13,7 +13,7 @@ from flows.lion import lion
 from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.llm.responses import ResponseStore
 from lion_core.report import summary_markdown
-from lion_core.store import RunStore
+from lion_core.store import RunStore, read_table
 from tests.flows.conftest import pool_rows, write_flow_config
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,10 @@ def test_the_report_shows_every_path_of_the_method(uninterrupted):
         assert s["hard"] > 0 and s["easy"] > 0 and s["unresolved"] == 0  # the loopback referee gives verdicts
         assert s["accepted"] > 0 and s["checkpoint_status"] == "trained"
         assert s["fresh_draws"] == s["generation_requests"] and s["stored_draws"] == 0  # every draw new
-        assert "truncated_by_reason" in s and set(s["by_seed_input"]) == {"with_input", "without_input"}
+        candidates = read_table(RunStore(str(uninterrupted["folder"] / "runs"), "ref").ref(s["iteration"], "candidates"))
+        truncated = sum(r == "truncated" for r in candidates.column("reason").to_pylist())
+        assert sum(s["truncated_by_reason"].values()) == truncated == s["rejected_by_reason"].get("truncated", 0)
+        assert sum(f["requests"] for f in s["by_seed_input"].values()) == s["generation_requests"]
         assert open(s["plots"]["instruction_types"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert first["zero_scores"] + second["zero_scores"] > 0  # a 0 is a verdict, kept
     md = summary_markdown(second)
@@ -117,16 +120,19 @@ def test_the_ui_gets_a_report_per_iteration(uninterrupted):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, ArtifactFilterType
 
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="lion-ref-iter-")))
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="lion-ref-")))
         progress = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
                                          limit=200)
     # every sharded stage reports its progress, and it ends at 100%
     finished = [a for a in progress if "judgments" in (a.description or "")]
     assert finished and all(a.data == 100.0 for a in finished)
     by_key = {a.key: a for a in arts}
+    final = by_key["lion-ref-final"]  # the deliverable has its report too, with the final imitation's cost
+    assert final.type == "markdown" and "final Train Pool of iteration 2" in final.data and "| teacher |" in final.data
     for k in (0, 1):
         md = by_key[f"lion-ref-iter-{k}"]
         assert md.type == "markdown" and "Discrimination" in md.data and "Cache Pool" in md.data
+        assert md.data.count("](data:image/png;base64,") == 4  # every chart, Figure 3 included, shows in the UI
         assert by_key[f"lion-ref-iter-{k}-table"].type == "table"
         for chart in ("score-gap", "hard-fraction", "leading-words", "instruction-types"):
             link = by_key[f"lion-ref-iter-{k}-{chart}"].data  # a link artifact, stored as markdown
@@ -219,12 +225,12 @@ def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_check
     store = RunStore(str(folder / "runs"), "silent")
     iter0 = str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
     assert checkpoint_record(store, 0)["status"] == "trained"
-    assert checkpoint_record(store, 1) == {"path": iter0, "status": "carried", "carried_from": 0,
+    assert checkpoint_record(store, 1) == {"path": iter0, "status": "carried", "source_iteration": 0,
                                            "reason": EMPTY_TRAIN_POOL, "train_rows": 0}
     assert second["checkpoint"] == iter0 and second["checkpoint_status"] == "carried"
     assert "carried from iteration 0" in summary_markdown(second)
     # the final Train Pool is empty too: the final checkpoint is iteration 0's, published with the reason
     final = folder / "runs" / "silent" / "checkpoints" / "final"
-    assert result["final"]["status"] == "carried" and result["final"]["carried_from"] == 0
+    assert result["final"]["status"] == "carried" and result["final"]["source_iteration"] == 0
     assert (final / ".complete").is_file() and (final / "config.json").is_file()
     assert "carried from iteration 0" in (final / "README.md").read_text()

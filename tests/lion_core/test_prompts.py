@@ -51,3 +51,23 @@ def test_render_refuses_missing_and_unknown_values():
         render("student_alpaca", instruction="x")
     with pytest.raises(LionError, match="has no"):
         render("student_alpaca", instruction="x", input_section="", extra="y")
+
+
+def test_a_tokenizer_that_adds_bos_gets_it_from_the_template_token_for_token(lion_tokenizer):
+    """What a server encodes (the chat rendered, no special tokens added) equals what training encodes
+    (the prompt with the tokenizer's own special tokens), for a tokenizer that puts BOS in front."""
+    from lion_core.prompts import adds_bos
+
+    tok, _ = lion_tokenizer
+    assert not adds_bos(tok)  # SmolLM2 adds no BOS ...
+    tok.chat_template = alpaca_chat_template(bos=True)  # ... so pretend, as a LLaMA tokenizer would
+    try:
+        msgs = [{"role": "user", "content": "Sort the words.", "input": "pear apple"}]
+        served = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        assert served == tok.bos_token + student_prompt("Sort the words.", "pear apple")
+        assert checkpoint_prompt(tok, "Sort the words.", "pear apple") == student_prompt("Sort the words.", "pear apple")
+    finally:
+        tok.chat_template = alpaca_chat_template()
+    served_ids = tok(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False)["input_ids"]
+    assert served_ids == tok(student_prompt("Sort the words.", "pear apple"))["input_ids"]
