@@ -132,6 +132,17 @@ def test_quote_material_leaves_ordinary_text_alone():
     assert quote_material(text) == text.replace("<<<", "<<\\<")
 
 
+async def _complete(server, writer, text):
+    """Send one chat completion with `text` as the reply."""
+    import json
+
+    payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+    await server._send(writer, 200, json.dumps(payload).encode())
+    return True
+
+
 class ScriptedReferee(FaultServer):
     """A loopback referee that answers from a script keyed by (which answer comes first, attempt)."""
 
@@ -150,11 +161,7 @@ class ScriptedReferee(FaultServer):
         self.stats.seen[key] += 1
         replies = self.replies[key]
         text = replies[min(self.stats.seen[key] - 1, len(replies) - 1)]
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
-        await self._send(writer, 200, json.dumps(payload).encode())
-        return True
+        return await _complete(self, writer, text)
 
 
 def _lion(a, b):
@@ -214,11 +221,7 @@ class LayoutReadingReferee(FaultServer):
             scores.append(2 if "WRONG" in found[-1] else 9)
         self.stats.seen[user] += 1
         text = f"I compared both.\nScore of the Assistant 1: {scores[0]}\nScore of the Assistant 2: {scores[1]}"
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
-        await self._send(writer, 200, json.dumps(payload).encode())
-        return True
+        return await _complete(self, writer, text)
 
 
 def _referee_gateway(url, store):
