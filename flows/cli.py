@@ -107,7 +107,7 @@ def _print_result(result: dict, cfg) -> None:
 def evaluate(
     config: ConfigOpt,
     checkpoints: Annotated[list[str], typer.Option("--checkpoints", "-k", help="A model folder, `base`, or "
-                           "`run:<run id>` (the base model and every iteration); repeat or separate with commas.")],
+                           "`run:<run id>` (the base model, every trained iteration and the final checkpoint); repeat or separate with commas.")],
     eval_set: Annotated[Optional[str], typer.Option("--eval-set", "-e", help="Questions (JSONL, JSON or Parquet); "
                         "default: evaluation.eval_set")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Evaluation id; repeating one resumes it.")] = None,
