@@ -7,6 +7,7 @@ and exits 2. `--debug`, anywhere on the command line, shows the traceback instea
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -93,8 +94,12 @@ def _print_result(result: dict, cfg) -> None:
     from lion_core.report import summary_text_table
 
     typer.echo(f"\nrun {result['run_id']}: {len(result['iterations'])} iteration(s) at {result['run_uri']}")
+    evaluation = result.get("evaluation")
     if result["iterations"]:
-        typer.echo(summary_text_table(result["iterations"]))
+        typer.echo(summary_text_table(result["iterations"], evaluation["scores"] if evaluation else None))
+        if evaluation:
+            typer.echo(f"  rel. score: student / teacher score sums on {cfg.evaluation.eval_set}, judged in both orders "
+                       f"by the referee ({cfg.referee.model}); evaluation {evaluation['eval_id']}")
         last = result["iterations"][-1]
         typer.echo(f"\n  {final_text(result['final_checkpoint'], result['final'])}")
         typer.echo(f"  pools:       {result['run_uri']}/iter-*/  (lion pools show {result['run_id']} --config ...)")
@@ -228,8 +233,20 @@ def config_check(file: Annotated[Path, typer.Argument(help="Run config (YAML).")
     typer.echo(f"  runs root {cfg.storage.runs_root}")
 
 
+def _fewer_malloc_arenas() -> None:
+    """glibc gives each thread its own heap arena (up to 8 per core), and the flow's task threads,
+    Prefect's API server, the embedded servers and the fine-tune all run many threads. Two arenas per
+    process keep the memory their freed blocks pin down small; children inherit the setting."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, int(os.environ["MALLOC_ARENA_MAX"]))  # M_ARENA_MAX, for us
+    except (OSError, AttributeError, ValueError):  # not glibc
+        pass
+
+
 def main() -> None:
     debug = "--debug" in sys.argv[1:]
+    _fewer_malloc_arenas()
     # A flow run turns SIGTERM into a crash state and then re-sends it to the handler it found; with
     # Python's default there, the process would die on the spot and leave Prefect's local API server
     # (and anything else stopped at exit) running. Ours stops them and exits 143.

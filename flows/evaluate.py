@@ -8,10 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.lion import embedded_endpoint
 from flows.shards import answer_pool, run_shards
 from lion_core.config import load_config
 from lion_core.errors import ConfigError
+from lion_core.llm.roles import embedded_endpoints
 from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
 from lion_core.stages import shard_bounds
 from lion_core.store import validate_run_id
@@ -39,7 +39,7 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
     ensure_limits(config)
     questions = opened["questions"]
     roles = ("reference", "judge")
-    with embedded_endpoint(config, roles) as embedded:
+    with embedded_endpoints(config, roles) as embedded:
         ctx = RunContext(config=config, run_id=eval_id, run_key=f"{opened['uri']}@{opened['created_at']}",
                          embedded=embedded, store_root=opened["root"])
         reference, _ = answer_pool(ctx, 0, "reference_answers", questions, role="reference", stage="evaluation")

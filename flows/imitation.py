@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 
 from flows.shards import answer_pool
 from lion_core import checkpoints
+from lion_core.llm.embedded import released_for_training
 from lion_core.store import PoolRef
 from tasks.common import RunContext
 from tasks.pools import training_set
@@ -19,7 +20,8 @@ def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint:
     answers, usage = answer_pool(ctx, k, "teacher_answers_train", train_pool)
     inputs = training_set(ctx, k, answers, base_model(ctx), previous_checkpoint)
     if train_pool.rows:
-        checkpoint = train(ctx, k, inputs["answers"], inputs["start_from"])
+        with released_for_training():  # the embedded servers' memory goes to the fine-tune meanwhile
+            checkpoint = train(ctx, k, inputs["answers"], inputs["start_from"])
     else:  # the last generation accepted nothing: nothing new to learn, the student stays as it was
         get_run_logger().warning("iteration %d: the Train Pool is empty; carrying %s forward", k, previous_checkpoint)
         checkpoint = previous_checkpoint

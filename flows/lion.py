@@ -9,20 +9,19 @@ a cache hit and every answered request comes from the response store.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.evaluate import evaluate
 from flows.imitation import final_imitation
 from flows.lion_iteration import lion_iteration
 from lion_core.checkpoints import final_text, is_current_final, read_final_info
-from lion_core.config import EMBEDDED, RunConfig, load_config
-from lion_core.limits import role_config
-from lion_core.llm.embedded import EmbeddedServer
+from lion_core.config import RunConfig, load_config
+from lion_core.evaluation import run_scores
+from lion_core.llm.roles import embedded_endpoints
 from lion_core.report import read_summaries, summary_text_table
 from lion_core.store import RunStore, validate_run_id
 from tasks.common import RunContext
@@ -30,17 +29,6 @@ from tasks.limits import ensure_limits
 from tasks.pools import open_run
 from tasks.report import publish_final_report
 from tasks.results import result_storage
-
-
-@contextlib.contextmanager
-def embedded_endpoint(config: RunConfig, roles: tuple[str, ...] = ("teacher", "referee", "generator")
-                      ) -> Iterator[tuple[str, str] | None]:
-    """The embedded server for this flow run when any of its roles uses it; stopped (or killed with us) after."""
-    if not any(role_config(config, r).base_url == EMBEDDED for r in roles):
-        yield None
-        return
-    with EmbeddedServer() as server:
-        yield server.endpoint
 
 
 def next_iteration(store: RunStore) -> int:
@@ -71,7 +59,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
         logger.info("run %s: iterations 0-%d are finished; continuing at %d", run_id, start - 1, start)
     final = config.storage.final_checkpoint_dir(run_id)
     if start < total or not is_current_final(final, total):
-        with embedded_endpoint(config) as embedded:
+        with embedded_endpoints(config) as embedded:
             ctx = RunContext(config=config, run_id=run_id, run_key=f"{opened['run_uri']}@{opened['created_at']}",
                              embedded=embedded)
             for k in range(start, total):
@@ -79,9 +67,21 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
             # The last generation's instructions were paid for: train on them too (the paper's final model).
             final_step = final_imitation.with_options(result_storage=storage) if storage else final_imitation
             publish_final_report(ctx, total, final_step(ctx, total))
+            evaluation = evaluate_run(config_path, config, run_id)  # on the servers started above
+    else:
+        evaluation = evaluate_run(config_path, config, run_id)
     summaries = [s for s in read_summaries(store) if s["iteration"] < total]
     final_info = read_final_info(final)
+    scores = run_scores(evaluation["scores"], run_id) if evaluation else None
     if summaries:
-        logger.info("run %s\n%s\n%s", run_id, summary_text_table(summaries), final_text(final, final_info))
+        logger.info("run %s\n%s\n%s", run_id, summary_text_table(summaries, scores), final_text(final, final_info))
     return {"run_id": run_id, "run_uri": opened["run_uri"], "iterations": summaries, "final_checkpoint": final,
-            "final": final_info}
+            "final": final_info, "evaluation": evaluation and {"eval_id": evaluation["eval_id"], "scores": scores}}
+
+
+def evaluate_run(config_path: str, config: RunConfig, run_id: str) -> dict[str, Any] | None:
+    """`evaluation.after_run`: the base student, every checkpoint and the final one against the reference
+    on the eval set (the `lion-evaluate` flow, as a sub-flow), so the run ends with its effect measured."""
+    if not config.evaluation.after_run:
+        return None
+    return evaluate(config_path, [f"run:{run_id}"], name=f"{run_id}-eval")

@@ -12,6 +12,7 @@ evaluation instead of quietly scoring what is left.
 from __future__ import annotations
 
 import io
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -115,6 +116,38 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _order_columns() -> list[tuple[str, str]]:
+    return [("t_score_t_first", "s_score_t_first"), ("t_score_s_first", "s_score_s_first")]
+
+
+def relative_score_of(rows: Sequence[dict[str, Any]]) -> float | None:
+    """The headline relative score of judged rows: per order sum of student / sum of reference scores
+    over the rows judged in that order, averaged over the two orders."""
+    per_order = []
+    for ref_col, stu_col in _order_columns():
+        judged = [r for r in rows if r.get(ref_col) is not None and r.get(stu_col) is not None]
+        per_order.append(_ratio(sum(r[stu_col] for r in judged), sum(r[ref_col] for r in judged)))
+    return sum(per_order) / 2 if None not in per_order else None
+
+
+def bootstrap_interval(rows: Sequence[dict[str, Any]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the relative score over questions: resample the questions with
+    replacement, recompute the score; a fixed seed makes the interval reproducible."""
+    if not rows:
+        return None
+    rng = random.Random(seed)
+    stats = sorted(v for _ in range(resamples)
+                   if (v := relative_score_of([rows[rng.randrange(len(rows))] for _ in rows])) is not None)
+    if not stats:
+        return None
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    return stats[int(lo * (len(stats) - 1))], stats[int(round(hi * (len(stats) - 1)))]
+
+
 def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Relative scores, counts and win/tie/loss for a set of judged rows (the discriminate() format)."""
     out: dict[str, Any] = {"questions": len(rows)}
@@ -132,6 +165,8 @@ def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out[f"relative_score_{order}"] = per_order[order]
     both = [per_order[o] for o in ORDERS]
     out["relative_score"] = sum(both) / 2 if None not in both else None
+    ci = bootstrap_interval(rows) if out["relative_score"] is not None else None
+    out["relative_score_ci95"] = list(ci) if ci else None
     resolved = [r for r in rows if all(r.get(c) is not None for c in
                                        ("t_score_t_first", "s_score_t_first", "t_score_s_first", "s_score_s_first"))]
     outcome = Counter("win" if r["mean_s"] > r["mean_t"] else "tie" if r["mean_s"] == r["mean_t"] else "loss"
@@ -181,6 +216,8 @@ def scores_table(all_scores: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append({
                 "checkpoint": name, "category": cat, "questions": cs["questions"],
                 "relative_score": cs["relative_score"],
+                "relative_score_ci95_low": (cs.get("relative_score_ci95") or [None, None])[0],
+                "relative_score_ci95_high": (cs.get("relative_score_ci95") or [None, None])[1],
                 "relative_score_reference_first": cs["relative_score_reference_first"],
                 "relative_score_student_first": cs["relative_score_student_first"],
                 "wins": cs["wins"], "ties": cs["ties"], "losses": cs["losses"],
@@ -195,13 +232,18 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
+def ci_text(ci: Sequence[float] | None) -> str:
+    return "n/a" if not ci else f"{ci[0]:.1%} to {ci[1]:.1%}"
+
+
 def scores_markdown(title: str, all_scores: dict[str, dict[str, Any]], reference: str, judge: str) -> str:
     lines = [f"# {title}", "", f"Reference: `{reference}`; judge: `{judge}`. Relative score = student score sum / "
-             "reference score sum, per order and averaged.", "",
-             "| checkpoint | relative score | reference first | student first | win / tie / loss | judged (ref first, "
-             "student first) of | order inconsistency |", "|---|---|---|---|---|---|---|"]
+             "reference score sum, per order and averaged; the interval is a 95% bootstrap interval over questions.", "",
+             "| checkpoint | relative score | 95% interval | reference first | student first | win / tie / loss | "
+             "judged (ref first, student first) of | order inconsistency |", "|---|---|---|---|---|---|---|---|"]
     for name, s in all_scores.items():
-        lines.append(f"| {name} | **{_pct(s['relative_score'])}** | {_pct(s['relative_score_reference_first'])} | "
+        lines.append(f"| {name} | **{_pct(s['relative_score'])}** | {ci_text(s.get('relative_score_ci95'))} | "
+                     f"{_pct(s['relative_score_reference_first'])} | "
                      f"{_pct(s['relative_score_student_first'])} | {s['wins']} / {s['ties']} / {s['losses']} | "
                      f"{s['judged_reference_first']}, {s['judged_student_first']} of {s['questions']} | "
                      f"{_pct(s['order_inconsistency_rate'])} |")
@@ -242,22 +284,37 @@ def run_checkpoints(config: Any, run_id: str) -> list[tuple[str, str]]:
     return out
 
 
+def run_scores(all_scores: dict[str, dict[str, Any]], run_id: str) -> dict[Any, dict[str, Any]]:
+    """The scores of `run:<run id>`'s checkpoints keyed "base", iteration number and "final"."""
+    prefix = f"{_label(run_id)}-"
+    out: dict[Any, dict[str, Any]] = {}
+    for label, s in all_scores.items():
+        key: Any = label
+        if label.startswith(prefix):
+            rest = label[len(prefix):]
+            key = int(rest[5:]) if re.fullmatch(r"iter-\d+", rest) else rest
+        out[key] = {"relative_score": s["relative_score"], "relative_score_ci95": s.get("relative_score_ci95"),
+                    "wins": s["wins"], "ties": s["ties"], "losses": s["losses"]}
+    return out
+
+
 def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, model path) per checkpoint to evaluate. A spec is `base` (the config's student model),
+    """(label, model path) per checkpoint to evaluate. A spec is `base` (the config's student model, pruned
+    as `student.keep_layers` says),
     `run:<run id>` (the base model and every finished iteration of that run, in order), or a folder."""
     from pathlib import Path
 
     from lion_core.errors import LionError
-    from lion_core.student.models import resolve_model
+    from lion_core.student.models import student_base_model
     from lion_core.student.train import FINAL
 
     out: list[tuple[str, str]] = []
     for spec in specs:
         if spec == "base":
-            out.append(("base", resolve_model(config.student.model)))
+            out.append(("base", student_base_model(config.student)))
         elif spec.startswith("run:"):
             run_id = spec[4:]
-            out.append(("base", resolve_model(config.student.model)))
+            out.append(("base", student_base_model(config.student)))
             found = run_checkpoints(config, run_id)
             if not found:
                 raise LionError(f"{spec}: no finished checkpoint under {config.storage.checkpoint_dir(run_id, 0)}")

@@ -138,3 +138,17 @@ def sample(texts: Sequence[str], limit: int, seed: int = 0) -> list[str]:
         return list(texts)
     keep = sorted(random.Random(seed).sample(range(len(texts)), limit))
     return [texts[i] for i in keep]
+
+
+def type_counts_in_child(sets: Sequence[Sequence[str]]) -> list[TypeCounts]:
+    """`type_counts` of each set, parsed in a spawned child process: spaCy and its pipeline (about
+    300 MB) leave with it instead of staying in the flow's process while the student trains."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_counts_of_sets, [list(t) for t in sets]).result()
+
+
+def _counts_of_sets(sets: list[list[str]]) -> list[TypeCounts]:
+    return [type_counts(texts) for texts in sets]

@@ -15,7 +15,7 @@ from matplotlib.ticker import PercentFormatter
 
 from lion_core import stages
 from lion_core.errors import LionError
-from lion_core.instruction_types import TypeCounts, sample, type_counts
+from lion_core.instruction_types import TypeCounts, sample, type_counts_in_child
 from lion_core.report import leading_word
 from lion_core.store import RunStore, join_uri, read_table, write_bytes_atomic
 
@@ -163,6 +163,11 @@ def relative_by_checkpoint(scores: dict[str, dict]) -> bytes:
                               ("relative_score_student_first", "student first", "^--")):
         ys = [100 * scores[n][key] if scores[n][key] is not None else float("nan") for n in names]
         ax.plot(range(len(names)), ys, style, label=label)
+    cis = [scores[n].get("relative_score_ci95") for n in names]
+    if any(cis):  # the headline's 95% bootstrap interval over questions
+        lo = [100 * c[0] if c else float("nan") for c in cis]
+        hi = [100 * c[1] if c else float("nan") for c in cis]
+        ax.fill_between(range(len(names)), lo, hi, alpha=0.2, label="95% interval (bootstrap)")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("relative score (%)")
     ax.set_title("Relative score per checkpoint")
@@ -185,7 +190,7 @@ def instruction_types(sets: Sequence[tuple[str, Sequence[str]]], iteration: int,
     pair (questions, verbs without an object) are the part no bar shows; the panel title counts them.
     `note` goes under the figure title: a caller that charts a sample says so there. Parsing needs the
     optional spaCy extra (see lion_core.instruction_types), loaded only when this chart is drawn."""
-    counts = [(name, type_counts(list(texts))) for name, texts in sets]
+    counts = list(zip([name for name, _ in sets], type_counts_in_child([texts for _, texts in sets])))
     height = 1.9 + 0.38 * max(top, 1)
     fig = Figure(figsize=(5.4 * max(len(counts), 1), height), layout="constrained")
     axes = fig.subplots(1, max(len(counts), 1), squeeze=False)[0]

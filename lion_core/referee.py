@@ -114,6 +114,17 @@ def quote_material(text: str) -> str:
     return _STRUCTURE_LINE.sub(lambda m: f"{m.group(1)}\\{m.group(2)}", text)
 
 
+_UNQUOTE_RUN = re.compile(r"<<(?:\\<)+|>>(?:\\>)+")
+_UNQUOTE_LINE = re.compile(r"^(\s*[*_#>]*\s*)\\(\[\s*the\s+(?:start|end)\s+of\b|score\s+of\s+(?:the\s+)?assistant\b)",
+                           re.IGNORECASE | re.MULTILINE)
+
+
+def unquote_material(text: str) -> str:
+    """The text `quote_material` was given (for a reader of the prompt: the offline stand-in referee)."""
+    text = _UNQUOTE_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}", text)
+    return _UNQUOTE_RUN.sub(lambda m: m.group(0).replace("\\", ""), text)
+
+
 @dataclass(frozen=True)
 class JudgeItem:
     id: str

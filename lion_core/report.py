@@ -6,7 +6,7 @@ import base64
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lion_core.store import RunStore, exists, join_uri, read_bytes, write_bytes_atomic
@@ -161,12 +161,25 @@ def read_summaries(store: RunStore) -> list[dict[str, Any]]:
     return out
 
 
-def summary_text_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """The plain-text table `lion run` prints at the end."""
+def summary_text_table(summaries: Sequence[dict[str, Any]], scores: Mapping[Any, Mapping[str, Any]] | None = None) -> str:
+    """The plain-text table `lion run` prints at the end. With `scores` (keyed "base", iteration, "final":
+    an evaluation of the run's checkpoints) it adds each checkpoint's relative score and its 95% interval,
+    with rows for the base student and the final checkpoint."""
     head = ("iter", "train", "cache", "hard", "easy", "unres.", "hard %", "order inc.", "new", "next cache", "cost $")
     rows = [(str(s["iteration"]), str(s["train_pool"]), str(s["cache_pool"]), str(s["hard"]), str(s["easy"]),
              str(s["unresolved"]), f"{s['hard_fraction']:.0%}", f"{s['order_inconsistency_rate']:.0%}",
              str(s["accepted"]), str(s["next_cache_pool"]), f"{s['cost_usd']:.4f}") for s in summaries]
+    if scores is not None:
+        def cells(key: Any) -> tuple[str, str]:
+            s = scores.get(key, scores.get(str(key)))  # a result read back from JSON has string keys
+            if not s or s.get("relative_score") is None:
+                return "-", "-"
+            ci = s.get("relative_score_ci95")
+            return f"{s['relative_score']:.1%}", f"{ci[0]:.1%}-{ci[1]:.1%}" if ci else "-"
+        head = (*head, "rel. score", "95% interval")
+        blank = ("",) * 10
+        rows = [("base", *blank, *cells("base")), *((*r, *cells(s["iteration"])) for r, s in zip(rows, summaries)),
+                ("final", *blank, *cells("final"))]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), *(fmt.format(*r) for r in rows)])

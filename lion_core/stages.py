@@ -200,11 +200,12 @@ def judgments_report(judgments: PoolRef) -> dict[str, Any]:
 def student_answer_stage(store: RunStore, k: int, pool: PoolRef, checkpoint: str, config: RunConfig,
                          responses: Any, name: str = "student_answers") -> PoolRef:
     """The student checkpoint's answers for every instruction of `pool`, committed as `name`."""
-    from lion_core.student.infer import student_answers
+    from lion_core.student.infer import student_answers_in_child
 
     rows = read_pool(pool).to_dict("records")
-    answers = student_answers(checkpoint, rows, config.student.generation, responses,
-                              prompt_format=config.student.prompt_format, seed=config.loop.random_seed + k)
+    answers = student_answers_in_child(checkpoint, rows, config.student.generation, responses.path,
+                                       prompt_format=config.student.prompt_format, seed=config.loop.random_seed + k,
+                                       dtype=config.student.dtype)
     table = pa.Table.from_pylist(answers, schema=ANSWERS_SCHEMA)
     return _commit(store, k, name, table, ANSWERS_SCHEMA_VERSION, [pool])
 

@@ -42,8 +42,8 @@ class RunContext(BaseModel):
     run_id: str
     run_key: str
     """The run's store URI and creation time: identifies this run's files in cache keys."""
-    embedded: tuple[str, str] | None = None
-    """(base URL, served model) of this flow run's embedded endpoint; never part of a cache key."""
+    embedded: dict[str, tuple[str, str]] | None = None
+    """{embedded model: (base URL, served model)} of this flow run's embedded servers; never part of a cache key."""
     store_root: str | None = None
     """Where the run folder lives, when not under storage.runs_root (evaluations)."""
 

@@ -14,7 +14,8 @@ from lion_core import evaluation as ev
 from lion_core.limits import role_config
 from lion_core.plots import relative_by_category, relative_by_checkpoint
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
-from lion_core.store import PoolRef, RunStore, join_uri, read_table, write_bytes_atomic
+from lion_core.report import charts_markdown
+from lion_core.store import PoolRef, RunStore, join_uri, read_bytes, read_table, write_bytes_atomic
 from tasks.common import RunContext, input_cache_key, transient
 from tasks.report import _file_link, _key
 
@@ -86,6 +87,8 @@ def publish_evaluation(ctx: RunContext, result: dict[str, Any]) -> None:
     md = ev.scores_markdown(f"Evaluation `{ctx.run_id}`", result["scores"], f"{reference.model} @ {reference.base_url}",
                             f"{judge.model} @ {judge.base_url}")
     md += "\n\n## Files\n" + "\n".join(f"- {k}: `{v}`" for k, v in {**result["files"], **result["plots"]}.items())
+    # embedded as data: URIs, which the UI's artifact page shows (it will not open a file:// link)
+    md += "\n\n" + charts_markdown({name: read_bytes(uri) for name, uri in result["plots"].items()})
     create_markdown_artifact(md, key=key, description=f"Evaluation {ctx.run_id}")
     create_table_artifact(ev.scores_table(result["scores"]), key=f"{key}-table",
                           description="Relative score, win/tie/loss and coverage per checkpoint and category")

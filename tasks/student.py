@@ -10,14 +10,15 @@ from lion_core import checkpoints, stages
 from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef
 from lion_core.student.launch import train_student
-from lion_core.student.models import resolve_model
+from lion_core.student.models import student_base_model
 from tasks.common import RunContext, input_cache_key, transient
 
 
 @task(name="base-model", tags=["lion", "student"], retries=1, retry_condition_fn=transient)
 def base_model(ctx: RunContext) -> str:
-    """The student's starting weights as a local folder or model id (the embedded one is converted once)."""
-    return resolve_model(ctx.config.student.model)
+    """The student's starting weights as a local folder or model id (the embedded one is converted once,
+    a pruned one is made once)."""
+    return student_base_model(ctx.config.student)
 
 
 @task(name="train-student", tags=["lion", "gpu"], retries=1, retry_delay_seconds=10, retry_condition_fn=transient,

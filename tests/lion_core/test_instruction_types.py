@@ -97,3 +97,8 @@ def test_chart_draws_a_panel_per_set_including_an_empty_one(parser):
             ("new hard instructions", [])]
     png = instruction_types_chart(sets, iteration=2, top=5, note="Cache Pool: a sample")
     assert png.startswith(PNG)
+
+
+def test_counts_from_a_child_process_equal_those_parsed_here():
+    sets = [["Write a poem about the sea.", "Give three tips for sleeping."], ["What is rain?", "Name a colour."]]
+    assert it.type_counts_in_child(sets) == [it.type_counts(texts) for texts in sets]

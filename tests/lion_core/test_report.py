@@ -41,6 +41,12 @@ def test_the_markdown_report_names_every_figure_the_ui_needs():
         assert text in md, text
     table = summary_text_table([_summary()])
     assert "44%" in table and "13" in table.splitlines()[1]
+    scored = summary_text_table([_summary()], {"base": {"relative_score": 0.25, "relative_score_ci95": [0.2, 0.3]},
+                                               "final": {"relative_score": 0.6, "relative_score_ci95": [0.55, 0.65]}})
+    head, base, it, final = scored.splitlines()
+    assert "rel. score" in head and "95% interval" in head
+    assert base.split() == ["base", "25.0%", "20.0%-30.0%"] and final.split() == ["final", "60.0%", "55.0%-65.0%"]
+    assert it.split()[-2:] == ["-", "-"]  # this iteration's checkpoint was not evaluated
 
 
 def test_charts_are_png():
