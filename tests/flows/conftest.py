@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int = 6, iterations: int = 2,
-                      api_key_env: str | None = None, task_retries: int = 0) -> Path:
+                      api_key_env: str | None = None, task_retries: int = 0, evaluation: dict | None = None) -> Path:
     """A tiny run: every API role on `api_url`, the tiny student, real DeepSpeed ZeRO-2 in one process."""
     folder.mkdir(parents=True, exist_ok=True)
     seeds = folder / "seeds.jsonl"
@@ -32,6 +32,8 @@ def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int
         "orchestration": {"shard_size": 4, "max_parallel_tasks": 2, "task_retries": task_retries, "retry_delay_s": 0,
                           "max_failed_fraction": 0.0},
     }
+    if evaluation is not None:
+        data["evaluation"] = {"reference": api, **evaluation}
     path = folder / "lion.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -234,3 +234,29 @@ def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_check
     assert result["final"]["status"] == "carried" and result["final"]["source_iteration"] == 0
     assert (final / ".complete").is_file() and (final / "config.json").is_file()
     assert "carried from iteration 0" in (final / "README.md").read_text()
+
+
+def test_after_run_the_base_every_checkpoint_and_the_final_one_are_evaluated(prefect_harness, tiny_model, tmp_path):
+    from lion_core.report import summary_text_table
+
+    folder = tmp_path / "evaluated"
+    questions = folder / "questions.jsonl"
+    folder.mkdir()
+    questions.write_text("".join(json.dumps({"question_id": i, "text": t, "category": "c"}) + "\n"
+                                 for i, t in enumerate(["Why is ice slippery?", "Name a prime.", "Say hello."])))
+    with FaultServer(FaultPlan()) as api:
+        config = write_flow_config(folder, api.url, tiny_model, iterations=1,
+                                   evaluation={"eval_set": str(questions), "after_run": True, "min_coverage": 0.5})
+        result = lion(config_path=str(config), run_id="evaluated")
+    evaluation = result["evaluation"]
+    assert evaluation["eval_id"] == "evaluated-eval"
+    # iteration 0's checkpoint and the final one (trained on the last Train Pool), besides the base
+    assert set(evaluation["scores"]) == {"base", 0, "final"}
+    for s in evaluation["scores"].values():
+        assert s["relative_score"] is not None
+        lo, hi = s["relative_score_ci95"]
+        assert lo <= s["relative_score"] <= hi
+    scores = read_table(RunStore(str(folder / "runs" / "evaluations"), "evaluated-eval").ref(0, "scores")).to_pylist()
+    assert {r["checkpoint"] for r in scores} == {"base", "evaluated-iter-0", "evaluated-final"}
+    table = summary_text_table(result["iterations"], evaluation["scores"]).splitlines()
+    assert "rel. score" in table[0] and table[1].startswith(" base") and table[-1].startswith("final")

@@ -35,9 +35,9 @@ def test_a_crash_mid_pool_resumes_with_only_the_missing_answers(tmp_path, tiny_m
     real = infer._generate_hf
     seen = []
 
-    def crash_after_first_batch(model_path, tokenizer, prompts, index, gen, seed):
+    def crash_after_first_batch(model_path, tokenizer, prompts, index, gen, seed, dtype):
         seen.append(list(index))
-        for n, item in enumerate(real(model_path, tokenizer, prompts, index, gen, seed)):
+        for n, item in enumerate(real(model_path, tokenizer, prompts, index, gen, seed, dtype)):
             if n == gen.batch_size and len(seen) == 1:
                 raise RuntimeError("killed")
             yield item
@@ -75,3 +75,24 @@ def test_the_embedded_student_answers(tmp_path):
     with ResponseStore(str(tmp_path / "r.sqlite")) as store:
         out = student_answers(path, ROWS[:2], StudentGeneration(do_sample=False, max_new_tokens=12, batch_size=2), store)
     assert all(a["status"] == "ok" and len(a["answer"].split()) >= 1 for a in out)
+
+
+def test_answers_from_a_child_process_in_a_set_dtype(tmp_path, tiny_model):
+    """The flow's path: the child writes each answer to the store; a set dtype is part of the key."""
+    from lion_core.config import StudentGeneration
+    from lion_core.llm import ResponseStore
+    from lion_core.student.infer import student_answers_in_child
+
+    rows = [{"id": f"q{i}", "instruction": f"Name {i} colours.", "input": ""} for i in range(3)]
+    gen = StudentGeneration(do_sample=False, max_new_tokens=4, batch_size=2)
+    path = str(tmp_path / "r.sqlite")
+    out = student_answers_in_child(tiny_model, rows, gen, path, dtype="bfloat16")
+    assert [r["id"] for r in out] == ["q0", "q1", "q2"]
+    with ResponseStore(path) as store:
+        again = student_answers(tiny_model, rows, gen, store, dtype="bfloat16")  # all from the store
+        assert again == out
+        fp32 = student_answers(tiny_model, rows, gen, store, dtype="float32")
+    assert len(fp32) == 3
+    import sqlite3
+    n = sqlite3.connect(path).execute("select count(*) from responses").fetchone()[0]
+    assert n == 6  # three per dtype: the bf16 answers were not reused for float32

@@ -24,7 +24,7 @@ POOL = PoolRef(uri="/runs/r/iter-0/train_pool.parquet", sha256="a" * 64, rows=10
 
 def test_cache_key_depends_on_content_config_and_run_not_on_the_server_port():
     base = _key(ctx=_ctx(), k=0, pool=POOL, lo=0, hi=4)
-    assert base == _key(ctx=_ctx(embedded=("http://127.0.0.1:5555/v1", "m")), k=0, pool=POOL, lo=0, hi=4)
+    assert base == _key(ctx=_ctx(embedded={"smollm2-135m-instruct": ("http://127.0.0.1:5555/v1", "m")}), k=0, pool=POOL, lo=0, hi=4)
     moved = POOL.model_copy(update={"uri": "/elsewhere/train_pool.parquet"})
     assert base == _key(ctx=_ctx(), k=0, pool=moved, lo=0, hi=4)  # content, not location
     assert base != _key(ctx=_ctx(), k=0, pool=POOL.model_copy(update={"sha256": "b" * 64}), lo=0, hi=4)
