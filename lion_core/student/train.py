@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.student.prompt_format == "alpaca":
         # The checkpoint serves with the prompt it is trained on (not the base model's chat template).
         tokenizer.chat_template = alpaca_chat_template(bos=adds_bos(tokenizer))
-    model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    # bf16 weights only under DeepSpeed, which keeps fp32 master weights; HF Trainer alone trains the
+    # weights it is given, and bf16 weights would round small AdamW updates away: there it loads fp32 and
+    # computes in bf16 under autocast (measured on the demo: a first checkpoint below its base student).
+    weights = torch.bfloat16 if bf16 and t.deepspeed_config else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=weights)
     if t.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)  # a tied head is the same tensor
 

@@ -72,20 +72,26 @@ def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, a
                                    tokenize=False, add_generation_prompt=True) == student_prompt("Name 2 colours.", "in English")
 
 
-def test_demo_settings_bf16_on_cpu_with_frozen_embeddings(tmp_path, tiny_model, answers, repo):
-    """The embedded demo's fine-tune: one plain process, ZeRO-2, bf16 mixed precision on the CPU and a
-    frozen (tied) embedding: every other weight moves, the embedding does not."""
-    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"),
+@pytest.mark.parametrize("ds", [None, "deployments/deepspeed/zero2.json"])
+def test_bf16_on_cpu_with_frozen_embeddings(tmp_path, tiny_model, answers, repo, ds):
+    """The embedded demo's fine-tune settings (one plain process, no DeepSpeed), and the same under
+    ZeRO-2: bf16 mixed precision on the CPU and a frozen (tied) embedding: every other weight moves,
+    the embedding does not."""
+    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / ds) if ds else None,
                   bf16=True, freeze_embeddings=True)
     ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", max_steps=2, timeout_s=600)
     info = checkpoint_info(ckpt)
     assert info["training_args"]["bf16"] is True
+    # without DeepSpeed the weights stay fp32 (bf16 only under autocast); under ZeRO they are bf16
+    saved = json.loads((ckpt / "config.json").read_text()).get("dtype")
+    assert saved == ("bfloat16" if ds else "float32")
     trained = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).state_dict()
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).state_dict()
     emb = "model.embed_tokens.weight"
-    # saved in bf16: the frozen embedding comes back as the base one rounded to bf16, unchanged otherwise
-    assert torch.equal(trained[emb], base[emb].to(torch.bfloat16).float())
-    moved = [k for k in base if k != emb and k in trained and not torch.equal(trained[k], base[k].to(torch.bfloat16).float())]
+    rounded = (lambda x: x.to(torch.bfloat16).float()) if ds else (lambda x: x)
+    # the frozen embedding comes back as it was (rounded to bf16 when saved in bf16)
+    assert torch.equal(trained[emb], rounded(base[emb]))
+    moved = [k for k in base if k != emb and k in trained and not torch.equal(trained[k], rounded(base[k]))]
     assert any("mlp" in k for k in moved) and any("self_attn" in k for k in moved), moved
 
 

@@ -44,10 +44,10 @@ def test_the_demo_is_the_whole_method_with_labelled_stand_ins():
     # the run ends with its effect measured on held-out questions
     assert cfg.evaluation.after_run and cfg.evaluation.eval_set == "data/demo_eval.jsonl"
     assert cfg.evaluation.judge is None and cfg.evaluation.reference.model == cfg.teacher.model
-    # the demo's fine-tune fits the 3 GB target: one process, bf16, frozen embedding
+    # the demo's fine-tune kept small: one process, bf16, frozen embedding, fused AdamW, ZeRO-2
     t = cfg.training
-    assert (t.launcher, t.bf16, t.freeze_embeddings, t.deepspeed_config) == (
-        "python", True, True, "deployments/deepspeed/zero2.json")
+    assert (t.launcher, t.bf16, t.freeze_embeddings, t.optim, t.deepspeed_config) == (
+        "python", True, True, "adamw_torch_fused", "deployments/deepspeed/zero2.json")
     # a real referee stays the default for real runs
     real = load_config(REPO / "configs" / "openai.yaml")
     assert real.referee.base_url.startswith("https://") and not real.evaluation.after_run
