@@ -95,7 +95,7 @@ def train_student(
     cmd, extra_env = build_command(config, train_args, free_port())
     # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, in one arena per
     # thread; a fixed 128 KiB threshold and 2 arenas give freed tensor buffers back to the OS (measured
-    # on CPU, the demo's fine-tune: 3.3 GB peak without, 2.4 GB with). The environment can override them.
+    # on CPU, the demo's fine-tune: 2.8 GB peak without, 2.5 GB with). The environment can override them.
     env = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2", **os.environ, **extra_env,
            "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
