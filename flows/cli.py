@@ -7,11 +7,13 @@ and exits 2. `--debug`, anywhere on the command line, shows the traceback instea
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,14 +81,20 @@ def run(
         raise LionError(f"no run {rid!r} under {cfg.storage.runs_root} to resume")
     if not resume and exists:
         raise LionError(f"run {rid!r} already exists under {cfg.storage.runs_root}; continue it with --resume {rid}")
-    # Without PREFECT_API_URL, Prefect starts a local API; its first start (a new database) can take
-    # longer than Prefect's 20 s default on a small machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
+    _prefect_setup()
     from flows.lion import lion
 
     result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
     _print_result(result, cfg)
+
+
+def _prefect_setup() -> None:
+    """Before Prefect is imported: our logger in the run's logs, and our own local API server unless
+    PREFECT_API_URL names one (flows.local_api says why)."""
+    from flows.local_api import use_local_api_unless_configured
+
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
+    use_local_api_unless_configured()
 
 
 def _print_result(result: dict, cfg) -> None:
@@ -125,8 +133,7 @@ def evaluate(
     resolve_checkpoints(cfg, specs)  # fail before starting anything
     if not (eval_set or cfg.evaluation.eval_set):
         raise LionError("no eval set: pass --eval-set or set evaluation.eval_set in the config")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
+    _prefect_setup()
     from flows.evaluate import evaluate as evaluate_flow
     from lion_core.evaluation import scores_markdown
     from lion_core.store import new_run_id
@@ -251,6 +258,7 @@ def main() -> None:
     # Python's default there, the process would die on the spot and leave Prefect's local API server
     # (and anything else stopped at exit) running. Ours stops them and exits 143.
     signal.signal(signal.SIGTERM, _terminated)
+    _watch_for_stops()
     try:
         app()
         code = 0
@@ -271,12 +279,56 @@ def main() -> None:
             raise
         typer.echo(f"lion: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", err=True)
         code = 2
+    if _stop_asked:  # however the stop surfaced (KeyboardInterrupt, a crashed flow run): the shell's code
+        code = 128 + _stop_asked[0]
     _exit(code)
 
 
 def _terminated(signum: int, frame: object) -> None:
     typer.echo("lion: stopped by SIGTERM; what finished is kept, resume with --resume", err=True)
     _exit(128 + signum)
+
+
+STOP_GRACE_S = 20.0
+"""After SIGTERM or Ctrl-C, how long the orderly stop may take (flow runs marked crashed, servers
+stopped, exit handlers run) before `lion` exits anyway. What it started ends with it (lion_core.lifeline)."""
+_stop_asked: list[int] = []
+
+
+def _watch_for_stops() -> None:
+    """Arm a deadline at the first SIGTERM or SIGINT, whoever handles the signal. During a flow run
+    Prefect's own SIGTERM handler is installed, and after it runs the main thread may wait on worker
+    threads (a shard waiting for a slot, a request in flight) without bound; the signal module writes
+    every signal's number to the wakeup fd before any Python handler runs, and a thread reads it."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler, so that SIGINT is written too
+
+    def watch() -> None:
+        while True:
+            for signum in os.read(read_fd, 64):
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    _stop_deadline(signum)
+
+    threading.Thread(target=watch, name="lion-stop-watch", daemon=True).start()
+
+
+def _stop_deadline(signum: int) -> None:
+    if _stop_asked:  # a second signal: no more waiting
+        _overdue(128 + _stop_asked[0], "a second signal")
+        return
+    _stop_asked.append(signum)
+    timer = threading.Timer(STOP_GRACE_S, _overdue, (128 + signum, f"{STOP_GRACE_S:.0f} s"))
+    timer.daemon = True
+    timer.start()
+
+
+def _overdue(code: int, why: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"lion: stopping now ({why} after the stop signal); what finished is kept, resume with --resume\n")
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit(code: int) -> None:

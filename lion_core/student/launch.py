@@ -22,29 +22,13 @@ from pathlib import Path
 
 from lion_core.config import RunConfig
 from lion_core.errors import LionError
+from lion_core.lifeline import guarded
 from lion_core.llm.embedded import free_port
 from lion_core.store import PoolRef
 from lion_core.student.train import COMPLETE, FINAL
 
 log = logging.getLogger("lion.train")
 
-# Runs between us and the launcher: when our process dies (killed by a worker on cancellation, or
-# kill -9) the kernel sends this guard SIGTERM (PR_SET_PDEATHSIG), and it takes the whole process
-# group down (launcher and every rank), which the launchers do not all do for their ranks themselves.
-_GROUP_GUARD = (
-    "import ctypes, os, signal, subprocess, sys, time\n"
-    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
-    "child = subprocess.Popen(sys.argv[2:])\n"
-    "def stop(*_):\n"
-    "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "    os.killpg(0, signal.SIGTERM)\n"
-    "    end = time.monotonic() + 15\n"
-    "    while child.poll() is None and time.monotonic() < end: time.sleep(0.2)\n"
-    "    os.killpg(0, signal.SIGKILL)\n"
-    "signal.signal(signal.SIGTERM, stop)\n"
-    "sys.exit(child.wait())\n"
-)
 
 
 class TrainingError(LionError):
@@ -117,7 +101,7 @@ def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_
     tail: collections.deque[str] = collections.deque(maxlen=60)
     log.info("launching: %s", " ".join(cmd))
     with open(log_path, "a", encoding="utf-8") as log_file:
-        proc = subprocess.Popen([sys.executable, "-c", _GROUP_GUARD, str(os.getpid()), *cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(guarded(cmd, group=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, text=True, errors="replace", start_new_session=True)
 
         def pump() -> None:

@@ -1,0 +1,105 @@
+"""The Prefect API that `lion run` and `lion evaluate` use when PREFECT_API_URL is unset.
+
+Prefect would start a temporary server of its own, but that one runs in our process group (a Ctrl-C in
+the terminal stops it before the flow can record its crash, and the client then retries against a dead
+server for minutes), outlives a `kill -9` of `lion`, and keeps concurrency leases in memory (a slot
+held by a killed run is never given back: its lease is gone with the server, its count stays). This
+one is the same application (`prefect.server.api.server:create_app`, on loopback, the same database
+under PREFECT_HOME) started by us:
+- in its own session, behind the parent-death guard: signals to the terminal's group do not reach it,
+  and it ends when `lion` ends, however `lion` ends;
+- with leases on the file system (PREFECT_HOME/concurrency_leases), so a lease outlives the process
+  that took it and an expired one can be found and revoked (`tasks.limits.reclaim_expired_slots`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lion_core.errors import LionError
+from lion_core.lifeline import guarded
+from lion_core.llm.embedded import free_port
+
+FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+LEASES_ENV = "LION_LEASES_DIR"
+"""Set while our local API runs: where its leases are, for the reclaim of expired ones."""
+
+
+def prefect_home() -> Path:
+    return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+
+
+class LocalApi:
+    """A Prefect API server on loopback, for one `lion` command."""
+
+    def __init__(self, startup_timeout_s: float | None = None):
+        self.startup_timeout_s = startup_timeout_s or float(
+            os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.log_path = prefect_home() / "logs" / "lion-local-api.log"
+
+    def start(self) -> LocalApi:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": FILE_LEASES}
+        env.pop("PREFECT_API_URL", None)
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(guarded(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True)
+        atexit.register(self.stop)
+        self._wait_healthy()
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise LionError(f"the local Prefect API exited with code {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise LionError(f"the local Prefect API did not answer within {self.startup_timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        atexit.unregister(self.stop)
+
+
+def use_local_api_unless_configured() -> LocalApi | None:
+    """Start our local API and point Prefect's client at it, unless PREFECT_API_URL names a server.
+    Call before anything imports Prefect's settings."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    api = LocalApi().start()
+    os.environ["PREFECT_API_URL"] = api.url
+    os.environ[LEASES_ENV] = str(prefect_home() / "concurrency_leases")
+    return api
