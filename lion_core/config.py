@@ -375,12 +375,54 @@ class RunConfig(_Frozen):
     evaluation: EvaluationConfig = EvaluationConfig()
 
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON form; equal configs hash equal whatever their YAML layout."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """sha256 of the canonical JSON form of the run's identity (`identity_of`): equal whatever the
+        YAML layout, and unchanged by operations settings, so a resume may change those."""
+        canonical = json.dumps(identity_of(self.model_dump(mode="json")), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+_API_ROLES = ("teacher", "referee", "generator", "evaluation.reference", "evaluation.judge")
+OPERATIONS = (
+    *(f"{role}.{field}" for role in _API_ROLES for field in ("base_url", "api_key_env", "rate_limits", "retry", "price")),
+    "training.timeout_s", "training.hostfile",
+    "data.seed",  # read once, when the run is created; run.json keeps its sha256
+    "storage", "orchestration", "evaluation.output_root",
+)
+"""Config fields that say how and where a run is carried out, not what it computes: where the API is
+and under which key, how fast and how often it is called, what it costs, timeouts, parallelism and
+where files live. A resume may change them (the run records what changed); every other field is
+the run's identity, and a resume that changes one is refused."""
+
+
+def identity_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A config's JSON form (`RunConfig.to_json_dict`) without its OPERATIONS fields."""
+    out = json.loads(json.dumps(config))
+    for path in OPERATIONS:
+        *parents, leaf = path.split(".")
+        node = out
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) of every leaf field that differs between two JSON forms."""
+    changes: list[tuple[str, Any, Any]] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            changes.append((path, a, b))
+
+    walk(old, new, "")
+    return changes
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

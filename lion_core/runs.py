@@ -6,11 +6,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from lion_core.config import RunConfig
+from lion_core.config import RunConfig, config_changes, identity_of
 from lion_core.errors import ConfigError, StoreError
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.seeds import load_seeds
-from lion_core.store import PoolRef, RunStore, new_run_id, read_table
+from lion_core.store import PoolRef, RunStore, exists, join_uri, new_run_id, read_bytes, read_table, write_bytes_atomic
 
 POOL_NAMES = ("train_pool", "cache_pool")
 
@@ -60,6 +60,36 @@ def init_run(config: RunConfig, seed_source: str | None = None, run_id: str | No
         records_read=seeds.records_read, duplicates_dropped=seeds.duplicates_dropped,
         train_pool=refs["train_pool"], cache_pool=refs["cache_pool"],
     )
+
+
+def check_resume(store: RunStore, config: RunConfig) -> list[tuple[str, Any, Any]]:
+    """Accept `config` for continuing the run in `store`, or refuse it naming every field of the run's
+    identity that differs (old and new value). Returns the operations fields that changed (rate
+    limits, retries, parallelism, locations...), which the run records in resumes.json."""
+    import datetime as dt
+    import json
+
+    info = store.read_run_info()
+    old, new = info.get("config") or {}, config.to_json_dict()
+    differ = config_changes(identity_of(old), identity_of(new))
+    if differ:
+        lines = "\n".join(f"  - {path}: {_show(a)} -> {_show(b)}" for path, a, b in differ)
+        raise ConfigError(f"run {store.run_id!r} was made with a different config; {len(differ)} field(s) that "
+                          f"change results differ (made with -> given):\n{lines}\n"
+                          "resume with the config the run was made with, or start a new run")
+    changed = config_changes(old, new)
+    if changed:
+        uri = join_uri(store.run_uri, "resumes.json")
+        history = json.loads(read_bytes(uri)) if exists(uri) else []
+        history.append({"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        "changed": [{"field": path, "old": a, "new": b} for path, a, b in changed]})
+        write_bytes_atomic(uri, json.dumps(history, indent=2, ensure_ascii=False).encode())
+    return changed
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def describe_run(runs_root: str, run_id: str) -> dict[str, Any]:

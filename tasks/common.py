@@ -30,9 +30,9 @@ from lion_core.store import PoolRef, RunStore
 from lion_core.student.launch import TrainingError
 from tasks.limits import SLOT_LEASE_S, SLOT_WAIT_S, reclaim_expired_slots
 
-CACHE_VERSION = "lion-tasks/2"
+CACHE_VERSION = "lion-tasks/3"
 """Bump when a task's output format changes, so old cached results are not reused (2: judgments/2,
-checkpoint records, cards)."""
+checkpoint records, cards; 3: the config hash covers the run's identity only)."""
 
 
 class RunContext(BaseModel):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from lion_core import stages
-from lion_core.errors import StoreError
-from lion_core.runs import init_run
+from lion_core.runs import check_resume, init_run
 from lion_core.store import PoolRef, RunStore
 from tasks.common import RunContext, input_cache_key, transient
 
@@ -21,11 +20,13 @@ def open_run(config: Any, run_id: str, seed: str | None = None) -> dict[str, Any
     store = RunStore(config.storage.runs_root, run_id, config)
     if not store.exists():
         init_run(config, seed_source=seed, run_id=run_id)
+    changed = check_resume(store, config)
+    if changed:
+        get_run_logger().info("run %s resumes with changed operations settings: %s", run_id,
+                              "; ".join(f"{path} {old!r} -> {new!r}" for path, old, new in changed))
     info = store.read_run_info()
-    if info.get("config_hash") != config.config_hash():
-        raise StoreError(f"run {run_id!r} was made with config {str(info.get('config_hash'))[:12]}, not "
-                         f"{config.config_hash()[:12]}: resume it with the config it was started with")
-    return {"run_uri": store.run_uri, "created_at": info["created_at"]}
+    return {"run_uri": store.run_uri, "created_at": info["created_at"],
+            "changed": [[path, old, new] for path, old, new in changed]}
 
 
 @task(name="merge-parts", tags=["lion", "store"], cache_key_fn=input_cache_key, persist_result=True, **_STORE)

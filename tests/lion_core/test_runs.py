@@ -118,3 +118,50 @@ def test_alpaca_52k_is_stored_and_read_back_verified(tmp_path, shared_data):
     df = read_pool(RunStore(cfg.storage.runs_root, "alpaca").ref(0, "cache_pool"))
     assert len(df) == 52002 and df["id"].is_unique
     assert df["instruction"].iloc[0] == "Give three tips for staying healthy."
+
+
+def _with(cfg: RunConfig, **sections) -> RunConfig:
+    data = cfg.to_json_dict()
+    for dotted, value in sections.items():
+        *parents, leaf = dotted.split("__")
+        node = data
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return parse_config(data)
+
+
+def test_a_resume_may_change_operations_and_records_them(tmp_path):
+    from lion_core.runs import check_resume
+
+    cfg = _config(tmp_path / "runs")
+    init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    store = RunStore(cfg.storage.runs_root, "r1")
+    assert check_resume(store, cfg) == [] and not (tmp_path / "runs" / "r1" / "resumes.json").exists()
+    ops = _with(cfg, teacher__rate_limits={"requests_per_minute": 250, "tokens_per_minute": 200_000, "max_concurrency": 16},
+                orchestration__task_retries=4, orchestration__max_parallel_tasks=5,
+                referee__base_url="https://judge.example/v1", referee__api_key_env="JUDGE_KEY")
+    assert ops.config_hash() == cfg.config_hash()
+    changed = check_resume(store, ops)
+    assert ("teacher.rate_limits.requests_per_minute", 500, 250) in changed
+    assert ("orchestration.task_retries", 3, 4) in changed and ("orchestration.max_parallel_tasks", 4, 5) in changed
+    history = json.loads((tmp_path / "runs" / "r1" / "resumes.json").read_text())
+    assert len(history) == 1 and {c["field"] for c in history[0]["changed"]} == {p for p, _, _ in changed}
+
+
+def test_a_resume_that_changes_results_is_refused_naming_every_field(tmp_path):
+    from lion_core.runs import check_resume
+
+    cfg = _config(tmp_path / "runs")
+    init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    other = _with(cfg, teacher__model="gpt-4o", teacher__base_url="https://api.example/v1", loop__tau=2.0,
+                  training__learning_rate=1e-4)
+    assert other.config_hash() != cfg.config_hash()
+    with pytest.raises(ConfigError) as err:
+        check_resume(RunStore(cfg.storage.runs_root, "r1"), other)
+    msg = str(err.value)
+    assert "3 field(s)" in msg
+    for line in ("teacher.model: 'smollm2-135m-instruct' -> 'gpt-4o'", "loop.tau: 1.0 -> 2.0",
+                 "training.learning_rate: 2e-05 -> 0.0001"):
+        assert line in msg, msg
+    assert not (tmp_path / "runs" / "r1" / "resumes.json").exists()

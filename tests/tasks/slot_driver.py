@@ -1,0 +1,68 @@
+"""Driver for tests/tasks/test_slot_reclaim.py, run as its own process (its own PREFECT_HOME and API).
+
+`hold LIMIT`: take one slot of LIMIT the way a shard does, print "held", and keep it until killed.
+`scenario`: on the API of the environment (our local API when PREFECT_API_URL is unset), create a
+1-slot limit, let a `hold` child take it, kill -9 the child, then time how long a new holder waits;
+then count a slot with no lease (as a server that kept leases in memory leaves after a restart) and
+time that wait too. Prints one JSON line.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def hold(limit: str) -> None:
+    from tasks.common import api_slot
+
+    with api_slot(limit):
+        print("held", flush=True)
+        time.sleep(3600)
+
+
+def scenario() -> None:
+    from flows.local_api import use_local_api_unless_configured
+
+    ours = use_local_api_unless_configured() is not None
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    import tasks.common
+    from tasks.common import api_slot
+
+    limit = "lion-api-slot-test"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
+    child = subprocess.Popen([sys.executable, __file__, "hold", limit], stdout=subprocess.PIPE, text=True,
+                             env=os.environ.copy())
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    with get_client(sync_client=True) as client:
+        held_after_kill = client.read_global_concurrency_limit_by_name(limit).active_slots
+    start = time.monotonic()
+    with api_slot(limit):
+        waited_dead_holder = time.monotonic() - start
+    if not ours:
+        print(json.dumps({"held_after_kill": held_after_kill, "waited_dead_holder_s": round(waited_dead_holder, 1)}))
+        return
+    # A slot counted with no lease at all: given back after one spell of waiting.
+    tasks.common.SLOT_WAIT_S = 3.0
+    with get_client(sync_client=True) as client:
+        client.increment_concurrency_slots([limit], 1, "concurrency")
+        counted = client.read_global_concurrency_limit_by_name(limit).active_slots
+    start = time.monotonic()
+    with api_slot(limit):
+        waited_leaseless = time.monotonic() - start
+    with get_client(sync_client=True) as client:
+        left = client.read_global_concurrency_limit_by_name(limit).active_slots
+    print(json.dumps({"held_after_kill": held_after_kill, "waited_dead_holder_s": round(waited_dead_holder, 1),
+                      "counted_leaseless": counted, "waited_leaseless_s": round(waited_leaseless, 1),
+                      "active_at_end": left}), flush=True)
+
+
+if __name__ == "__main__":
+    hold(sys.argv[2]) if sys.argv[1] == "hold" else scenario()
