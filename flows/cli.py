@@ -81,11 +81,21 @@ def run(
         raise LionError(f"no run {rid!r} under {cfg.storage.runs_root} to resume")
     if not resume and exists:
         raise LionError(f"run {rid!r} already exists under {cfg.storage.runs_root}; continue it with --resume {rid}")
+    _preflight(cfg if seed is None else cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": seed})}),
+               new_run=not exists)
     _prefect_setup()
     from flows.lion import lion
 
     result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
     _print_result(result, cfg)
+
+
+def _preflight(cfg, new_run: bool) -> None:
+    """Fail before starting anything, with every problem at once (lion_core.preflight)."""
+    from lion_core.preflight import preflight_problems
+
+    if problems := preflight_problems(cfg, new_run=new_run):
+        raise LionError(f"the run cannot start; {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def _prefect_setup() -> None:
@@ -226,9 +236,17 @@ def dedup(
 
 
 @config_app.command("check")
-def config_check(file: Annotated[Path, typer.Argument(help="Run config (YAML).")]) -> None:
-    """Validate a run config and print its hash."""
+def config_check(
+    file: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Ask each API endpoint for its models (free).")] = True,
+) -> None:
+    """Validate a run config, check every file, key and endpoint it names, and print its hash."""
+    from lion_core.preflight import preflight_problems
+
     cfg = load_config(file)
+    problems = preflight_problems(cfg, new_run=True, probe=probe)
+    if problems:
+        raise LionError(f"{file}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
     typer.echo(f"{file}: ok  (config hash {cfg.config_hash()[:16]})")
     for role in ("teacher", "referee", "generator"):
         r = getattr(cfg, role)

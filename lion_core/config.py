@@ -2,7 +2,9 @@
 
 Defaults are the settings of the paper's official code (see LION.md). Unknown keys are errors, so a
 typo never silently falls back to a default. `load_config` reports every invalid field in one error.
-Relative paths in a config are taken relative to the working directory the command runs in.
+Relative paths written in a config file are taken relative to the file's folder (`PATH_FIELDS`);
+defaults that are paths are relative to the working directory, except the DeepSpeed config's, which is
+the project's own file.
 """
 
 from __future__ import annotations
@@ -196,7 +198,7 @@ class TrainingConfig(_Frozen):
     per_device_batch_size: PositiveInt = 4
     bf16: bool = True
     gradient_checkpointing: bool = True
-    deepspeed_config: str | None = "deployments/deepspeed/zero3_offload.json"
+    deepspeed_config: str | None = str(Path(__file__).resolve().parents[1] / "deployments/deepspeed/zero3_offload.json")
     launcher: Literal["deepspeed", "torchrun", "accelerate", "python"] = "deepspeed"
     num_gpus: PositiveInt = 8
     num_nodes: PositiveInt = 1
@@ -490,4 +492,33 @@ def load_config(path: str | Path) -> RunConfig:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from None
+    if isinstance(data, dict):
+        data = _resolve_paths(data, p.resolve().parent)
     return parse_config(data, str(p))
+
+
+PATH_FIELDS = ("data.seed", "training.deepspeed_config", "training.hostfile", "evaluation.eval_set",
+               "evaluation.output_root", "storage.runs_root", "storage.response_store", "storage.checkpoints_root")
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative local paths written in a config file, made absolute against the file's folder, so a
+    config means the same from any working directory (a worker's, a container's, `lion config check`'s)."""
+
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, str) or not value or "://" in value or value.startswith(("hf:", "embedded:")):
+            return value
+        path = Path(value).expanduser()
+        return value if path.is_absolute() else os.path.normpath(base / path)
+
+    out = json.loads(json.dumps(data))
+    for dotted in PATH_FIELDS:
+        section, field = dotted.split(".")
+        if isinstance(out.get(section), dict) and field in out[section]:
+            out[section][field] = resolve(out[section][field])
+    student = out.get("student")
+    if isinstance(student, dict) and isinstance(student.get("model"), str):
+        model = student["model"]
+        if model.startswith(("./", "../")) or (not Path(model).is_absolute() and (base / model).exists()):
+            student["model"] = resolve(model)
+    return out

@@ -7,6 +7,8 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from lion_core import stages
+from lion_core.errors import ConfigError
+from lion_core.preflight import preflight_problems
 from lion_core.runs import check_resume, init_run
 from lion_core.store import PoolRef, RunStore
 from tasks.common import RunContext, input_cache_key, transient
@@ -18,6 +20,10 @@ _STORE = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=transient)
 def open_run(config: Any, run_id: str, seed: str | None = None) -> dict[str, Any]:
     """Create iteration 0 from the seeds, or reopen the run when it exists (resume)."""
     store = RunStore(config.storage.runs_root, run_id, config)
+    checked = config if seed is None else config.model_copy(update={"data": config.data.model_copy(update={"seed": seed})})
+    if problems := preflight_problems(checked, new_run=not store.exists()):  # before anything is paid
+        raise ConfigError(f"run {run_id!r} cannot start; {len(problems)} problem(s):\n"
+                          + "\n".join(f"  - {p}" for p in problems))
     if not store.exists():
         init_run(config, seed_source=seed, run_id=run_id)
     changed = check_resume(store, config)

@@ -154,6 +154,13 @@ class FaultServer:
         if method == "GET" and path.rstrip("/") in ("/health", "/v1/health"):
             await self._send(writer, 200, b'{"status":"ok"}')
             return True
+        if method == "GET" and path.rstrip("/").endswith("/models"):  # what `lion config check` probes
+            if self.plan.api_key is not None and headers.get("authorization") != f"Bearer {self.plan.api_key}":
+                await self._send(writer, 401, self._error("invalid_request_error", "Incorrect API key provided",
+                                                          "invalid_api_key"))
+            else:
+                await self._send(writer, 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}')
+            return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             await self._send(writer, 404, self._error("not_found", f"no route {method} {path}"))
             return True

@@ -12,15 +12,16 @@ LION = Path(sys.executable).parent / "lion"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def lion(*args, cwd=None, timeout=120):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def lion(*args, cwd=None, timeout=120, env=None):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([str(LION), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
 
 
 @pytest.fixture
 def config(tmp_path):
-    text = (REPO / "configs" / "embedded.yaml").read_text().replace("runs_root: runs", f"runs_root: {tmp_path / 'runs'}")
+    text = (REPO / "configs" / "embedded.yaml").read_text().replace("runs_root: ../runs", f"runs_root: {tmp_path / 'runs'}")
+    text = text.replace(": ../", f": {REPO}/")
     p = tmp_path / "embedded.yaml"
     p.write_text(text)
     return p
@@ -43,10 +44,12 @@ def test_init_then_pools_show(config, tmp_path):
     assert [f["rows"] for f in desc["iterations"][0]["files"]] == [32, 32]
 
 
-def test_init_uses_the_configs_seed_relative_to_the_working_directory(config):
+def test_init_uses_the_configs_seed_relative_to_the_config_file(config, tmp_path):
+    (tmp_path / "mine.jsonl").write_text('{"instruction": "Name three rivers.", "input": ""}\n')
+    config.write_text(config.read_text().replace(f"seed: {REPO}/data/demo_seeds.jsonl", "seed: mine.jsonl"))
     r = lion("init", "--config", config, "--run-id", "from-config", cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert "demo_seeds.jsonl" in r.stdout
+    assert f"seed:        {tmp_path / 'mine.jsonl'}" in r.stdout and "1 records" in r.stdout
 
 
 def test_bad_seed_is_one_message_no_traceback_nothing_written(config, tmp_path):
@@ -86,8 +89,10 @@ def test_pools_show_unknown_run(config):
 
 
 def test_config_check(tmp_path):
-    r = lion("config", "check", REPO / "configs" / "openai.yaml")
+    r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml", env={"OPENAI_API_KEY": "sk-test"})
     assert r.returncode == 0 and "ok" in r.stdout and "$OPENAI_API_KEY" in r.stdout
+    r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml")
+    assert r.returncode == 1 and "3 problem(s)" in r.stderr and "teacher.api_key_env: $OPENAI_API_KEY is not set" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("loop: {tau: -1, iterations: 0}\nteacher: {sampling: {top_p: 0}}\n")
     r = lion("config", "check", bad)
@@ -169,3 +174,37 @@ def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tm
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     store = RunStore(str(tmp_path / "runs"), "term")
     assert store.iterations() == [0, 1] and {"train_pool", "cache_pool"} <= set(store.manifest(1).files)
+
+
+def test_config_check_reports_every_problem_before_anything_is_paid(tmp_path):
+    from lion_core.llm.fault_server import FaultPlan, FaultServer
+    from lion_core.llm.embedded import free_port
+
+    secret = "sk-lion-check-" + "5" * 30
+    with FaultServer(FaultPlan(api_key=secret)) as api:
+        cfg = tmp_path / "sub" / "lion.yaml"
+        cfg.parent.mkdir()
+        (tmp_path / "sub" / "seeds.jsonl").write_text('{"instruction": "Name a colour.", "input": ""}\n')
+        cfg.write_text(f"""
+teacher: {{base_url: "{api.url}", model: m, api_key_env: LION_CHECK_KEY}}
+referee: {{base_url: "http://127.0.0.1:{free_port()}/v1", model: m}}
+generator: {{base_url: "{api.url}", model: m, api_key_env: LION_CHECK_KEY}}
+training: {{deepspeed_config: missing/zero9.json}}
+data: {{seed: seeds.jsonl}}
+evaluation: {{eval_set: no-questions.jsonl}}
+""")
+        r = lion("config", "check", cfg, cwd=REPO, env={"LION_CHECK_KEY": "sk-wrong"})
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert secret not in r.stderr and "sk-wrong" not in r.stderr
+        for problem in (f"training.deepspeed_config: {tmp_path}/sub/missing/zero9.json does not exist",
+                        f"evaluation.eval_set: {tmp_path}/sub/no-questions.jsonl does not exist",
+                        "teacher.base_url: " + api.url + " rejected the key (HTTP 401)",
+                        "generator.base_url: " + api.url + " rejected the key (HTTP 401)",
+                        "referee.base_url: http://127.0.0.1:", "does not answer"):
+            assert problem in r.stderr, r.stderr
+        assert "data.seed" not in r.stderr  # found next to the config, from another working directory
+        # the same config refuses to run, before any request is sent
+        r = lion("run", "--config", cfg, "--run-id", "never", cwd=REPO, env={"LION_CHECK_KEY": secret})
+        assert r.returncode == 1 and "cannot start" in r.stderr and "zero9.json" in r.stderr
+        assert sum(api.stats.answered.values()) == 0
+        assert not (tmp_path / "sub" / "runs" / "never").exists()

@@ -22,9 +22,10 @@ def test_every_shipped_config_loads(path):
     assert isinstance(cfg, RunConfig)
     # a shipped DeepSpeed config path must point at a checked-in file
     if cfg.training.deepspeed_config:
-        assert (REPO / cfg.training.deepspeed_config).is_file()
+        assert Path(cfg.training.deepspeed_config).is_file()
     if cfg.data.seed and not cfg.data.seed.startswith("hf:"):
-        assert (REPO / cfg.data.seed).is_file()
+        assert Path(cfg.data.seed).is_file()
+    assert cfg.storage.runs_root == str(REPO / "runs")  # beside configs/, from any working directory
 
 
 def test_embedded_config_needs_no_key():
@@ -42,12 +43,12 @@ def test_the_demo_is_the_whole_method_with_labelled_stand_ins():
     text = (REPO / "configs" / "embedded.yaml").read_text()
     assert "STAND-INS" in text and "configs/openai.yaml" in text
     # the run ends with its effect measured on held-out questions
-    assert cfg.evaluation.after_run and cfg.evaluation.eval_set == "data/demo_eval.jsonl"
+    assert cfg.evaluation.after_run and cfg.evaluation.eval_set == str(REPO / "data" / "demo_eval.jsonl")
     assert cfg.evaluation.judge is None and cfg.evaluation.reference.model == cfg.teacher.model
     # the demo's fine-tune kept small: one process, bf16, frozen embedding, fused AdamW, ZeRO-2
     t = cfg.training
     assert (t.launcher, t.bf16, t.freeze_embeddings, t.optim, t.deepspeed_config) == (
-        "python", True, True, "adamw_torch_fused", "deployments/deepspeed/zero2.json")
+        "python", True, True, "adamw_torch_fused", str(REPO / "deployments" / "deepspeed" / "zero2.json"))
     # a real referee stays the default for real runs
     real = load_config(REPO / "configs" / "openai.yaml")
     assert real.referee.base_url.startswith("https://") and not real.evaluation.after_run
@@ -196,3 +197,41 @@ def test_remote_runs_root_needs_a_local_response_store():
 def test_local_checkpoints_live_with_the_run(tmp_path):
     cfg = parse_config({"storage": {"runs_root": str(tmp_path)}})
     assert cfg.storage.checkpoint_dir("r", 0) == str(tmp_path / "r" / "checkpoints" / "iter-0")
+
+
+def test_relative_paths_in_a_config_file_resolve_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "model").mkdir()
+    path = _write(folder, "data: {seed: seeds.jsonl}\nstorage: {runs_root: ../runs, response_store: r.sqlite}\n"
+                          "training: {deepspeed_config: ds/z2.json}\nevaluation: {eval_set: 'hf:org/questions'}\n"
+                          "student: {model: model}\n")
+    monkeypatch.chdir(tmp_path.parent)
+    cfg = load_config(path)
+    assert cfg.data.seed == str(folder / "seeds.jsonl")
+    assert cfg.storage.runs_root == str(tmp_path / "runs") and cfg.storage.response_store == str(folder / "r.sqlite")
+    assert cfg.training.deepspeed_config == str(folder / "ds" / "z2.json")
+    assert cfg.evaluation.eval_set == "hf:org/questions"  # not a path
+    assert cfg.student.model == str(folder / "model")
+    # a hub id stays one; a default path is the project's own file
+    cfg = load_config(_write(folder, "student: {model: huggyllama/llama-7b}\n"))
+    assert cfg.student.model == "huggyllama/llama-7b"
+    assert Path(cfg.training.deepspeed_config).is_file()
+
+
+def test_operations_fields_do_not_change_the_config_hash_and_results_fields_do():
+    base = RunConfig()
+    data = base.to_json_dict()
+    data["teacher"]["rate_limits"]["requests_per_minute"] = 7
+    data["referee"]["retry"]["max_attempts"] = 2
+    data["generator"]["api_key_env"] = "OTHER_KEY"
+    data["orchestration"]["max_parallel_tasks"] = 9
+    data["storage"]["runs_root"] = "/elsewhere/runs"
+    data["training"]["timeout_s"] = 60
+    assert parse_config(data).config_hash() == base.config_hash()
+    for section, field, value in (("teacher", "model", "smollm2-list-generator"), ("loop", "tau", 0.5),
+                                  ("training", "learning_rate", 1e-3), ("student", "keep_layers", 3),
+                                  ("referee", "prompt_style", "vicuna")):
+        data = base.to_json_dict()
+        data[section][field] = value
+        assert parse_config(data).config_hash() != base.config_hash(), (section, field)

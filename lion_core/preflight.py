@@ -1,0 +1,114 @@
+"""Everything a run needs, checked before its first paid request: every file the config names, every
+prompt template, every API key, every role's endpoint. All problems are reported at once, each naming
+its config field, so a run never fails at training after paying for the teacher's answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lion_core.config import EMBEDDED, RunConfig
+from lion_core.limits import ROLES, role_config
+from lion_core.prompts import prompts_dir
+
+PROMPTS = ("teacher_system", "teacher_user", "student_alpaca", "referee_system", "referee_lion", "referee_vicuna",
+           "generator_hard", "generator_easy")
+"""Every template the stages render."""
+
+
+def _local(path: str) -> bool:
+    return "://" not in path and not path.startswith("hf:")
+
+
+def _file_problem(field: str, path: str | None, *, parse_json: bool = False) -> str | None:
+    if not path or path.startswith("hf:"):  # a hub dataset: fetched (or found in the cache) when the run is made
+        return None
+    if not _local(path):
+        try:
+            import fsspec
+
+            fs, p = fsspec.core.url_to_fs(path)
+            return None if fs.exists(p) else f"{field}: {path} does not exist"
+        except Exception as err:  # noqa: BLE001 - any failure to reach it is the problem to report
+            return f"{field}: cannot reach {path}: {type(err).__name__}: {err}"
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return f"{field}: {p} is not a file" if p.exists() else f"{field}: {p} does not exist"
+    if parse_json:
+        try:
+            json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            return f"{field}: {p} is not valid JSON: {err}"
+    return None
+
+
+def file_problems(config: RunConfig, new_run: bool = True) -> list[str]:
+    """Files the config names that are missing or unreadable (the seeds only matter for a new run)."""
+    t, e = config.training, config.evaluation
+    found = [
+        _file_problem("data.seed", config.data.seed) if new_run else None,
+        _file_problem("training.deepspeed_config", t.deepspeed_config, parse_json=True),
+        _file_problem("training.hostfile", t.hostfile),
+        _file_problem("evaluation.eval_set", e.eval_set) if e.after_run or e.eval_set else None,
+    ]
+    if new_run and not config.data.seed:
+        found.append("data.seed: no seed data (set it, or pass --seed)")
+    model = config.student.model
+    if not model.startswith("embedded:") and (model.startswith((".", "/", "~")) or Path(model).expanduser().exists()):
+        folder = Path(model).expanduser()
+        if not (folder / "config.json").is_file():
+            found.append(f"student.model: {folder} is not a model folder (no config.json)")
+    for name in PROMPTS:
+        path = prompts_dir() / f"{name}.txt"
+        if not path.is_file():
+            found.append(f"prompts: template {path} not found")
+    return [p for p in found if p]
+
+
+def endpoint_problems(config: RunConfig, env: dict[str, str] | None = None, timeout_s: float = 10.0,
+                      probe: bool = True) -> list[str]:
+    """API keys that are not set, and endpoints that do not answer or reject their key. The probe is
+    `GET <base_url>/models`, which costs nothing; a server without that route still counts as up."""
+    env = os.environ if env is None else env
+    found: list[str] = []
+    probed: dict[tuple[str, str | None], str | None] = {}
+    for role in ROLES:
+        r = role_config(config, role)
+        field = {"reference": "evaluation.reference", "judge": "evaluation.judge"}.get(role, role)
+        if role in ("reference", "judge") and not (config.evaluation.after_run or config.evaluation.eval_set):
+            continue
+        if r.base_url == EMBEDDED:
+            continue
+        key = env.get(r.api_key_env, "") if r.api_key_env else None
+        if r.api_key_env and not key:
+            found.append(f"{field}.api_key_env: ${r.api_key_env} is not set")
+            continue
+        if not probe:
+            continue
+        target = (r.base_url.rstrip("/"), r.api_key_env)
+        if target not in probed:
+            probed[target] = _probe(target[0], key, timeout_s)
+        if probed[target]:
+            found.append(f"{field}.base_url: {probed[target]}")
+    return found
+
+
+def _probe(base_url: str, key: str | None, timeout_s: float) -> str | None:
+    request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return f"{base_url} rejected the key (HTTP {err.code})"
+        return None  # it answered: up, even if it has no /models
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        return f"{base_url} does not answer: {reason}"
+
+
+def preflight_problems(config: RunConfig, new_run: bool = True, probe: bool = True) -> list[str]:
+    return file_problems(config, new_run) + endpoint_problems(config, probe=probe)
