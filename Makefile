@@ -21,7 +21,7 @@ PREFECT_PORT ?= 4200
 WORK_POOL ?= lion-gpu
 POOL_TEMPLATE ?= deployments/work-pools/process.json
 
-.PHONY: install test demo server worker deploy clean
+.PHONY: install test chaos demo server worker deploy clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# kill -9 of `lion run` in each stage, then a resume (one of these runs in `make test`).
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m "chaos or slow" tests/flows/test_chaos.py $(PYTEST_ARGS)
 
 # The main job: the whole Lion loop, 2 iterations, on the embedded default (no key, no internet).
 demo: $(STAMP)

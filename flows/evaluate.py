@@ -40,7 +40,7 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
     questions = opened["questions"]
     roles = ("reference", "judge")
     with embedded_endpoints(config, roles) as embedded:
-        ctx = RunContext(config=config, run_id=eval_id, run_key=f"{opened['uri']}@{opened['created_at']}",
+        ctx = RunContext(config=config, run_id=eval_id, run_key=f"{eval_id}@{opened['created_at']}",
                          embedded=embedded, store_root=opened["root"])
         reference, _ = answer_pool(ctx, 0, "reference_answers", questions, role="reference", stage="evaluation")
         answers, judgments = {}, {}

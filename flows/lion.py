@@ -60,7 +60,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     final = config.storage.final_checkpoint_dir(run_id)
     if start < total or not is_current_final(final, total):
         with embedded_endpoints(config) as embedded:
-            ctx = RunContext(config=config, run_id=run_id, run_key=f"{opened['run_uri']}@{opened['created_at']}",
+            ctx = RunContext(config=config, run_id=run_id, run_key=f"{run_id}@{opened['created_at']}",
                              embedded=embedded)
             for k in range(start, total):
                 iteration(ctx, k)

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from lion_core.config import RunConfig
 from lion_core.errors import StoreError
-from lion_core.store import PoolRef, RunStore, read_table
+from lion_core.store import PoolRef, RunStore, read_table, resolve_uri, run_relative
 from lion_core.student.models import CHECKPOINT_INFO
 from lion_core.student.train import COMPLETE, FINAL
 from lion_core.version import code_version
@@ -54,8 +54,8 @@ def record_checkpoint(store: RunStore, k: int, config: RunConfig, *, trained: bo
 
 
 def trained_checkpoint(config: RunConfig, run_id: str, k: int) -> str:
-    """The model folder iteration k's fine-tune leaves."""
-    return str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL)
+    """The model folder iteration k's fine-tune leaves (a `run://` reference when it is inside the run)."""
+    return run_relative(str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL), run_id)
 
 
 def checkpoint_record(store: RunStore, k: int) -> dict[str, Any] | None:
@@ -103,7 +103,7 @@ def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[st
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(source, staging, copy_function=link_or_copy,
+    shutil.copytree(resolve_uri(str(source)), staging, copy_function=link_or_copy,
                     ignore=shutil.ignore_patterns(COMPLETE, CARD, FINAL_INFO, EVALUATIONS))
     (staging / FINAL_INFO).write_text(json.dumps({**info, "source": str(source), "code_version": code_version()},
                                                  indent=2, default=str))

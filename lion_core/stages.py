@@ -22,7 +22,7 @@ from lion_core.llm.requests import ChatRequest
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.prompts import teacher_messages
 from lion_core.referee import REQUEST_FAILED, JudgeItem, discriminate, discrimination_report
-from lion_core.store import PoolRef, RunStore, read_pool, read_table
+from lion_core.store import PoolRef, RunStore, read_pool, read_table, resolve_uri
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
 JUDGMENTS_SCHEMA_VERSION = "judgments/2"
@@ -203,7 +203,7 @@ def student_answer_stage(store: RunStore, k: int, pool: PoolRef, checkpoint: str
     from lion_core.student.infer import student_answers_in_child
 
     rows = read_pool(pool).to_dict("records")
-    answers = student_answers_in_child(checkpoint, rows, config.student.generation, responses.path,
+    answers = student_answers_in_child(resolve_uri(checkpoint), rows, config.student.generation, responses.path,
                                        prompt_format=config.student.prompt_format, seed=config.loop.random_seed + k,
                                        dtype=config.student.dtype)
     table = pa.Table.from_pylist(answers, schema=ANSWERS_SCHEMA)

@@ -100,7 +100,7 @@ def _now() -> str:
 
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
-        return fsspec.core.url_to_fs(uri)
+        return fsspec.core.url_to_fs(resolve_uri(uri))
     except (ImportError, ValueError) as err:
         raise StoreError(f"{uri}: cannot open this location: {err}") from None
 
@@ -171,6 +171,32 @@ def new_run_id() -> str:
 
 _COMMIT_LOCK = threading.Lock()
 
+RUN_SCHEME = "run://"
+"""References to files inside a run are `run://<run id>/<path in the run>`: task results, cache keys,
+lineage and checkpoint records stay valid when the run folder is moved or copied to another root."""
+_RUN_LOCATIONS: dict[str, str] = {}  # run id -> the run's folder, as last opened in this process
+
+
+def resolve_uri(uri: str) -> str:
+    """Where a reference points now: a `run://` one inside the run's folder as last opened in this
+    process (a RunStore opens it); any other is returned as it is. Every read verifies the sha256 it
+    was recorded with, so a run id opened at two places at once cannot be read from the wrong one."""
+    if not uri.startswith(RUN_SCHEME):
+        return uri
+    run_id, _, rel = uri[len(RUN_SCHEME):].partition("/")
+    base = _RUN_LOCATIONS.get(run_id)
+    if base is None:
+        raise StoreError(f"{uri}: run {run_id!r} is not open in this process (open it with its runs root first)")
+    return join_uri(base, rel) if rel else base
+
+
+def run_relative(path: str, run_id: str) -> str:
+    """`path` as a `run://` reference when it lies inside the run's folder; otherwise unchanged."""
+    base = _RUN_LOCATIONS.get(run_id)
+    if base and (path == base or path.startswith(base + "/")):
+        return RUN_SCHEME + run_id + path[len(base):]
+    return path
+
 
 class RunStore:
     """Files of one run. Writes need the run config, whose hash every artifact records."""
@@ -182,6 +208,7 @@ class RunStore:
         self.run_id = validate_run_id(run_id)
         self.run_uri = join_uri(self.runs_root, run_id)
         self.config = config
+        _RUN_LOCATIONS[self.run_id] = self.run_uri
 
     # -- layout -----------------------------------------------------------------------------
     def iteration_uri(self, k: int) -> str:
@@ -196,8 +223,14 @@ class RunStore:
         return join_uri(self.iteration_uri(k), "manifest.json")
 
     def _relative(self, uri: str) -> str | None:
-        prefix = self.run_uri + "/"
-        return uri[len(prefix):] if uri.startswith(prefix) else None
+        for prefix in (self.run_uri + "/", f"{RUN_SCHEME}{self.run_id}/"):
+            if uri.startswith(prefix):
+                return uri[len(prefix):]
+        return None
+
+    def reference(self, rel: str) -> str:
+        """The `run://` reference of a file of this run."""
+        return f"{RUN_SCHEME}{self.run_id}/{rel}"
 
     def exists(self) -> bool:
         return exists(join_uri(self.run_uri, "run.json"))
@@ -269,7 +302,8 @@ class RunStore:
                 "refusing to overwrite it with different content"
             )
         write_bytes_atomic(uri, data)
-        return PoolRef(uri=uri, sha256=digest, rows=table.num_rows, schema_version=schema_version)
+        return PoolRef(uri=self.reference(self._relative(uri) or ""), sha256=digest, rows=table.num_rows,
+                       schema_version=schema_version)
 
     def _parent_dict(self, parent: Parent) -> dict[str, Any]:
         d = parent.model_dump()
@@ -303,7 +337,7 @@ class RunStore:
             rel = self._relative(ref.uri)
             if rel is None:
                 raise StoreError(f"{ref.uri} is not inside run folder {self.run_uri}")
-            if not exists(ref.uri):
+            if not exists(join_uri(self.run_uri, rel)):
                 raise StoreError(f"{ref.uri}: cannot commit a file that does not exist")
             prev = files.get(name)
             if prev is not None and prev.sha256 != ref.sha256:
@@ -329,10 +363,8 @@ class RunStore:
         return self.ref_from_entry(manifest.files[name])
 
     def ref_from_entry(self, entry: FileEntry) -> PoolRef:
-        return PoolRef(
-            uri=join_uri(self.run_uri, entry.path), sha256=entry.sha256, rows=entry.rows,
-            schema_version=entry.schema_version,
-        )
+        return PoolRef(uri=self.reference(entry.path), sha256=entry.sha256, rows=entry.rows,
+                       schema_version=entry.schema_version)
 
     def iterations(self) -> list[int]:
         """Iterations with a committed manifest, in order."""
@@ -349,7 +381,7 @@ class RunStore:
 
 def read_table(ref: PoolRef) -> pa.Table:
     """Read a stored artifact, verifying its sha256 and schema version first."""
-    data = read_bytes(ref.uri)
+    data = read_bytes(resolve_uri(ref.uri))
     digest = sha256_bytes(data)
     if digest != ref.sha256:
         raise IntegrityError(

@@ -1,7 +1,8 @@
 """What every Lion task shares: the run context it receives, cache keys, the retry rule, API gateways.
 
-Cache keys are built from what a task's output depends on: the run (its store URI and creation time,
-so a deleted and re-created run never reuses old results), the config hash, and the content hashes of
+Cache keys are built from what a task's output depends on: the run (its id and creation time, so a
+deleted and re-created run never reuses old results, and a moved one still does), the config hash (the
+run's identity, not its operations settings), files of the run by `run://` reference, the content hashes of
 the input artifacts; never the flow-run id. So a retry of a run, a new deployment run with the same run
 id, or `lion run --resume` skips every task that completed, and the response store skips every
 request that was answered.
@@ -43,7 +44,7 @@ class RunContext(BaseModel):
     config: RunConfig
     run_id: str
     run_key: str
-    """The run's store URI and creation time: identifies this run's files in cache keys."""
+    """The run id and creation time: identifies this run in cache keys, wherever its folder is."""
     embedded: dict[str, tuple[str, str]] | None = None
     """{embedded model: (base URL, served model)} of this flow run's embedded servers; never part of a cache key."""
     store_root: str | None = None

@@ -8,7 +8,7 @@ from prefect import task
 
 from lion_core import checkpoints, stages
 from lion_core.llm.responses import ResponseStore
-from lion_core.store import PoolRef
+from lion_core.store import PoolRef, run_relative
 from lion_core.student.launch import train_student
 from lion_core.student.models import student_base_model
 from tasks.common import RunContext, input_cache_key, transient
@@ -32,7 +32,7 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
     checkpoints.write_checkpoint_card(ctx.store(), ctx.config, k, final, base_model=ctx.config.student.model,
                                       start_from=start_from, trained_on=answers,
                                       title=f"Lion student, run {ctx.run_id}, iteration {k}")
-    return str(Path(final))
+    return run_relative(str(Path(final)), ctx.run_id)  # valid wherever the run folder goes
 
 
 @task(name="record-checkpoint", tags=["lion", "store"], retries=2, retry_delay_seconds=5, retry_condition_fn=transient,

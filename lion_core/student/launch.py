@@ -24,7 +24,7 @@ from lion_core.config import RunConfig
 from lion_core.errors import LionError
 from lion_core.lifeline import guarded
 from lion_core.llm.embedded import free_port
-from lion_core.store import PoolRef
+from lion_core.store import PoolRef, resolve_uri
 from lion_core.student.train import COMPLETE, FINAL
 
 log = logging.getLogger("lion.train")
@@ -71,8 +71,8 @@ def train_student(
     config_json = out / "run_config.json"
     config_json.write_text(json.dumps(config.to_json_dict()))
     train_args = [
-        "--config-json", str(config_json), "--answers-uri", answers.uri, "--answers-sha256", answers.sha256,
-        "--answers-rows", str(answers.rows), "--base-model", base_model, "--output-dir", str(out),
+        "--config-json", str(config_json), "--answers-uri", resolve_uri(answers.uri), "--answers-sha256", answers.sha256,
+        "--answers-rows", str(answers.rows), "--base-model", resolve_uri(base_model), "--output-dir", str(out),
         "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(max_steps), "--save-steps", str(save_steps),
         "--sampling", sampling,
     ]

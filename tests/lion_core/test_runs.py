@@ -7,7 +7,7 @@ import pytest
 from lion_core.config import RunConfig, parse_config
 from lion_core.errors import ConfigError, SeedError, StoreError
 from lion_core.runs import describe_run, init_run
-from lion_core.store import RunStore, read_pool
+from lion_core.store import RunStore, read_pool, resolve_uri
 
 
 def _config(runs_root) -> RunConfig:
@@ -83,7 +83,7 @@ def test_run_on_memory_filesystem(tmp_path):
     cfg = parse_config({"storage": {"runs_root": root, "response_store": str(tmp_path / "responses.sqlite"),
                                     "checkpoints_root": str(tmp_path / "checkpoints")}})
     res = init_run(cfg, _seed_file(tmp_path), run_id="m1")
-    assert res.train_pool.uri.startswith(root)
+    assert resolve_uri(res.train_pool.uri).startswith(root)
     desc = describe_run(root, "m1")
     assert [f["verified"] for f in desc["iterations"][0]["files"]] == [True, True]
     fsspec.filesystem("memory").rm(root.removeprefix("memory://"), recursive=True)
@@ -97,7 +97,7 @@ def test_describe_reports_origins_lineage_and_tampering(tmp_path):
     assert files["train_pool"]["origins"] == {"seed": 5}
     assert files["train_pool"]["parents"][0]["uri"].endswith("seeds.jsonl")
     assert all(f["verified"] for f in files.values())
-    with open(res.cache_pool.uri, "r+b") as fh:  # flip bytes in the middle
+    with open(resolve_uri(res.cache_pool.uri), "r+b") as fh:  # flip bytes in the middle
         fh.seek(100)
         fh.write(b"\x00\x01\x02")
     files = {f["name"]: f for f in describe_run(cfg.storage.runs_root, "r1")["iterations"][0]["files"]}

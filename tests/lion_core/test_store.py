@@ -10,7 +10,8 @@ from lion_core.config import RunConfig
 from lion_core.errors import IntegrityError, StoreError
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.store import (
-    PoolRef, RunStore, SourceRef, parquet_lion_metadata, read_bytes, read_pool, read_table, write_bytes_atomic,
+    PoolRef, RunStore, SourceRef, parquet_lion_metadata, read_bytes, read_pool, read_table, resolve_uri,
+    write_bytes_atomic,
 )
 
 
@@ -46,7 +47,8 @@ def _corrupt(uri: str, data: bytes) -> None:
 def test_write_commit_read_roundtrip(store):
     seed = SourceRef(uri="/data/seeds.jsonl", sha256="ab" * 32)
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION, parents=[seed])
-    assert ref.uri == f"{store.run_uri}/iter-0/train_pool.parquet"
+    assert ref.uri == "run://r1/iter-0/train_pool.parquet"  # valid wherever the run folder goes
+    assert resolve_uri(ref.uri) == f"{store.run_uri}/iter-0/train_pool.parquet"
     assert ref.rows == 3 and len(ref.sha256) == 64
     store.commit(0, {"train_pool": ref}, parents={"train_pool": [seed]})
     assert store.ref(0, "train_pool") == ref
@@ -83,14 +85,14 @@ def test_pool_ref_is_small_and_hashable(store):
 def test_altered_file_fails_verification(store):
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
     other = store.write_table(0, "cache_pool", _pool(4), schema_version=POOL_SCHEMA_VERSION)
-    _corrupt(ref.uri, read_bytes(other.uri))
+    _corrupt(resolve_uri(ref.uri), read_bytes(other.uri))
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         read_table(ref)
 
 
 def test_truncated_file_fails_verification(store):
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
-    _corrupt(ref.uri, read_bytes(ref.uri)[:-100])
+    _corrupt(resolve_uri(ref.uri), read_bytes(ref.uri)[:-100])
     with pytest.raises(IntegrityError, match="truncated"):
         read_table(ref)
 
@@ -205,3 +207,23 @@ def test_manifest_is_valid_json_listing_hashes(store):
     m = json.loads(read_bytes(store.manifest_uri(0)))
     assert m["files"]["train_pool"]["sha256"] == ref.sha256
     assert m["schema_version"] == "manifest/1"
+
+
+def test_a_moved_run_reads_its_refs_at_the_new_place_and_refuses_a_wrong_copy(tmp_path):
+    import shutil
+
+    from lion_core.config import RunConfig
+    from lion_core.errors import IntegrityError
+
+    store = RunStore(str(tmp_path / "a"), "mv", RunConfig())
+    ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
+    store.commit(0, {"train_pool": ref})
+    shutil.move(str(tmp_path / "a" / "mv"), str(tmp_path / "b" / "mv"))
+    moved = RunStore(str(tmp_path / "b"), "mv")
+    assert moved.ref(0, "train_pool") == ref  # the same reference, read at the new place
+    assert len(read_table(ref)) == len(_pool())
+    # another run folder under the same id, with different content: its hash gives it away
+    other = RunStore(str(tmp_path / "c"), "mv", RunConfig())
+    other.write_table(0, "train_pool", _pool().slice(0, 1), schema_version=POOL_SCHEMA_VERSION)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        read_table(ref)

@@ -1,0 +1,197 @@
+"""Chaos: `lion run` killed with SIGKILL in each stage, then `lion run --resume`.
+
+Each case runs the real CLI (our local Prefect API, the launched fine-tune, the student's child process)
+against a server that speaks the OpenAI API over real HTTP and injects faults (5% 500s, 5% 429s). It
+kills the run when its stage is reached and asserts what a user paying per request relies on: the
+resumed run ends with the pools of an uninterrupted run, no request answered before the kill is
+answered again (beyond the few in flight), no finished fine-tune runs again, no process of the killed
+run is left, and no API slot stays held. The referee case runs in `make test`, with the run folder and
+response store moved to another root and the limits changed before the resume; all of them run in
+`make chaos` (about 2 minutes each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lion_core.llm.fault_server import FaultPlan, FaultServer
+from tests.flows.conftest import pool_rows, write_flow_config
+from tests.flows.test_cli import LION, _alive, _descendants
+
+REPO = Path(__file__).resolve().parents[2]
+PLAN = FaultPlan(rate_500=0.05, rate_429=0.05, retry_after_s=0.05, seed=3)
+IN_FLIGHT = 4
+"""The most requests in flight at once: 2 shard slots per key x ceil(4 connections / 2)."""
+
+
+def _role(prompt: str) -> str:
+    if "<<<ANSWER OF ASSISTANT 1>>>" in prompt:
+        return "referee"
+    return "generator" if "<<<EXAMPLE TASK>>>" in prompt else "teacher"
+
+
+def _answered(api: FaultServer, role: str) -> int:
+    return sum(n for prompt, n in api.stats.successes.items() if _role(prompt) == role)
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONWARNINGS": "ignore"}
+
+
+# stage -> (what shows it has started: a role's answers on the API, or a line of the run's log; delay)
+STAGES = {
+    "teacher": ("api:teacher:3", 0.0),
+    "training": ("log:lion.train - launching", 1.5),
+    "student": ("log:for flow 'discrimination'", 2.0),
+    "referee": ("api:referee:3", 0.0),
+    "generation": ("api:generator:1", 0.0),
+    "pool-update": ("log:Task run 'generate-instructions-", 0.0),
+}
+
+
+def _lion_run(config: Path, home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LION), "run", "--config", str(config), *args], env=_env(home), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    """The uninterrupted run that every killed and resumed run must end like."""
+    folder = tmp_path_factory.mktemp("chaos-ref")
+    with FaultServer(PLAN) as api:
+        config = write_flow_config(folder, api.url, tiny_model, iterations=1, task_retries=3)
+        r = _lion_run(config, folder / "prefect", "--run-id", "chaos")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        twice = sum(1 for n in api.stats.answered.values() if n > 1)
+    assert twice == 0  # an uninterrupted run pays for every request once
+    return folder
+
+
+def _kill_at(stage: str, config: Path, home: Path, api: FaultServer) -> tuple[dict, set[int], str]:
+    trigger, delay = STAGES[stage]
+    log = home.parent / f"{stage}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "chaos"], env=_env(home),
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 400
+    kind, _, what = trigger.partition(":")
+    while True:
+        assert proc.poll() is None, f"the run ended before {stage}:\n" + log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{stage} never started:\n" + log.read_text()[-3000:]
+        if kind == "api":
+            role, _, n = what.partition(":")
+            if _answered(api, role) >= int(n):
+                break
+        elif what in log.read_text():
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    started = _descendants(proc.pid)
+    answered_before = dict(api.stats.answered)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    return answered_before, started, log.read_text()
+
+
+def _slots_held(config: Path, home: Path) -> int:
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
+        "from prefect import get_client\n"
+        "from lion_core.config import load_config\nfrom lion_core.limits import api_limits\n"
+        "names = api_limits(load_config(%r))\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    print(sum(c.read_global_concurrency_limit_by_name(n).active_slots for n in names))\n"
+    ) % (str(REPO), str(config))
+    r = subprocess.run([sys.executable, "-c", code], env=_env(home), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+def _moved(config: Path, tmp_path: Path) -> Path:
+    """The run folder and the response store copied to another root, and the config a user then resumes
+    with: the new locations, and what one changes after a 429 storm (half the request rate, one more
+    retry, one more parallel task)."""
+    import shutil
+
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    dest = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs" / "chaos", dest / "runs" / "chaos")
+    for store_file in tmp_path.glob("responses.sqlite*"):  # with its write-ahead log: a killed run's last answers
+        shutil.copy2(store_file, dest / store_file.name)
+    shutil.rmtree(tmp_path / "runs")
+    data["storage"] = {"runs_root": str(dest / "runs"), "response_store": str(dest / "responses.sqlite")}
+    for role in ("teacher", "referee", "generator"):
+        data[role]["rate_limits"]["requests_per_minute"] //= 2
+    data["orchestration"]["task_retries"] += 1
+    data["orchestration"]["max_parallel_tasks"] += 1
+    moved = dest / "lion.yaml"
+    moved.write_text(yaml.safe_dump(data, sort_keys=False))
+    return moved
+
+
+def _chaos(stage: str, reference: Path, tiny_model: Path, tmp_path: Path, move: bool = False) -> dict:
+    home = tmp_path / "prefect"
+    with FaultServer(PLAN) as api:
+        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1, task_retries=3)
+        answered_before, started, killed_log = _kill_at(stage, config, home, api)
+        time.sleep(3)  # the parent-death signal, and the pool worker's 1 s watch
+        left = [p for p in started if _alive(p)]
+        if move:
+            config = _moved(config, tmp_path)
+        runs = Path(yaml_runs_root(config))
+        t0 = time.monotonic()
+        r = _lion_run(config, home, "--resume", "chaos")
+        resume_s = time.monotonic() - t0
+        assert r.returncode == 0, killed_log[-2000:] + r.stdout[-3000:] + r.stderr[-3000:]
+        again = {fp: n - answered_before[fp] for fp, n in api.stats.answered.items()
+                 if fp in answered_before and n > answered_before[fp]}
+        figures = {"stage": stage, "requests_before": sum(answered_before.values()),
+                   "requests_after": sum(api.stats.answered.values()) - sum(answered_before.values()),
+                   "paid_twice": sum(again.values()), "processes_left": len(left), "resume_s": round(resume_s, 1)}
+    print("chaos:", json.dumps(figures))
+    assert left == [], f"{len(left)} process(es) of the killed run still alive"
+    assert figures["paid_twice"] <= IN_FLIGHT
+    for name in ("train_pool", "cache_pool"):
+        assert pool_rows(runs, "chaos", 1, name) == pool_rows(reference / "runs", "chaos", 1, name), name
+    assert (runs / "chaos" / "checkpoints" / "final" / "model.safetensors").is_file()
+    assert _slots_held(config, home) == 0
+    if stage in ("student", "referee", "generation", "pool-update"):  # iteration 0's fine-tune had finished
+        launched = (r.stdout + r.stderr).count("lion.train - launching")
+        assert launched == 1, f"{launched} fine-tunes launched on resume; only the final one may run"
+    if move:
+        history = json.loads((runs / "chaos" / "resumes.json").read_text())
+        changed = {c["field"] for c in history[-1]["changed"]}
+        assert {"storage.runs_root", "teacher.rate_limits.requests_per_minute", "orchestration.task_retries",
+                "orchestration.max_parallel_tasks"} <= changed
+    return figures
+
+
+def yaml_runs_root(config: Path) -> str:
+    import yaml
+
+    return yaml.safe_load(config.read_text())["storage"]["runs_root"]
+
+
+@pytest.mark.slow
+def test_killed_in_the_referee_stage_then_moved_resumes_to_the_same_pools_with_new_limits(reference, tiny_model,
+                                                                                        tmp_path):
+    figures = _chaos("referee", reference, tiny_model, tmp_path, move=True)
+    assert figures["requests_after"] > 0
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "referee"])
+def test_killed_in_any_stage_resumes_to_the_same_pools(stage, reference, tiny_model, tmp_path):
+    _chaos(stage, reference, tiny_model, tmp_path)
