@@ -84,9 +84,12 @@ def run(
     _preflight(cfg if seed is None else cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": seed})}),
                new_run=not exists)
     _prefect_setup()
+    from prefect import tags
+
     from flows.lion import lion
 
-    result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
+    with tags(PROCESS_TAG):
+        result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
     _print_result(result, cfg)
 
 
@@ -144,12 +147,15 @@ def evaluate(
     if not (eval_set or cfg.evaluation.eval_set):
         raise LionError("no eval set: pass --eval-set or set evaluation.eval_set in the config")
     _prefect_setup()
+    from prefect import tags
+
     from flows.evaluate import evaluate as evaluate_flow
     from lion_core.evaluation import scores_markdown
     from lion_core.store import new_run_id
 
-    result = evaluate_flow(config_path=str(config), checkpoints=specs, eval_set=eval_set,
-                           name=name or f"eval-{new_run_id()}")
+    with tags(PROCESS_TAG):
+        result = evaluate_flow(config_path=str(config), checkpoints=specs, eval_set=eval_set,
+                               name=name or f"eval-{new_run_id()}")
     typer.echo(scores_markdown(f"evaluation {result['eval_id']}", result["scores"],
                                cfg.evaluation.reference.model, (cfg.evaluation.judge or cfg.referee).model))
     typer.echo(f"\nresults: {result['files']['results']}\nscores:  {result['files']['scores']}")
@@ -307,9 +313,13 @@ def _terminated(signum: int, frame: object) -> None:
     _exit(128 + signum)
 
 
-STOP_GRACE_S = 20.0
-"""After SIGTERM or Ctrl-C, how long the orderly stop may take (flow runs marked crashed, servers
-stopped, exit handlers run) before `lion` exits anyway. What it started ends with it (lion_core.lifeline)."""
+STOP_GRACE_S = 10.0
+"""After SIGTERM or Ctrl-C, how long the orderly stop may take (Prefect marks its flow runs crashed,
+servers stop, exit handlers run) before `lion` marks its runs crashed itself and exits. The orderly
+stop can wait without bound: the task runner joins its threads, and a shard may be waiting for a slot
+or a reply. What `lion` started ends with it (lion_core.lifeline)."""
+PROCESS_TAG = f"lion-process-{os.getpid()}"
+"""Tag of every flow and task run this process makes: what to mark crashed when it is stopped."""
 _stop_asked: list[int] = []
 
 
@@ -346,7 +356,38 @@ def _overdue(code: int, why: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"lion: stopping now ({why} after the stop signal); what finished is kept, resume with --resume\n")
         sys.stderr.flush()
+    marker = threading.Thread(target=_mark_crashed, daemon=True)
+    marker.start()
+    marker.join(8.0)  # the API is ours and up; if it is not, stopping matters more than the record
     os._exit(code)
+
+
+def _mark_crashed() -> None:
+    """Mark this process's unfinished flow and task runs Crashed, as Prefect does on an orderly stop."""
+    if "prefect" not in sys.modules:
+        return
+    try:
+        from prefect import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags, TaskRunFilter,
+            TaskRunFilterState, TaskRunFilterStateType, TaskRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Crashed
+
+        live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+
+        def state() -> Crashed:
+            return Crashed(message="lion was stopped (SIGTERM or Ctrl-C); resume with --resume")
+        with get_client(sync_client=True) as client:
+            for r in client.read_task_runs(task_run_filter=TaskRunFilter(
+                    tags=TaskRunFilterTags(all_=[PROCESS_TAG]), state=TaskRunFilterState(type=TaskRunFilterStateType(any_=live)))):
+                client.set_task_run_state(r.id, state(), force=True)
+            for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=[PROCESS_TAG]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)))):
+                client.set_flow_run_state(r.id, state(), force=True)
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
 
 
 def _exit(code: int) -> None:

@@ -9,7 +9,8 @@ under PREFECT_HOME) started by us:
 - in its own session, behind the parent-death guard: signals to the terminal's group do not reach it,
   and it ends when `lion` ends, however `lion` ends;
 - with leases on the file system (PREFECT_HOME/concurrency_leases), so a lease outlives the process
-  that took it and an expired one can be found and revoked (`tasks.limits.reclaim_expired_slots`).
+  that took it, and expired ones are released every 15 s while it runs, as a real server's
+  repossessor service does (`tasks.limits`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -64,6 +66,22 @@ class LocalApi:
         self._wait_healthy()
         return self
 
+    def repossess_every(self, interval_s: float = 15.0) -> None:
+        """Release expired leases while we run, as a real server's repossessor service does: a slot
+        of a run killed while holding it comes back within its lease and this interval, even when no
+        shard of ours waits for it."""
+        from tasks.limits import release_expired_leases
+
+        def loop() -> None:
+            while self.proc is not None:
+                time.sleep(interval_s)
+                try:
+                    release_expired_leases()
+                except Exception:  # noqa: BLE001 - the API may be stopping; the next turn tries again
+                    pass
+
+        threading.Thread(target=loop, name="lion-repossessor", daemon=True).start()
+
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -102,4 +120,5 @@ def use_local_api_unless_configured() -> LocalApi | None:
     api = LocalApi().start()
     os.environ["PREFECT_API_URL"] = api.url
     os.environ[LEASES_ENV] = str(prefect_home() / "concurrency_leases")
+    api.repossess_every()
     return api

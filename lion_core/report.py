@@ -195,7 +195,8 @@ def charts_markdown(charts: dict[str, bytes]) -> str:
     return "\n".join(lines)
 
 
-def final_markdown(run_id: str, final: str, info: dict[str, Any], usage: Sequence[dict[str, Any]]) -> str:
+def final_markdown(run_id: str, final: str, info: dict[str, Any], usage: Sequence[dict[str, Any]],
+                   resumes: Sequence[dict[str, Any]] = ()) -> str:
     """The run's deliverable: where it is, what it was trained on, and what the final imitation cost."""
     if info.get("status") == "trained":
         what = (f"trained after the last iteration on the final Train Pool of iteration {info['iteration']} "
@@ -208,4 +209,8 @@ def final_markdown(run_id: str, final: str, info: dict[str, Any], usage: Sequenc
     for r in per_role(usage):
         lines.append(f"| {r['role']} | {r['requests']} | {r['cached']} | {r['calls']} | {r['prompt_tokens']} "
                      f"| {r['completion_tokens']} | {r['cost_usd']:.4f} |")
+    if resumes:
+        lines += ["", "## Resumed with changed operations settings", "| resumed at | field | before | after |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['at']} | `{c['field']}` | `{c['old']}` | `{c['new']}` |" for r in resumes for c in r["changed"]]
     return "\n".join(lines)

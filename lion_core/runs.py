@@ -79,12 +79,19 @@ def check_resume(store: RunStore, config: RunConfig) -> list[tuple[str, Any, Any
                           "resume with the config the run was made with, or start a new run")
     changed = config_changes(old, new)
     if changed:
-        uri = join_uri(store.run_uri, "resumes.json")
-        history = json.loads(read_bytes(uri)) if exists(uri) else []
+        history = read_resumes(store)
         history.append({"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                         "changed": [{"field": path, "old": a, "new": b} for path, a, b in changed]})
-        write_bytes_atomic(uri, json.dumps(history, indent=2, ensure_ascii=False).encode())
+        write_bytes_atomic(join_uri(store.run_uri, "resumes.json"), json.dumps(history, indent=2, ensure_ascii=False).encode())
     return changed
+
+
+def read_resumes(store: RunStore) -> list[dict[str, Any]]:
+    """The resumes that changed operations settings, in order: {"at", "changed": [{field, old, new}]}."""
+    import json
+
+    uri = join_uri(store.run_uri, "resumes.json")
+    return json.loads(read_bytes(uri)) if exists(uri) else []
 
 
 def _show(value: Any) -> str:

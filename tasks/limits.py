@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 
 from prefect import get_client, task
 from prefect.exceptions import ObjectNotFound
@@ -57,50 +59,80 @@ SLOT_WAIT_S = 30.0
 """How long one wait for a slot lasts before expired leases are looked for again."""
 
 
-def reclaim_expired_slots(limit: str, settle_s: float = 1.0) -> int:
-    """Give back the slots of `limit` that no live process holds; returns how many.
-
-    A real `prefect server` does this itself (its repossessor revokes expired leases every 15 s). Our
-    local API (flows.local_api) runs none of the server's services, so this does it there, from the
-    leases it keeps on the file system: every expired lease is released through the API (which
-    decrements its slots and deletes it), and slots counted without any lease (held when the server
-    kept leases in memory and was stopped) are released too. A count is taken as orphaned only when it
-    shows in two readings `settle_s` apart: a slot is counted a moment before its lease is written."""
+def _lease_storage():
+    """Our local API's leases (flows.local_api), or None when the API is another server."""
     from pathlib import Path
 
     from flows.local_api import LEASES_ENV
 
     leases_dir = os.environ.get(LEASES_ENV)
     if not leases_dir:
-        return 0
+        return None
     from prefect.server.concurrency.lease_storage.filesystem import ConcurrencyLeaseStorage
 
-    storage = ConcurrencyLeaseStorage(Path(leases_dir))
+    return ConcurrencyLeaseStorage(Path(leases_dir))
 
-    async def leases() -> tuple[list, list]:
-        expired = await storage.read_expired_lease_ids(limit=10_000)
-        active = [await storage.read_lease(i) for i in await storage.read_active_lease_ids(limit=10_000)]
-        return expired, [lease for lease in active if lease is not None]
 
-    released = 0
-    with get_client(sync_client=True) as client:
-        expired, _ = _run(leases())
+@contextlib.contextmanager
+def _reclaim_lock(storage) -> Iterator[None]:
+    """One reclaimer at a time across processes: the API's release of a lease reads it, decrements its
+    slots, then deletes it, so two processes releasing one lease at once would decrement twice."""
+    import fcntl
+
+    storage.storage_path.mkdir(parents=True, exist_ok=True)
+    with open(storage.storage_path / ".lion-reclaim.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def release_expired_leases() -> int:
+    """Release every expired lease of our local API (what a real server's repossessor service does
+    every 15 s): the API decrements its slots and deletes it. Returns how many."""
+    storage = _lease_storage()
+    if storage is None:
+        return 0
+    with _reclaim_lock(storage), get_client(sync_client=True) as client:
+        expired = _run(storage.read_expired_lease_ids(limit=10_000))
         for lease_id in expired:
             client.release_concurrency_slots_with_lease(lease_id)
-            released += 1
+    if expired:
+        log.warning("%d expired slot lease(s) released: their holders died without giving them back", len(expired))
+    return len(expired)
+
+
+def reclaim_expired_slots(limit: str, settle_s: float = 1.0) -> int:
+    """Give back the slots of `limit` that no live process holds; returns how many.
+
+    A real `prefect server` does this itself (its repossessor revokes expired leases every 15 s). On our
+    local API (flows.local_api, leases on the file system) every expired lease is released, and slots
+    counted without any lease (left by a server that kept leases in memory and was stopped) are
+    released too. A count is taken as orphaned only when it shows in two readings `settle_s` apart: a
+    slot is counted a moment before its lease is written."""
+    storage = _lease_storage()
+    if storage is None:
+        return 0
+    released = release_expired_leases()
+
+    async def active_leases() -> list:
+        leases = [await storage.read_lease(i) for i in await storage.read_active_lease_ids(limit=10_000)]
+        return [lease for lease in leases if lease is not None]
+
+    with _reclaim_lock(storage), get_client(sync_client=True) as client:
         orphaned = []
         for reading in range(2):
             if reading:
                 time.sleep(settle_s)
             limit_obj = client.read_global_concurrency_limit_by_name(limit)
-            _, active = _run(leases())
+            active = _run(active_leases())
             held = sum(lease.metadata.slots for lease in active if lease.metadata and limit_obj.id in lease.resource_ids)
             orphaned.append(limit_obj.active_slots - held)
         if min(orphaned) > 0:
             client.release_concurrency_slots([limit], min(orphaned), occupancy_seconds=1.0)
             released += min(orphaned)
-    if released:
-        log.warning("%s: %d slot(s) held by no live process were given back", limit, released)
+            log.warning("%s: %d slot(s) counted with no lease were given back", limit, min(orphaned))
     return released
 
 

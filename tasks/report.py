@@ -10,6 +10,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from lion_core import report
 from lion_core.plots import write_iteration_plots
+from lion_core.runs import read_resumes
 from lion_core.store import join_uri, read_bytes, write_bytes_atomic
 from tasks.common import RunContext
 
@@ -50,6 +51,7 @@ def publish_final_report(ctx: RunContext, n: int, final: dict[str, Any]) -> dict
     info = {**final["checkpoint_record"], "iteration": n, "final_checkpoint": final["final_checkpoint"],
             "usage": final["usage"], "cost_usd": sum(r["cost_usd"] for r in final["usage"])}
     write_bytes_atomic(join_uri(ctx.store().run_uri, "final.json"), json.dumps(info, indent=2, default=str).encode())
-    create_markdown_artifact(report.final_markdown(ctx.run_id, final["final_checkpoint"], info, final["usage"]),
+    create_markdown_artifact(report.final_markdown(ctx.run_id, final["final_checkpoint"], info, final["usage"],
+                                                   read_resumes(ctx.store())),
                              key=_key("lion", ctx.run_id, "final"), description=f"Lion run {ctx.run_id}: final checkpoint")
     return info

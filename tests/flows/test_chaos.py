@@ -102,10 +102,23 @@ def _kill_at(stage: str, config: Path, home: Path, api: FaultServer) -> tuple[di
     return answered_before, started, log.read_text()
 
 
-def _slots_held(config: Path, home: Path) -> int:
+def _outliving(started: set[int], limit_s: float = 30.0) -> tuple[list[int], float]:
+    """Processes of a killed run still alive after `limit_s` (they are given that long to end on
+    their own: the fine-tune's guard gives its ranks 15 s), and how long the last one took."""
+    t0 = time.monotonic()
+    while (left := [p for p in started if _alive(p)]) and time.monotonic() - t0 < limit_s:
+        time.sleep(0.2)
+    return left, time.monotonic() - t0
+
+
+def _slots_held(config: Path, home: Path, killed_at: float) -> int:
+    """Slots of the config's limits still counted once the killed run's leases have expired (a lease
+    lasts 60 s), after what a new run does first: release expired leases."""
+    time.sleep(max(0.0, killed_at + 65 - time.monotonic()))
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
+        "from tasks.limits import release_expired_leases; release_expired_leases()\n"
         "from prefect import get_client\n"
         "from lion_core.config import load_config\nfrom lion_core.limits import api_limits\n"
         "names = api_limits(load_config(%r))\n"
@@ -146,8 +159,8 @@ def _chaos(stage: str, reference: Path, tiny_model: Path, tmp_path: Path, move: 
     with FaultServer(PLAN) as api:
         config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1, task_retries=3)
         answered_before, started, killed_log = _kill_at(stage, config, home, api)
-        time.sleep(3)  # the parent-death signal, and the pool worker's 1 s watch
-        left = [p for p in started if _alive(p)]
+        killed_at = time.monotonic()
+        left, gone_s = _outliving(started)
         if move:
             config = _moved(config, tmp_path)
         runs = Path(yaml_runs_root(config))
@@ -159,14 +172,15 @@ def _chaos(stage: str, reference: Path, tiny_model: Path, tmp_path: Path, move: 
                  if fp in answered_before and n > answered_before[fp]}
         figures = {"stage": stage, "requests_before": sum(answered_before.values()),
                    "requests_after": sum(api.stats.answered.values()) - sum(answered_before.values()),
-                   "paid_twice": sum(again.values()), "processes_left": len(left), "resume_s": round(resume_s, 1)}
+                   "paid_twice": sum(again.values()), "processes_left": len(left), "all_ended_s": round(gone_s, 1),
+                   "resume_s": round(resume_s, 1)}
     print("chaos:", json.dumps(figures))
     assert left == [], f"{len(left)} process(es) of the killed run still alive"
     assert figures["paid_twice"] <= IN_FLIGHT
     for name in ("train_pool", "cache_pool"):
         assert pool_rows(runs, "chaos", 1, name) == pool_rows(reference / "runs", "chaos", 1, name), name
     assert (runs / "chaos" / "checkpoints" / "final" / "model.safetensors").is_file()
-    assert _slots_held(config, home) == 0
+    assert _slots_held(config, home, killed_at) == 0
     if stage in ("student", "referee", "generation", "pool-update"):  # iteration 0's fine-tune had finished
         launched = (r.stdout + r.stderr).count("lion.train - launching")
         assert launched == 1, f"{launched} fine-tunes launched on resume; only the final one may run"
@@ -195,3 +209,57 @@ def test_killed_in_the_referee_stage_then_moved_resumes_to_the_same_pools_with_n
 @pytest.mark.parametrize("stage", [s for s in STAGES if s != "referee"])
 def test_killed_in_any_stage_resumes_to_the_same_pools(stage, reference, tiny_model, tmp_path):
     _chaos(stage, reference, tiny_model, tmp_path)
+
+
+def _flow_run_states(home: Path) -> list[str]:
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
+        "from prefect import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    print(' '.join(sorted(r.state.name for r in c.read_flow_runs() if r.state)))\n"
+    ) % str(REPO)
+    r = subprocess.run([sys.executable, "-c", code], env=_env(home), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.split()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_run_waiting_for_a_slot_stops_within_seconds_and_is_marked_crashed(signum, tiny_model, tmp_path):
+    """The resume that hung forever: every slot of the key held (here by a live holder), the shard
+    waiting. A stop must end `lion` at once, record the crash, and leave no process behind."""
+    from lion_core.config import load_config
+    from lion_core.limits import limit_name
+
+    home = tmp_path / "prefect"
+    with FaultServer() as api:
+        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1)
+        limit = limit_name(load_config(config).teacher)
+        holder = subprocess.Popen([sys.executable, str(REPO / "tests" / "tasks" / "slot_driver.py"), "hold-with-api",
+                                   limit], env={**_env(home), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            log = tmp_path / "run.log"
+            with open(log, "w") as out:
+                proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "waits"],
+                                        env=_env(home), stdout=out, stderr=subprocess.STDOUT, text=True)
+            deadline = time.monotonic() + 300
+            while "for flow 'imitation'" not in log.read_text():  # its first shards then wait for the slot
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            time.sleep(5)
+            started = _descendants(proc.pid)
+            t0 = time.monotonic()
+            proc.send_signal(signum)
+            proc.wait(60)
+            stop_s = time.monotonic() - t0
+        finally:
+            holder.kill()
+            holder.wait()
+    print(f"stop: {signal.Signals(signum).name} -> exit {proc.returncode} in {stop_s:.1f} s")
+    assert proc.returncode == 128 + signum, log.read_text()[-3000:]
+    assert stop_s < 30
+    assert sum(api.stats.successes.values()) == 0
+    assert _outliving(started, 20.0)[0] == []
+    assert "Crashed" in _flow_run_states(home)

@@ -54,3 +54,14 @@ def test_charts_are_png():
     assert gap_histogram([], 1.0, 0).startswith(PNG)
     assert hard_fraction([(0, 0.4), (1, 0.3)]).startswith(PNG)
     assert leading_words(["Write a poem"], ["Write a poem", "What is x?"]).startswith(PNG)
+
+
+def test_the_final_report_lists_what_resumes_changed():
+    from lion_core.report import final_markdown
+
+    resumes = [{"at": "2026-11-30T22:00:00+00:00", "changed": [
+        {"field": "teacher.rate_limits.requests_per_minute", "old": 500, "new": 250}]}]
+    md = final_markdown("r", "/runs/r/checkpoints/final", {"status": "trained", "iteration": 2, "train_rows": 4}, [],
+                        resumes)
+    assert "| 2026-11-30T22:00:00+00:00 | `teacher.rate_limits.requests_per_minute` | `500` | `250` |" in md
+    assert "Resumed" not in final_markdown("r", "/f", {"status": "trained", "iteration": 2, "train_rows": 4}, [])

@@ -1,6 +1,7 @@
 """Driver for tests/tasks/test_slot_reclaim.py, run as its own process (its own PREFECT_HOME and API).
 
-`hold LIMIT`: take one slot of LIMIT the way a shard does, print "held", and keep it until killed.
+`hold LIMIT`: take one slot of LIMIT the way a shard does, print "held", and keep it until killed
+(`hold-with-api LIMIT`: first start a local API and create LIMIT with one slot).
 `scenario`: on the API of the environment (our local API when PREFECT_API_URL is unset), create a
 1-slot limit, let a `hold` child take it, kill -9 the child, then time how long a new holder waits;
 then count a slot with no lease (as a server that kept leases in memory leaves after a restart) and
@@ -15,7 +16,16 @@ import sys
 import time
 
 
-def hold(limit: str) -> None:
+def hold(limit: str, own_api: bool = False) -> None:
+    if own_api:  # a separate process with its own local API on the same PREFECT_HOME, as another run has
+        from flows.local_api import use_local_api_unless_configured
+
+        use_local_api_unless_configured()
+        from prefect import get_client
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+        with get_client(sync_client=True) as client:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
     from tasks.common import api_slot
 
     with api_slot(limit):
@@ -65,4 +75,7 @@ def scenario() -> None:
 
 
 if __name__ == "__main__":
-    hold(sys.argv[2]) if sys.argv[1] == "hold" else scenario()
+    if sys.argv[1] == "scenario":
+        scenario()
+    else:
+        hold(sys.argv[2], own_api=sys.argv[1] == "hold-with-api")
