@@ -165,6 +165,7 @@ def evaluate(
 @limits_app.command("apply")
 def limits_apply(config: ConfigOpt) -> None:
     """Create or update one global concurrency limit per API key of the config."""
+    _prefect_setup()
     from tasks.limits import apply_limits
 
     for row in apply_limits(load_config(config)):
@@ -354,7 +355,8 @@ def _stop_deadline(signum: int) -> None:
 
 def _overdue(code: int, why: str) -> None:
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"lion: stopping now ({why} after the stop signal); what finished is kept, resume with --resume\n")
+        name = signal.Signals(code - 128).name if code > 128 else "a signal"
+        sys.stderr.write(f"lion: stopped by {name} (forced, {why} after it); what finished is kept, resume with --resume\n")
         sys.stderr.flush()
     marker = threading.Thread(target=_mark_crashed, daemon=True)
     marker.start()

@@ -167,7 +167,9 @@ def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tm
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
         assert "stopped by SIGTERM" in out
-        time.sleep(1)
+        deadline = time.monotonic() + 30  # the fine-tune's guard gives its ranks 15 s, then kills them
+        while [p for p in started if _alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert [p for p in started if _alive(p)] == [], out[-3000:]
 
         r = lion("run", "--config", config, "--resume", "term", timeout=600)
