@@ -40,7 +40,7 @@ test: $(STAMP)
 
 # kill -9 of `lion run` in each stage, then a resume (one of these runs in `make test`).
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -m "chaos or slow" tests/flows/test_chaos.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -s -m "chaos or slow" tests/flows/test_chaos.py $(PYTEST_ARGS)
 
 # The main job: the whole Lion loop, 2 iterations, on the embedded default (no key, no internet).
 demo: $(STAMP)

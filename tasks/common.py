@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from prefect.concurrency.sync import concurrency
@@ -117,22 +116,15 @@ def api_slot(limit: str) -> Iterator[None]:
     """One slot of `limit`, under a short lease that Prefect renews while we hold it. The wait is cut
     into spells; after each, slots whose holder died are given back (tasks.limits), so a slot held by
     a killed run never blocks the runs after it."""
-    while True:
-        slot = concurrency(limit, occupy=1, strict=True, timeout_seconds=SLOT_WAIT_S, lease_duration=SLOT_LEASE_S,
-                           raise_on_lease_renewal_failure=False)
-        try:
-            slot.__enter__()
-        except TimeoutError:
-            reclaim_expired_slots(limit)
-            continue
-        break
-    try:
+    with ExitStack() as held:
+        while True:
+            try:
+                held.enter_context(concurrency(limit, occupy=1, strict=True, timeout_seconds=SLOT_WAIT_S,
+                                               lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False))
+                break
+            except TimeoutError:
+                reclaim_expired_slots(limit)
         yield
-    except BaseException:
-        if not slot.__exit__(*sys.exc_info()):
-            raise
-    else:
-        slot.__exit__(None, None, None)
 
 
 @contextmanager
