@@ -113,6 +113,7 @@ def _prefect_setup() -> None:
 def _print_result(result: dict, cfg) -> None:
     from lion_core.checkpoints import final_text
     from lion_core.report import summary_text_table
+    from lion_core.store import resolve_uri
 
     typer.echo(f"\nrun {result['run_id']}: {len(result['iterations'])} iteration(s) at {result['run_uri']}")
     evaluation = result.get("evaluation")
@@ -124,7 +125,7 @@ def _print_result(result: dict, cfg) -> None:
         last = result["iterations"][-1]
         typer.echo(f"\n  {final_text(result['final_checkpoint'], result['final'])}")
         typer.echo(f"  pools:       {result['run_uri']}/iter-*/  (lion pools show {result['run_id']} --config ...)")
-        typer.echo(f"  checkpoints: {last['checkpoint']} (last iteration), {result['final_checkpoint']} (final)")
+        typer.echo(f"  checkpoints: {resolve_uri(last['checkpoint'])} (last iteration), {result['final_checkpoint']} (final)")
         typer.echo(f"  plots:       {', '.join(sorted(last['plots'].values()))}")
         typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
 
