@@ -16,9 +16,7 @@ under PREFECT_HOME) started by us:
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from lion_core.errors import LionError
-from lion_core.lifeline import guarded
+from lion_core.lifeline import guarded, stop_group
 from lion_core.llm.embedded import free_port
 
 FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
@@ -100,15 +98,8 @@ class LocalApi:
 
     def stop(self, grace_s: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        if proc is not None:
+            stop_group(proc, grace_s)
         atexit.unregister(self.stop)
 
 

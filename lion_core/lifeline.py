@@ -12,7 +12,10 @@ Two mechanisms, because each covers a case the other cannot:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -45,6 +48,21 @@ def guarded(cmd: list[str], group: bool = False) -> list[str]:
     """`cmd` behind the parent-death guard (start it with start_new_session=True, so that a stop
     reaches its whole group and a Ctrl-C in the terminal does not)."""
     return [sys.executable, "-c", _GROUP_GUARD if group else _GUARD, str(os.getpid()), *cmd]
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM to the process group a child leads (started with start_new_session=True), SIGKILL to
+    what is left after `grace_s`, and reap the child."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def follow_parent(parent_pid: int, poll_s: float = 1.0) -> None:

