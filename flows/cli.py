@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -51,6 +52,7 @@ def init(
 ) -> None:
     """Create iteration 0 of a run: Train Pool = Cache Pool = the seed set."""
     from lion_core.runs import init_run
+    from lion_core.store import resolve_uri
 
     cfg = load_config(config)
     result = init_run(cfg, seed_source=seed, run_id=run_id)
@@ -58,7 +60,7 @@ def init(
     typer.echo(f"  seed:        {result.seed_uri}")
     typer.echo(f"  read:        {result.records_read} records, {result.duplicates_dropped} exact duplicates dropped")
     for name, ref in (("train_pool", result.train_pool), ("cache_pool", result.cache_pool)):
-        typer.echo(f"  {name}:  {ref.rows} rows  sha256 {ref.sha256[:16]}  {ref.uri}")
+        typer.echo(f"  {name}:  {ref.rows} rows  sha256 {ref.sha256[:16]}  {resolve_uri(ref.uri)}")
 
 
 @app.command()
@@ -152,14 +154,14 @@ def evaluate(
 
     from flows.evaluate import evaluate as evaluate_flow
     from lion_core.evaluation import scores_markdown
-    from lion_core.store import new_run_id
+    from lion_core.store import new_run_id, resolve_uri
 
     with tags(PROCESS_TAG):
         result = evaluate_flow(config_path=str(config), checkpoints=specs, eval_set=eval_set,
                                name=name or f"eval-{new_run_id()}")
     typer.echo(scores_markdown(f"evaluation {result['eval_id']}", result["scores"],
                                cfg.evaluation.reference.model, (cfg.evaluation.judge or cfg.referee).model))
-    typer.echo(f"\nresults: {result['files']['results']}\nscores:  {result['files']['scores']}")
+    typer.echo(f"\nresults: {resolve_uri(result['files']['results'])}\nscores:  {resolve_uri(result['files']['scores'])}")
     typer.echo("charts:  " + ", ".join(result["plots"].values()))
 
 
@@ -320,7 +322,7 @@ STOP_GRACE_S = 10.0
 servers stop, exit handlers run) before `lion` marks its runs crashed itself and exits. The orderly
 stop can wait without bound: the task runner joins its threads, and a shard may be waiting for a slot
 or a reply. What `lion` started ends with it (lion_core.lifeline)."""
-PROCESS_TAG = f"lion-process-{os.getpid()}"
+PROCESS_TAG = f"lion-process-{uuid.uuid4().hex[:12]}"
 """Tag of every flow and task run this process makes: what to mark crashed when it is stopped."""
 _stop_asked: list[int] = []
 

@@ -31,7 +31,7 @@ from lion_core.llm.embedded import free_port
 
 FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 LEASES_ENV = "LION_LEASES_DIR"
-"""Set while our local API runs: where its leases are, for the reclaim of expired ones."""
+"""Set while our local API runs (to where its leases are, for the user): tasks.limits then reclaims."""
 
 
 def prefect_home() -> Path:

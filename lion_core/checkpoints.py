@@ -189,7 +189,7 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
         "---",
         f"# {title}",
         "",
-        f"A student of Lion adversarial distillation (run `{run_id}`), fine-tuned from `{start_from}` "
+        f"A student of Lion adversarial distillation (run `{run_id}`), fine-tuned from `{resolve_uri(start_from)}` "
         f"(base model `{base_model}`) on answers of the teacher `{config.teacher.model}` "
         f"at `{config.teacher.base_url}`.",
     ]
@@ -212,7 +212,7 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
         lines.append(f"| {r['iteration']} | {r.get('train_pool', '-')} | {r.get('cache_pool', '-')} | "
                      f"{r.get('teacher_answers_train', '-')} | {r.get('checkpoint', '-')} |")
     if trained_on is not None:
-        lines += ["", f"Trained on `{trained_on.uri}` ({trained_on.rows} rows, sha256 `{trained_on.sha256}`)."]
+        lines += ["", f"Trained on `{resolve_uri(trained_on.uri)}` ({trained_on.rows} rows, sha256 `{trained_on.sha256}`)."]
     lines += [
         "",
         "## Training",

@@ -390,6 +390,7 @@ _API_ROLES = ("teacher", "referee", "generator", "evaluation.reference", "evalua
 OPERATIONS = (
     *(f"{role}.{field}" for role in _API_ROLES for field in ("base_url", "api_key_env", "rate_limits", "retry", "price")),
     "training.timeout_s", "training.hostfile",
+    "training.deepspeed_config", "evaluation.eval_set",  # locations, absolute once loaded: a moved checkout resumes
     "data.seed",  # read once, when the run is created; run.json keeps its sha256
     "storage", "orchestration", "evaluation.output_root",
 )

@@ -4,6 +4,7 @@ its config field, so a run never fails at training after paying for the teacher'
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -108,6 +109,8 @@ def _probe(base_url: str, key: str | None, timeout_s: float) -> str | None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         return f"{base_url} does not answer: {reason}"
+    except http.client.HTTPException as err:  # it answered, but not in HTTP
+        return f"{base_url} answered with something that is not HTTP: {type(err).__name__}"
 
 
 def preflight_problems(config: RunConfig, new_run: bool = True, probe: bool = True) -> list[str]:

@@ -78,10 +78,11 @@ def check_resume(store: RunStore, config: RunConfig) -> list[tuple[str, Any, Any
                           f"change results differ (made with -> given):\n{lines}\n"
                           "resume with the config the run was made with, or start a new run")
     changed = config_changes(old, new)
-    if changed:
-        history = read_resumes(store)
+    history = read_resumes(store)
+    entry = [{"field": path, "old": a, "new": b} for path, a, b in changed]
+    if changed and (not history or history[-1]["changed"] != entry):  # a repeated resume adds nothing new
         history.append({"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                        "changed": [{"field": path, "old": a, "new": b} for path, a, b in changed]})
+                        "changed": entry})
         write_bytes_atomic(join_uri(store.run_uri, "resumes.json"), json.dumps(history, indent=2, ensure_ascii=False).encode())
     return changed
 

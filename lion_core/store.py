@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
 
-from lion_core.config import RunConfig
+from lion_core.config import RunConfig, identity_of
 from lion_core.errors import IntegrityError, StoreError
 from lion_core.pools import POOL_SCHEMA_VERSION, validate_pool
 from lion_core.version import code_version
@@ -287,7 +287,7 @@ class RunStore:
             "iteration": k,
             "name": name,
             "config_hash": config.config_hash(),
-            "config": config.to_json_dict(),
+            "config": identity_of(config.to_json_dict()),  # operations settings live in run.json and resumes.json
             "code_version": code_version(),
             "parents": parent_dicts,
         }

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 from prefect import get_client, task
 from prefect.exceptions import ObjectNotFound
@@ -60,17 +61,15 @@ SLOT_WAIT_S = 30.0
 
 
 def _lease_storage():
-    """Our local API's leases (flows.local_api), or None when the API is another server."""
-    from pathlib import Path
-
+    """Our local API's leases (flows.local_api), or None when the API is another server. The folder is
+    found as the server finds it (Prefect's settings: PREFECT_HOME, profiles, prefect.toml)."""
     from flows.local_api import LEASES_ENV
 
-    leases_dir = os.environ.get(LEASES_ENV)
-    if not leases_dir:
+    if not os.environ.get(LEASES_ENV):
         return None
     from prefect.server.concurrency.lease_storage.filesystem import ConcurrencyLeaseStorage
 
-    return ConcurrencyLeaseStorage(Path(leases_dir))
+    return ConcurrencyLeaseStorage()
 
 
 @contextlib.contextmanager
@@ -94,8 +93,13 @@ def release_expired_leases() -> int:
     storage = _lease_storage()
     if storage is None:
         return 0
+    async def still_expired() -> list:
+        now = datetime.now(timezone.utc)
+        leases = [await storage.read_lease(i) for i in await storage.read_expired_lease_ids(limit=10_000)]
+        return [lease.id for lease in leases if lease is not None and lease.expiration < now]  # not renewed since
+
     with _reclaim_lock(storage), get_client(sync_client=True) as client:
-        expired = _run(storage.read_expired_lease_ids(limit=10_000))
+        expired = _run(still_expired())
         for lease_id in expired:
             client.release_concurrency_slots_with_lease(lease_id)
     if expired:
@@ -116,8 +120,10 @@ def reclaim_expired_slots(limit: str, settle_s: float = 1.0) -> int:
         return 0
     released = release_expired_leases()
 
-    async def active_leases() -> list:
-        leases = [await storage.read_lease(i) for i in await storage.read_active_lease_ids(limit=10_000)]
+    async def all_leases() -> list:
+        # expired ones too: they are released through their lease (above, or by the next turn), never as orphans
+        ids = await storage.read_active_lease_ids(limit=10_000) + await storage.read_expired_lease_ids(limit=10_000)
+        leases = [await storage.read_lease(i) for i in ids]
         return [lease for lease in leases if lease is not None]
 
     with _reclaim_lock(storage), get_client(sync_client=True) as client:
@@ -126,8 +132,8 @@ def reclaim_expired_slots(limit: str, settle_s: float = 1.0) -> int:
             if reading:
                 time.sleep(settle_s)
             limit_obj = client.read_global_concurrency_limit_by_name(limit)
-            active = _run(active_leases())
-            held = sum(lease.metadata.slots for lease in active if lease.metadata and limit_obj.id in lease.resource_ids)
+            leases = _run(all_leases())
+            held = sum(lease.metadata.slots for lease in leases if lease.metadata and limit_obj.id in lease.resource_ids)
             orphaned.append(limit_obj.active_slots - held)
         if min(orphaned) > 0:
             client.release_concurrency_slots([limit], min(orphaned), occupancy_seconds=1.0)

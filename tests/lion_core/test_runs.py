@@ -165,3 +165,17 @@ def test_a_resume_that_changes_results_is_refused_naming_every_field(tmp_path):
                  "training.learning_rate: 2e-05 -> 0.0001"):
         assert line in msg, msg
     assert not (tmp_path / "runs" / "r1" / "resumes.json").exists()
+
+
+def test_a_repeated_resume_with_the_same_changes_is_recorded_once(tmp_path):
+    from lion_core.runs import check_resume, read_resumes
+
+    cfg = _config(tmp_path / "runs")
+    init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    store = RunStore(cfg.storage.runs_root, "r1")
+    ops = _with(cfg, orchestration__task_retries=5)
+    check_resume(store, ops)
+    check_resume(store, ops)
+    assert len(read_resumes(store)) == 1
+    check_resume(store, _with(cfg, orchestration__task_retries=6))
+    assert [r["changed"][0]["new"] for r in read_resumes(store)] == [5, 6]
