@@ -15,7 +15,7 @@ from lion_core.limits import role_config
 from lion_core.plots import relative_by_category, relative_by_checkpoint
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.report import charts_markdown
-from lion_core.store import PoolRef, RunStore, join_uri, read_bytes, read_table, write_bytes_atomic
+from lion_core.store import PoolRef, RunStore, join_uri, read_bytes, read_table, resolve_uri, write_bytes_atomic
 from tasks.common import RunContext, input_cache_key, transient
 from tasks.report import _file_link, _key
 
@@ -76,7 +76,7 @@ def score_checkpoints(ctx: RunContext, questions: PoolRef, judgments: dict[str, 
         uri = join_uri(store.iteration_uri(0), "plots", f"{name}.png")
         write_bytes_atomic(uri, png)
         plots[name] = uri
-    return {"scores": all_scores, "files": {k: v.uri for k, v in refs.items()}, "plots": plots}
+    return {"scores": all_scores, "files": {k: resolve_uri(v.uri) for k, v in refs.items()}, "plots": plots}
 
 
 @task(name="publish-evaluation", tags=["lion", "evaluation"], retries=1)

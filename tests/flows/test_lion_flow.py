@@ -13,7 +13,7 @@ from flows.lion import lion
 from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.llm.responses import ResponseStore
 from lion_core.report import summary_markdown
-from lion_core.store import RunStore, read_table
+from lion_core.store import RunStore, read_table, resolve_uri
 from tests.flows.conftest import pool_rows, write_flow_config
 
 pytestmark = pytest.mark.slow
@@ -223,7 +223,8 @@ def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_check
     # the generator declined everything: iteration 1 has nothing to train on and carries iteration 0's checkpoint
     assert first["accepted"] == 0 and second["train_pool"] == 0
     store = RunStore(str(folder / "runs"), "silent")
-    iter0 = str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
+    iter0 = "run://silent/checkpoints/iter-0/final"  # valid wherever the run folder goes
+    assert resolve_uri(iter0) == str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
     assert checkpoint_record(store, 0)["status"] == "trained"
     assert checkpoint_record(store, 1) == {"path": iter0, "status": "carried", "source_iteration": 0,
                                            "reason": EMPTY_TRAIN_POOL, "train_rows": 0}
