@@ -39,27 +39,43 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # The string after a field becomes its description (`lion config explain`, lion_core.config_help).
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class Sampling(_Frozen):
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
+    """Sampling temperature of each request: 0 is (near) greedy, higher is more varied. Paper: teacher
+    0.7, referee 0.2, generator 1.0."""
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling: draw from the most likely tokens whose probabilities add up to this; 1 keeps all."""
     max_tokens: PositiveInt | None = None
-    """None lets the role decide (the generator derives it from the seed's length)."""
+    """Most tokens in a reply. None: the API's own limit, except the generator's, derived from the seed's
+    length (`max_tokens_per_seed_word`). Paper: teacher 1024, referee 512."""
 
 
 class RateLimits(_Frozen):
     requests_per_minute: PositiveInt = 500
+    """Requests per minute this role may send on its API key, all its shards in flight together (each
+    paces itself at a share: `orchestration.shards_in_flight_per_key`)."""
     tokens_per_minute: PositiveInt = 200_000
+    """Tokens per minute this role may spend on its key (each request counts its prompt estimate plus its
+    max_tokens until the reply's usage is known), shared among its shards the same way."""
     max_concurrency: PositiveInt = 16
+    """Most of this role's requests awaiting a reply at once, shared among its shards in flight."""
 
 
 class RetryPolicy(_Frozen):
     max_attempts: PositiveInt = 6
+    """Attempts per request, the first included, on a retryable error (429, 5xx, timeout, dropped
+    connection, malformed reply); then the request is recorded as failed."""
     initial_backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds before the second attempt; doubled for each further one, jittered, up to max_backoff_s.
+    A Retry-After header from the API takes precedence."""
     max_backoff_s: Annotated[float, Field(gt=0)] = 60.0
+    """Longest wait between two attempts, in seconds (>= initial_backoff_s)."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds one request may take before it is abandoned as a timeout (retryable)."""
     unreachable_after: PositiveInt = 8
     """Connection failures in a row (refused, reset, unresolvable; not timeouts) after which a batch stops
     sending: an endpoint that is down would otherwise cost every request all its attempts and backoffs.
@@ -76,23 +92,35 @@ class Price(_Frozen):
     """US dollars per million tokens, for the cost column of the accounting table."""
 
     prompt_per_million: NonNegFloat = 0.0
+    """US dollars per million prompt (input) tokens; 0: not costed."""
     completion_per_million: NonNegFloat = 0.0
+    """US dollars per million completion (output) tokens; 0: not costed."""
 
 
 class ApiRole(_Frozen):
     """One OpenAI-compatible endpoint playing a role (teacher, referee or generator)."""
 
     base_url: str = EMBEDDED
+    """Base URL of an OpenAI-compatible chat API (`https://api.openai.com/v1`), or `embedded`: the local
+    loopback server on the shipped SmolLM2 weights (no key, no internet)."""
     model: str = "smollm2-135m-instruct"
+    """Model name sent to the API (paper: gpt-3.5-turbo). With `embedded`: smollm2-135m-instruct,
+    smollm2-likelihood-referee or smollm2-list-generator."""
     api_key_env: str | None = None
-    """Name of the environment variable that holds the key; the key itself never enters the config."""
+    """Name of the environment variable that holds the key; the key itself never enters the config.
+    None: no key (the embedded server, a keyless local one)."""
     sampling: Sampling = Sampling()
+    """How this role's requests sample."""
     rate_limits: RateLimits = RateLimits()
+    """This role's budget on its API key, kept by all runs and workers on the key together."""
     retry: RetryPolicy = RetryPolicy()
+    """How failed requests are retried."""
     price: Price = Price()
+    """Token prices, for the cost column of the accounting table."""
     context_overflow: Literal["fail", "truncate"] = "truncate"
     """On a context-length error: fail the request, or cut the longest message and ask once more."""
     truncate_keep_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    """With context_overflow `truncate`: the fraction of the longest message's characters kept (its start)."""
 
     @field_validator("base_url")
     @classmethod
@@ -131,10 +159,12 @@ class ApiRole(_Frozen):
 
 class TeacherConfig(ApiRole):
     sampling: Sampling = Sampling(temperature=0.7, max_tokens=1024)
+    """How the answers sample (the teacher's, the evaluation reference's). Paper: temperature 0.7, max_tokens 1024."""
 
 
 class RefereeConfig(ApiRole):
     sampling: Sampling = Sampling(temperature=0.2, max_tokens=512)
+    """How the judgments sample (the referee's, the evaluation judge's). Paper: temperature 0.2, max_tokens 512."""
     prompt_style: Literal["lion", "vicuna"] = "lion"
     """`lion`: explanation, then one score line per assistant; `vicuna`: both scores on the first line."""
     max_reasks: Annotated[int, Field(ge=0)] = 2
@@ -143,6 +173,8 @@ class RefereeConfig(ApiRole):
 
 class GeneratorConfig(ApiRole):
     sampling: Sampling = Sampling(temperature=1.0, top_p=1.0, max_tokens=None)
+    """How the generator's requests sample. Paper: temperature 1.0, top_p 1.0; max_tokens None derives
+    it from the seed (`max_tokens_per_seed_word`)."""
     max_tokens_per_seed_word: PositiveInt = 4
     """max_tokens = this x the words of the whole rendered seed (instruction and input), kept within
     max_tokens_floor..max_tokens_ceiling. The official code counted the instruction's words only, so
@@ -152,10 +184,14 @@ class GeneratorConfig(ApiRole):
     max_tokens_ceiling: PositiveInt = 1024
     """The most max_tokens a generator request gets (a very long seed input must not cost without bound)."""
     min_instruction_words: PositiveInt = 3
+    """A generated instruction with fewer words is rejected (`too_short`)."""
     max_instruction_words: PositiveInt = 150
+    """A generated instruction with more words is rejected (`too_long`); >= min_instruction_words."""
     request_budget_factor: Annotated[float, Field(ge=1)] = 3.0
     """Generator requests per iteration are capped at this x the number of new instructions wanted."""
     max_rounds: PositiveInt = 30
+    """Most generation rounds per iteration; each round asks again for the instructions still missing
+    (rejected candidates are replaced), within the request budget."""
 
     @model_validator(mode="after")
     def _word_bounds(self) -> GeneratorConfig:
@@ -168,10 +204,15 @@ class GeneratorConfig(ApiRole):
 
 class StudentGeneration(_Frozen):
     do_sample: bool = True
+    """Sample the student's answers (true, the paper's) or decode greedily (false)."""
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.7
+    """Sampling temperature, used when do_sample. Paper: 0.7."""
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling threshold, used when do_sample; 1 keeps all tokens."""
     max_new_tokens: PositiveInt = 1024
+    """Most tokens in one student answer. Paper: 1024."""
     batch_size: PositiveInt = 16
+    """Prompts answered together per generate() call (transformers; vLLM batches on its own)."""
 
 
 class StudentConfig(_Frozen):
@@ -182,29 +223,53 @@ class StudentConfig(_Frozen):
     pruning, as Minitron and Sheared-LLaMA do before distilling): a weaker student with room to learn.
     Made once and cached; the pruned model is the run's base model."""
     prompt_format: Literal["alpaca", "chat_template"] = "alpaca"
+    """`alpaca`: the paper's `### Instruction / ### Input / ### Response` prompt, saved as each checkpoint's
+    chat template; `chat_template`: the tokenizer's own chat template."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype when the student answers (`auto`: as saved); training precision is `training.bf16`."""
     generation: StudentGeneration = StudentGeneration()
+    """How the student answers the Cache Pool (discrimination) and evaluation questions."""
 
 
 class TrainingConfig(_Frozen):
     learning_rate: Annotated[float, Field(gt=0)] = 2e-5
+    """Peak learning rate of the student's fine-tune. Paper: 2e-5."""
     num_train_epochs: Annotated[float, Field(gt=0)] = 3
+    """Passes over each iteration's training answers (a fraction is allowed). Paper: 3."""
     max_length: PositiveInt = 1024
+    """Most tokens (prompt and answer) of a training example; longer ones are cut, and one whose prompt
+    alone fills it is skipped. Paper: 1024."""
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after the warm-up (Hugging Face scheduler names). Paper: cosine."""
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    """Fraction of the training steps over which the learning rate rises from 0. Paper: 0.03."""
     weight_decay: NonNegFloat = 0.0
+    """AdamW weight decay. Paper: 0."""
     effective_batch_size: PositiveInt = 128
-    """per-device batch x gradient accumulation x world size; accumulation is derived from it."""
+    """Examples per optimizer step: per-device batch x gradient accumulation x world size; accumulation is
+    derived from it, so it must be a multiple of per_device_batch_size x world size. Paper: 128."""
     per_device_batch_size: PositiveInt = 4
+    """Examples per forward pass in each training process (GPU)."""
     bf16: bool = True
+    """bfloat16 mixed precision where the device supports it (else float32). Paper: true."""
     gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: less memory for more compute."""
     deepspeed_config: str | None = str(Path(__file__).resolve().parents[1] / "deployments/deepspeed/zero3_offload.json")
+    """DeepSpeed JSON config for the Trainer; None: no DeepSpeed. Default: the project's ZeRO-3 with optimizer
+    and parameters offloaded to CPU (the paper's)."""
     launcher: Literal["deepspeed", "torchrun", "accelerate", "python"] = "deepspeed"
+    """What starts the training processes; `python`: one plain process (world size 1)."""
     num_gpus: PositiveInt = 8
+    """GPUs (training processes) per node; not used by launcher `python`. Paper: 8 x A100-80G."""
     num_nodes: PositiveInt = 1
+    """Machines the fine-tune runs on; more than 1 needs a hostfile."""
     hostfile: str | None = None
+    """Hostfile naming the nodes (DeepSpeed's format), for num_nodes > 1."""
     timeout_s: PositiveInt = 48 * 3600
+    """Seconds one iteration's fine-tune may take before it is stopped and fails (default 48 h)."""
     init_from: Literal["previous", "base"] = "previous"
+    """`previous`: iteration k+1 starts from iteration k's checkpoint; `base`: from the base model, trained
+    on the teacher answers of every Train Pool so far."""
     optim: Literal["adamw_torch_fused", "adamw_torch"] = "adamw_torch_fused"
     """AdamW either way (when the DeepSpeed config names no optimizer of its own). Fused computes the
     update in one kernel; the per-tensor form allocates temporaries the size of a whole ZeRO partition
@@ -212,7 +277,6 @@ class TrainingConfig(_Frozen):
     freeze_embeddings: bool = False
     """Keep the input embedding (and a head tied to it) fixed: a quarter of a 135M model's weights, and
     their gradients and optimizer state, out of training memory. The paper trains every weight."""
-    """`previous`: iteration k+1 starts from iteration k's checkpoint; `base`: from the base model."""
 
     @property
     def world_size(self) -> int:
@@ -237,15 +301,21 @@ class TrainingConfig(_Frozen):
 
 class LoopConfig(_Frozen):
     iterations: PositiveInt = 3
+    """Lion iterations (imitation, discrimination, generation); `lion run --iterations` overrides it. Paper: 3."""
     tau: NonNegFloat = 1.0
     """An instruction is hard when score_T - score_S >= tau (means over both orders)."""
     new_instructions_per_iteration: PositiveInt = 6000
+    """N: new instructions generated per iteration; they become the next Train Pool and join the Cache
+    Pool. Paper: 6000."""
     hard_easy_ratio: tuple[NonNegFloat, NonNegFloat] = (1.0, 1.0)
+    """[hard, easy]: how N is split between hard and easy seeds (a side without seeds gives its share to
+    the other). Paper: [1, 1]."""
     rouge_l_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
     """A candidate is rejected when its ROUGE-L F1 against any pool instruction is above this."""
     rouge_tokenizer: Literal["rouge", "unicode"] = "rouge"
     """`rouge`: rouge-score's own (ASCII letters and digits only); `unicode`: for non-English pools."""
     random_seed: int = 42
+    """Seed of the generator's seed draws, the student's sampling and the fine-tune's shuffling."""
 
     @field_validator("hard_easy_ratio")
     @classmethod
@@ -317,7 +387,9 @@ class OrchestrationConfig(_Frozen):
     """Slots of each API key's global concurrency limit. Each shard paces itself at the role's limits
     divided by this, so all runs and workers on one key together stay within the key's budget."""
     task_retries: Annotated[int, Field(ge=0)] = 3
+    """Prefect retries of a failed task (an API shard, a fine-tune, a stage's step); 0: none."""
     retry_delay_s: NonNegFloat = 30.0
+    """Seconds before a task's first retry; doubled for each further one, jittered."""
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.02
     """A shard whose failed requests (after the gateway's own retries) exceed this fraction fails, so the
     task is retried and only the failed requests are sent again; below it they are kept as failures."""
@@ -366,15 +438,25 @@ class EvaluationConfig(_Frozen):
 
 class RunConfig(_Frozen):
     teacher: TeacherConfig = TeacherConfig()
+    """The teacher T: answers the Train Pool (imitation) and the Cache Pool (discrimination). Paper: gpt-3.5-turbo."""
     referee: RefereeConfig = RefereeConfig()
+    """The referee R: scores the teacher's and the student's answers 1-10, in both orders."""
     generator: GeneratorConfig = GeneratorConfig()
+    """The generator G: writes new instructions from hard and easy seeds."""
     student: StudentConfig = StudentConfig()
+    """The student S: the open model that is fine-tuned on the teacher's answers."""
     training: TrainingConfig = TrainingConfig()
+    """The student's fine-tune in each iteration's imitation stage."""
     loop: LoopConfig = LoopConfig()
+    """The Lion loop: iterations, the hard/easy split and the novelty filter of new instructions."""
     data: DataConfig = DataConfig()
+    """The seed instructions both pools start from."""
     storage: StorageConfig = StorageConfig()
+    """Where runs, API responses and checkpoints are kept."""
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    """How the flows split and retry work; the algorithm does not depend on it."""
     evaluation: EvaluationConfig = EvaluationConfig()
+    """Judging checkpoints against a reference model (`lion evaluate`, `evaluation.after_run`)."""
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON form of the run's identity (`identity_of`): equal whatever the
