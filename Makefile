@@ -36,6 +36,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 test: $(STAMP)
+	$(BIN)/ruff check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # kill -9 of `lion run` in each stage, then a resume (one of these runs in `make test`).

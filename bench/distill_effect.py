@@ -58,14 +58,14 @@ def figures(config_path: str, run_id: str) -> dict:
     summaries = read_summaries(RunStore(config.storage.runs_root, run_id, config))
     scores = eval_scores(config, run_id)
     per_iteration = [{
-        "iteration": s["iteration"], "hard": s["hard"], "easy": s["easy"], "unresolved": s["unresolved"],
-        "accepted": s["accepted"], "train_pool": s["train_pool"], "cache_pool": s["cache_pool"],
-        "next_train_pool": s["next_train_pool"], "next_cache_pool": s["next_cache_pool"],
-        "relative_score": scores.get(s["iteration"], {}).get("relative_score"),
-        "relative_score_ci95": scores.get(s["iteration"], {}).get("ci95"),
+        "iteration": s.iteration, "hard": s.hard, "easy": s.easy, "unresolved": s.unresolved,
+        "accepted": s.accepted, "train_pool": s.train_pool, "cache_pool": s.cache_pool,
+        "next_train_pool": s.next_train_pool, "next_cache_pool": s.next_cache_pool,
+        "relative_score": scores.get(s.iteration, {}).get("relative_score"),
+        "relative_score_ci95": scores.get(s.iteration, {}).get("ci95"),
     } for s in summaries]
-    judged = sum(s["judged"] - s.get("hard_empty_answer", 0) for s in summaries)
-    resolved = sum(s["hard"] + s["easy"] - s.get("hard_empty_answer", 0) for s in summaries)
+    judged = sum(s.judged - s.hard_empty_answer for s in summaries)
+    resolved = sum(s.hard + s.easy - s.hard_empty_answer for s in summaries)
     return {
         "run_id": run_id,
         "base_relative_score": scores.get("base", {}).get("relative_score"),
@@ -90,12 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         measured = run_demo(args.config, run_id)
     out = {**figures(args.config, run_id), **measured}
     print(f"run {run_id}")
-    print(f"{'':>6} {'hard':>5} {'easy':>5} {'new':>4} {'train':>6} {'cache':>6} {'next cache':>10} {'rel. score':>11}  95% interval")
+    print(f"{'':>6} {'hard':>5} {'easy':>5} {'new':>4} {'train':>6} {'cache':>6} {'next cache':>10} "
+          f"{'rel. score':>11}  95% interval")
     def row(name, it, rel, ci):
         cells = [str(it.get(k, "")) for k in ("hard", "easy", "accepted", "train_pool", "cache_pool", "next_cache_pool")]
         score = f"{rel:.1%}" if rel is not None else "-"
         interval = f"{ci[0]:.1%} to {ci[1]:.1%}" if ci and ci[0] is not None else "-"
-        print(f"{name:>6} {cells[0]:>5} {cells[1]:>5} {cells[2]:>4} {cells[3]:>6} {cells[4]:>6} {cells[5]:>10} {score:>11}  {interval}")
+        print(f"{name:>6} {cells[0]:>5} {cells[1]:>5} {cells[2]:>4} {cells[3]:>6} {cells[4]:>6} {cells[5]:>10} "
+              f"{score:>11}  {interval}")
     row("base", {}, out["base_relative_score"], out["base_relative_score_ci95"])
     for it in out["per_iteration"]:
         row(str(it["iteration"]), it, it["relative_score"], it["relative_score_ci95"])

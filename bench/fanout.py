@@ -24,10 +24,12 @@ import openai
 from lion_core.config import ApiRole, RateLimits, RetryPolicy
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 
+REPO = Path(__file__).resolve().parents[1]  # the loopback fault server lives with the tests: run it from here
+
 
 def start_server(rpm: int, latency_s: float) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lion_core.llm.fault_server", "--requests-per-minute", str(rpm), "--latency-s", str(latency_s)],
+        [sys.executable, "-m", "tests.fault_server", "--requests-per-minute", str(rpm), "--latency-s", str(latency_s)], cwd=REPO,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     port = int(proc.stdout.readline())

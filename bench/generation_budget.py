@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +21,13 @@ from unittest import mock
 import pandas as pd
 
 from lion_core import generation
-from lion_core.config import ApiRole, GeneratorConfig, RateLimits
+from lion_core.config import ApiRole, GeneratorConfig, LoopConfig, RateLimits
 from lion_core.llm import Endpoint, Gateway, ResponseStore
-from lion_core.llm.fault_server import FaultServer
 from lion_core.pools import make_row
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the loopback fault server lives with the tests, outside the package
+from tests.fault_server import FaultServer  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
     "alpaca_data_52k_en_via_open-chinese.parquet"
@@ -43,8 +47,9 @@ def run(seeds: list[dict], budget) -> dict:
         gw = Gateway(Endpoint(role="generator", endpoint_id="bench", model="m", base_url=srv.url, api_model="m",
                               config=role), store)
         started = time.perf_counter()
-        res = generation.generate(gw, hard_seeds=seeds, easy_seeds=[], cache_pool=seeds, n_new=len(seeds),
-                                  ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+        res = generation.generate(gw, hard_seeds=seeds, easy_seeds=[], cache_pool=seeds, next_iteration=1,
+                                  loop=LoopConfig(new_instructions_per_iteration=len(seeds), hard_easy_ratio=(1, 1),
+                                                  rouge_l_threshold=0.7, random_seed=0),
                                   cfg=cfg.model_copy(update={"request_budget_factor": 1.0, "max_rounds": 1}))
         seconds = time.perf_counter() - started
     rep = res.report

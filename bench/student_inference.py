@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from lion_core.config import StudentGeneration
 from lion_core.prompts import student_prompt
-from lion_core.student.infer import _generate_hf
+from lion_core.student.infer import generate_hf
 from lion_core.student.models import resolve_model
 
 SEEDS = Path(__file__).resolve().parents[1] / "data" / "demo_seeds.jsonl"
@@ -25,7 +25,7 @@ SEEDS = Path(__file__).resolve().parents[1] / "data" / "demo_seeds.jsonl"
 def timed(model: str, tokenizer, prompts: list[str], batch_size: int, max_new: int) -> tuple[float, int]:
     gen = StudentGeneration(do_sample=False, max_new_tokens=max_new, batch_size=batch_size)
     t0 = time.perf_counter()
-    tokens = sum(n for *_, n in _generate_hf(model, tokenizer, prompts, list(range(len(prompts))), gen, seed=0))
+    tokens = sum(n for *_, n in generate_hf(model, tokenizer, prompts, list(range(len(prompts))), gen, seed=0))
     return time.perf_counter() - t0, tokens
 
 

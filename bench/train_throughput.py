@@ -22,7 +22,7 @@ import pyarrow as pa
 from lion_core.config import parse_config
 from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
 from lion_core.store import RunStore
-from lion_core.student.launch import train_student
+from lion_core.student.launch import TrainOptions, train_student
 from lion_core.student.models import checkpoint_info, resolve_model
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
@@ -59,8 +59,8 @@ def main() -> None:
         ref = store.write_table(0, "teacher_answers", pa.Table.from_pylist(rows, schema=ANSWERS_SCHEMA),
                                 schema_version=ANSWERS_SCHEMA_VERSION)
         for sampling in ("group_by_length", "random"):
-            ckpt = train_student(cfg, ref, model, Path(tmp) / sampling, max_steps=args.steps, save_steps=10**6,
-                                 sampling=sampling, timeout_s=3600)
+            options = TrainOptions(max_steps=args.steps, save_steps=10**6, sampling=sampling, timeout_s=3600)
+            ckpt = train_student(cfg, ref, model, Path(tmp) / sampling, options=options)
             info = checkpoint_info(ckpt)
             results[sampling] = (info["real_tokens"] / info["train_runtime_s"], info["padding_fraction"])
     (tps, pad), (base_tps, base_pad) = results["group_by_length"], results["random"]

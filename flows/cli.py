@@ -16,19 +16,20 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from lion_core.config import load_config
+from lion_core.config import RunConfig, load_config
 from lion_core.errors import LionError
+from lion_core.results import RunResult
 
 app = typer.Typer(
     help="Lion adversarial distillation.", no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False,
 )
 pools_app = typer.Typer(help="Inspect a run's pools.", no_args_is_help=True)
-config_app = typer.Typer(help="Check run configs.", no_args_is_help=True)
+config_app = typer.Typer(help="Check run configs and explain their fields.", no_args_is_help=True)
 limits_app = typer.Typer(help="The Prefect concurrency limits that share each API key's budget.", no_args_is_help=True)
 app.add_typer(pools_app, name="pools")
 app.add_typer(config_app, name="config")
@@ -47,8 +48,8 @@ def _root(
 @app.command()
 def init(
     config: ConfigOpt,
-    seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="Seed file/URI or hf:<org>/<name>; default: data.seed")] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of the run; default: a timestamp.")] = None,
+    seed: Annotated[str | None, typer.Option("--seed", "-s", help="Seed file/URI or hf:<org>/<name>; default: data.seed")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Name of the run; default: a timestamp.")] = None,
 ) -> None:
     """Create iteration 0 of a run: Train Pool = Cache Pool = the seed set."""
     from lion_core.runs import init_run
@@ -66,10 +67,10 @@ def init(
 @app.command()
 def run(
     config: ConfigOpt,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Name of a new run; default: a timestamp.")] = None,
-    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue this existing run.")] = None,
-    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", min=1, help="Default: loop.iterations.")] = None,
-    seed: Annotated[Optional[str], typer.Option("--seed", "-s", help="Seed file/URI for a new run; default: data.seed")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Name of a new run; default: a timestamp.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue this existing run.")] = None,
+    iterations: Annotated[int | None, typer.Option("--iterations", "-n", min=1, help="Default: loop.iterations.")] = None,
+    seed: Annotated[str | None, typer.Option("--seed", "-s", help="Seed file/URI for a new run; default: data.seed")] = None,
 ) -> None:
     """Run the Lion loop as a Prefect flow (a server if PREFECT_API_URL is set, else a local one)."""
     from lion_core.store import RunStore, new_run_id
@@ -112,23 +113,23 @@ def _prefect_setup() -> None:
     use_local_api_unless_configured()
 
 
-def _print_result(result: dict, cfg) -> None:
+def _print_result(result: RunResult, cfg: RunConfig) -> None:
     from lion_core.checkpoints import final_text
     from lion_core.report import summary_text_table
     from lion_core.store import resolve_uri
 
-    typer.echo(f"\nrun {result['run_id']}: {len(result['iterations'])} iteration(s) at {result['run_uri']}")
-    evaluation = result.get("evaluation")
-    if result["iterations"]:
-        typer.echo(summary_text_table(result["iterations"], evaluation["scores"] if evaluation else None))
+    typer.echo(f"\nrun {result.run_id}: {len(result.iterations)} iteration(s) at {result.run_uri}")
+    evaluation = result.evaluation
+    if result.iterations:
+        typer.echo(summary_text_table(result.iterations, evaluation.scores if evaluation else None))
         if evaluation:
             typer.echo(f"  rel. score: student / teacher score sums on {cfg.evaluation.eval_set}, judged in both orders "
-                       f"by the referee ({cfg.referee.model}); evaluation {evaluation['eval_id']}")
-        last = result["iterations"][-1]
-        typer.echo(f"\n  {final_text(result['final_checkpoint'], result['final'])}")
-        typer.echo(f"  pools:       {result['run_uri']}/iter-*/  (lion pools show {result['run_id']} --config ...)")
-        typer.echo(f"  checkpoints: {resolve_uri(last['checkpoint'])} (last iteration), {result['final_checkpoint']} (final)")
-        typer.echo(f"  plots:       {', '.join(sorted(last['plots'].values()))}")
+                       f"by the referee ({cfg.referee.model}); evaluation {evaluation.eval_id}")
+        last = result.iterations[-1]
+        typer.echo(f"\n  {final_text(result.final_checkpoint, result.final)}")
+        typer.echo(f"  pools:       {result.run_uri}/iter-*/  (lion pools show {result.run_id} --config ...)")
+        typer.echo(f"  checkpoints: {resolve_uri(last.checkpoint or '')} (last iteration), {result.final_checkpoint} (final)")
+        typer.echo(f"  plots:       {', '.join(sorted(last.plots.values()))}")
         typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
 
 
@@ -136,10 +137,11 @@ def _print_result(result: dict, cfg) -> None:
 def evaluate(
     config: ConfigOpt,
     checkpoints: Annotated[list[str], typer.Option("--checkpoints", "-k", help="A model folder, `base`, or "
-                           "`run:<run id>` (the base model, every trained iteration and the final checkpoint); repeat or separate with commas.")],
-    eval_set: Annotated[Optional[str], typer.Option("--eval-set", "-e", help="Questions (JSONL, JSON or Parquet); "
+                           "`run:<run id>` (the base model, every trained iteration and the final checkpoint); "
+                           "repeat or separate with commas.")],
+    eval_set: Annotated[str | None, typer.Option("--eval-set", "-e", help="Questions (JSONL, JSON or Parquet); "
                         "default: evaluation.eval_set")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Evaluation id; repeating one resumes it.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Evaluation id; repeating one resumes it.")] = None,
 ) -> None:
     """Judge checkpoints against the reference model, in both orders: relative score per category."""
     from lion_core.evaluation import resolve_checkpoints
@@ -159,10 +161,10 @@ def evaluate(
     with tags(PROCESS_TAG):
         result = evaluate_flow(config_path=str(config), checkpoints=specs, eval_set=eval_set,
                                name=name or f"eval-{new_run_id()}")
-    typer.echo(scores_markdown(f"evaluation {result['eval_id']}", result["scores"],
+    typer.echo(scores_markdown(f"evaluation {result.eval_id}", result.scores,
                                cfg.evaluation.reference.model, (cfg.evaluation.judge or cfg.referee).model))
-    typer.echo(f"\nresults: {resolve_uri(result['files']['results'])}\nscores:  {resolve_uri(result['files']['scores'])}")
-    typer.echo("charts:  " + ", ".join(result["plots"].values()))
+    typer.echo(f"\nresults: {resolve_uri(result.files['results'])}\nscores:  {resolve_uri(result.files['scores'])}")
+    typer.echo("charts:  " + ", ".join(result.plots.values()))
 
 
 @limits_app.command("apply")
@@ -178,8 +180,8 @@ def limits_apply(config: ConfigOpt) -> None:
 @pools_app.command("show")
 def pools_show(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Take the runs root from this config.")] = None,
-    runs_root: Annotated[Optional[str], typer.Option("--runs-root", help="Runs root folder or URI (default: runs).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Take the runs root from this config.")] = None,
+    runs_root: Annotated[str | None, typer.Option("--runs-root", help="Runs root folder or URI (default: runs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Pool sizes and origins per iteration, lineage, and hash verification of every file."""
@@ -266,6 +268,17 @@ def config_check(
     typer.echo(f"  loop      {cfg.loop.iterations} iterations, {cfg.loop.new_instructions_per_iteration} new per iteration, "
                f"tau {cfg.loop.tau}, ROUGE-L <= {cfg.loop.rouge_l_threshold}")
     typer.echo(f"  runs root {cfg.storage.runs_root}")
+
+
+@config_app.command("explain")
+def config_explain(
+    field: Annotated[str | None, typer.Argument(help="A section or field, e.g. teacher.rate_limits or "
+                                                        "loop.tau; default: every field.")] = None,
+) -> None:
+    """Print each config field's type, default and meaning: every field, or those under FIELD."""
+    from lion_core.config_help import explain
+
+    typer.echo(explain(field))
 
 
 def _fewer_malloc_arenas() -> None:
@@ -374,8 +387,14 @@ def _mark_crashed() -> None:
     try:
         from prefect import get_client
         from prefect.client.schemas.filters import (
-            FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags, TaskRunFilter,
-            TaskRunFilterState, TaskRunFilterStateType, TaskRunFilterTags,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+            TaskRunFilterTags,
         )
         from prefect.client.schemas.objects import StateType
         from prefect.states import Crashed
@@ -386,10 +405,12 @@ def _mark_crashed() -> None:
             return Crashed(message="lion was stopped (SIGTERM or Ctrl-C); resume with --resume")
         with get_client(sync_client=True) as client:
             for r in client.read_task_runs(task_run_filter=TaskRunFilter(
-                    tags=TaskRunFilterTags(all_=[PROCESS_TAG]), state=TaskRunFilterState(type=TaskRunFilterStateType(any_=live)))):
+                    tags=TaskRunFilterTags(all_=[PROCESS_TAG]),
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=live)))):
                 client.set_task_run_state(r.id, state(), force=True)
             for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[PROCESS_TAG]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)))):
+                    tags=FlowRunFilterTags(all_=[PROCESS_TAG]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)))):
                 client.set_flow_run_state(r.id, state(), force=True)
     except Exception:  # noqa: BLE001 - best effort on the way out
         pass

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
-from flows.shards import answer_pool, run_shards
-from lion_core.report import merge_usage
-from lion_core.stages import judgments_report, shard_bounds
+from flows.shards import answer_pool, run_shards, shards_of
+from lion_core.results import DiscriminationResult, Judging, merge_usage
+from lion_core.stages import judgments_report
 from lion_core.store import PoolRef
 from tasks.api import judgments_shard
 from tasks.common import RunContext
@@ -17,13 +15,14 @@ from tasks.student import student_answers
 
 
 @flow(name="discrimination")
-def discrimination(ctx: RunContext, k: int, cache_pool: PoolRef, checkpoint: str) -> dict[str, Any]:
+def discrimination(ctx: RunContext, k: int, cache_pool: PoolRef, checkpoint: str) -> DiscriminationResult:
+    """The teacher's and the student's answers for the Cache Pool, and the referee's verdicts on them."""
     teacher, usage = answer_pool(ctx, k, "teacher_answers_cache", cache_pool)  # all but new items: from the store
     student = student_answers(ctx, k, cache_pool, checkpoint)
-    bounds = shard_bounds(cache_pool.rows, ctx.config.orchestration.shard_size)
-    results = run_shards(judgments_shard, ctx, f"iteration {k} judgments",
-                         [{"k": k, "cache_pool": cache_pool, "teacher": teacher, "student": student, "lo": lo, "hi": hi}
-                          for lo, hi in bounds])
-    judgments = merge_parts(ctx, k, "judgments", [r["part"] for r in results], [cache_pool, teacher, student])
-    return {"judgments": judgments, "teacher_answers": teacher, "student_answers": student,
-            "report": judgments_report(judgments), "usage": merge_usage([usage, *(r["usage"] for r in results)])}
+    shards = shards_of(k, "judgments", cache_pool, ctx.config.orchestration.shard_size)
+    results = run_shards(judgments_shard, ctx, f"iteration {k} judgments", shards,
+                         judging=Judging(teacher=teacher, student=student))
+    judgments = merge_parts(ctx, k, "judgments", [r.part for r in results], [cache_pool, teacher, student])
+    return DiscriminationResult(judgments=judgments, teacher_answers=teacher, student_answers=student,
+                                report=judgments_report(judgments),
+                                usage=merge_usage([usage, *(r.usage for r in results)]))

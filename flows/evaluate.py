@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.shards import answer_pool, run_shards
+from flows.shards import answer_pool, run_shards, shards_of
 from lion_core.config import load_config
 from lion_core.errors import ConfigError
-from lion_core.llm.roles import embedded_endpoints
 from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
-from lion_core.stages import shard_bounds
+from lion_core.llm.roles import embedded_endpoints
+from lion_core.results import EvaluationResult, Judging
 from lion_core.store import validate_run_id
 from tasks.api import judgments_shard
 from tasks.common import RunContext
-from tasks.limits import ensure_limits
 from tasks.evaluation import open_evaluation, publish_evaluation, record_scores_in_cards, score_checkpoints
+from tasks.limits import ensure_limits
 from tasks.pools import merge_parts
 from tasks.student import student_answers
 
 
 @flow(name="lion-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = None,
-             name: str | None = None) -> dict[str, Any]:
+             name: str | None = None) -> EvaluationResult:
     """Relative scores of `checkpoints` (folders, `base`, or `run:<run id>` for a run's base model, every
     checkpoint it trained and its final one) against the config's reference model, judged by its judge (default: the referee)."""
     logger = get_run_logger()
@@ -37,28 +35,27 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
     targets = resolve_checkpoints(config, checkpoints)
     opened = open_evaluation(config, eval_id, eval_set)
     ensure_limits(config)
-    questions = opened["questions"]
+    questions = opened.questions
     roles = ("reference", "judge")
     with embedded_endpoints(config, roles) as embedded:
-        ctx = RunContext(config=config, run_id=eval_id, run_key=f"{eval_id}@{opened['created_at']}",
-                         embedded=embedded, store_root=opened["root"])
+        ctx = RunContext(config=config, run_id=eval_id, run_key=f"{eval_id}@{opened.created_at}",
+                         embedded=embedded, store_root=opened.root)
         reference, _ = answer_pool(ctx, 0, "reference_answers", questions, role="reference", stage="evaluation")
         answers, judgments = {}, {}
         for label, path in targets:
             answers[label] = student_answers(ctx, 0, questions, path, name=f"answers-{label}")
-            bounds = shard_bounds(questions.rows, config.orchestration.shard_size)
-            parts = run_shards(judgments_shard, ctx, f"judging {label}", [
-                {"k": 0, "cache_pool": questions, "teacher": reference, "student": answers[label], "lo": lo, "hi": hi,
-                 "name": f"judgments-{label}", "role": "judge", "silent_student": NO_ANSWER} for lo, hi in bounds])
-            judgments[label] = merge_parts(ctx, 0, f"judgments-{label}", [p["part"] for p in parts],
+            shards = shards_of(0, f"judgments-{label}", questions, config.orchestration.shard_size)
+            judging = Judging(teacher=reference, student=answers[label], role="judge", silent_student=NO_ANSWER)
+            parts = run_shards(judgments_shard, ctx, f"judging {label}", shards, judging=judging)
+            judgments[label] = merge_parts(ctx, 0, f"judgments-{label}", [p.part for p in parts],
                                            [questions, reference, answers[label]])
         result = score_checkpoints(ctx, questions, judgments, answers, reference)
         publish_evaluation(ctx, result)
-        record_scores_in_cards(ctx, dict(targets), result["scores"])
-    for label, scores in result["scores"].items():
+        record_scores_in_cards(ctx, dict(targets), result.scores)
+    for label, scores in result.scores.items():
         rel = scores["relative_score"]
         logger.info("%s: relative score %s (win/tie/loss %d/%d/%d)", label, "n/a" if rel is None else f"{rel:.1%}",
                     scores["wins"], scores["ties"], scores["losses"])
-    for label, scores in result["scores"].items():  # after publishing, so a failed check leaves every file
+    for label, scores in result.scores.items():  # after publishing, so a failed check leaves every file
         check_coverage(label, scores, config.evaluation.min_coverage)
-    return {"eval_id": eval_id, "uri": opened["uri"], **result}
+    return EvaluationResult(eval_id=eval_id, uri=opened.uri, **result.model_dump())

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 
+from lion_core.results import GenerationResult
 from lion_core.store import PoolRef
 from tasks.api import generate_instructions
 from tasks.common import RunContext, configured
@@ -13,7 +12,8 @@ from tasks.pools import update_pools
 
 
 @flow(name="generation")
-def generation(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> dict[str, Any]:
+def generation(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> GenerationResult:
+    """New instructions from the hard and easy items; Train := new, Cache := old + new, in one commit."""
     made = configured(generate_instructions, ctx.config)(ctx, k, cache_pool, judgments)
-    pools = update_pools(ctx, k, cache_pool, made["candidates"])  # Train := new, Cache := old + new, one commit
-    return {"candidates": made["candidates"], "report": made["report"], "usage": made["usage"], **pools}
+    pools = update_pools(ctx, k, cache_pool, made.candidates)
+    return GenerationResult(candidates=made.candidates, next_pools=pools, report=made.report, usage=made.usage)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from flows.shards import answer_pool
 from lion_core import checkpoints
 from lion_core.llm.embedded import released_for_training
+from lion_core.results import FinalResult, ImitationResult
 from lion_core.store import PoolRef
 from tasks.common import RunContext
 from tasks.pools import training_set
@@ -16,26 +15,26 @@ from tasks.student import base_model, publish_final_checkpoint, record_checkpoin
 
 
 @flow(name="imitation")
-def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint: str | None = None) -> dict[str, Any]:
+def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint: str | None = None) -> ImitationResult:
+    """The teacher's answers for the Train Pool, and the student fine-tuned on them (see `training.init_from`)."""
     answers, usage = answer_pool(ctx, k, "teacher_answers_train", train_pool)
     inputs = training_set(ctx, k, answers, base_model(ctx), previous_checkpoint)
     if train_pool.rows:
         with released_for_training():  # the embedded servers' memory goes to the fine-tune meanwhile
-            checkpoint = train(ctx, k, inputs["answers"], inputs["start_from"])
+            checkpoint = train(ctx, k, inputs.answers, inputs.start_from)
     else:  # the last generation accepted nothing: nothing new to learn, the student stays as it was
         get_run_logger().warning("iteration %d: the Train Pool is empty; carrying %s forward", k, previous_checkpoint)
         checkpoint = previous_checkpoint
-    record = record_checkpoint(ctx, k, bool(train_pool.rows), inputs["answers"].rows if train_pool.rows else 0)
-    return {"checkpoint": checkpoint, "checkpoint_record": record, "start_from": inputs["start_from"],
-            "train_data": inputs["answers"] if train_pool.rows else None, "teacher_answers": answers, "usage": usage}
+    record = record_checkpoint(ctx, k, bool(train_pool.rows), inputs.answers.rows if train_pool.rows else 0)
+    return ImitationResult(teacher_answers=answers, training=inputs,
+                           train_data=inputs.answers if train_pool.rows else None, checkpoint=checkpoint,
+                           checkpoint_record=record, usage=usage)
 
 
 @flow(name="final-imitation")
-def final_imitation(ctx: RunContext, n: int) -> dict[str, Any]:
+def final_imitation(ctx: RunContext, n: int) -> FinalResult:
     """After the last iteration: the teacher answers the final Train Pool (the instructions the last
     generation paid for) and the student is trained on it once more; published as `<checkpoints>/final`."""
     store = ctx.store()
     imitated = imitation(ctx, n, store.ref(n, "train_pool"), checkpoints.previous_checkpoint(store, ctx.config, n))
-    final = publish_final_checkpoint(ctx, n, imitated["checkpoint_record"], imitated["start_from"],
-                                     imitated["train_data"])
-    return {"final_checkpoint": final, **imitated}
+    return FinalResult(final_checkpoint=publish_final_checkpoint(ctx, n, imitated), imitation=imitated)

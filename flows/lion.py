@@ -10,7 +10,6 @@ a cache hit and every answered request comes from the response store.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -23,6 +22,7 @@ from lion_core.config import RunConfig, load_config
 from lion_core.evaluation import run_scores
 from lion_core.llm.roles import embedded_endpoints
 from lion_core.report import read_summaries, summary_text_table
+from lion_core.results import EvaluationResult, RunEvaluation, RunResult
 from lion_core.store import RunStore, validate_run_id
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
@@ -40,7 +40,7 @@ def next_iteration(store: RunStore) -> int:
 
 
 @flow(name="lion", log_prints=True)
-def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> dict[str, Any]:
+def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> RunResult:
     """Run (or resume) a Lion distillation run until it has `iterations` iterations (default: the config's)."""
     logger = get_run_logger()
     logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
@@ -60,7 +60,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     final = config.storage.final_checkpoint_dir(run_id)
     if start < total or not is_current_final(final, total):
         with embedded_endpoints(config) as embedded:
-            ctx = RunContext(config=config, run_id=run_id, run_key=f"{run_id}@{opened['created_at']}",
+            ctx = RunContext(config=config, run_id=run_id, run_key=f"{run_id}@{opened.created_at}",
                              embedded=embedded)
             for k in range(start, total):
                 iteration(ctx, k)
@@ -70,16 +70,17 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
             evaluation = evaluate_run(config_path, config, run_id)  # on the servers started above
     else:
         evaluation = evaluate_run(config_path, config, run_id)
-    summaries = [s for s in read_summaries(store) if s["iteration"] < total]
+    summaries = [s for s in read_summaries(store) if s.iteration < total]
     final_info = read_final_info(final)
-    scores = run_scores(evaluation["scores"], run_id) if evaluation else None
+    scored = RunEvaluation(eval_id=evaluation.eval_id, scores=run_scores(evaluation.scores, run_id)) if evaluation else None
     if summaries:
-        logger.info("run %s\n%s\n%s", run_id, summary_text_table(summaries, scores), final_text(final, final_info))
-    return {"run_id": run_id, "run_uri": opened["run_uri"], "iterations": summaries, "final_checkpoint": final,
-            "final": final_info, "evaluation": evaluation and {"eval_id": evaluation["eval_id"], "scores": scores}}
+        logger.info("run %s\n%s\n%s", run_id, summary_text_table(summaries, scored and scored.scores),
+                    final_text(final, final_info))
+    return RunResult(run_id=run_id, run_uri=opened.run_uri, iterations=summaries, final_checkpoint=final,
+                     final=final_info, evaluation=scored)
 
 
-def evaluate_run(config_path: str, config: RunConfig, run_id: str) -> dict[str, Any] | None:
+def evaluate_run(config_path: str, config: RunConfig, run_id: str) -> EvaluationResult | None:
     """`evaluation.after_run`: the base student, every checkpoint and the final one against the reference
     on the eval set (the `lion-evaluate` flow, as a sub-flow), so the run ends with its effect measured."""
     if not config.evaluation.after_run:

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from lion_core.config import RunConfig
 from lion_core.errors import StoreError
+from lion_core.results import CheckpointRecord
 from lion_core.store import PoolRef, RunStore, read_table, resolve_uri, run_relative
 from lion_core.student.models import CHECKPOINT_INFO
 from lion_core.student.train import COMPLETE, FINAL
@@ -37,20 +38,20 @@ EVALUATIONS = "lion_evaluations.json"
 EMPTY_TRAIN_POOL = "the Train Pool is empty: the previous generation accepted no instruction"
 
 
-def record_checkpoint(store: RunStore, k: int, config: RunConfig, *, trained: bool, train_rows: int) -> dict[str, Any]:
+def record_checkpoint(store: RunStore, k: int, config: RunConfig, *, trained: bool, train_rows: int) -> CheckpointRecord:
     """Commit iteration k's checkpoint record (one row) to its manifest and return it. A trained record
     names iteration k; a carried one names the iteration whose checkpoint it carries, with the reason.
     Paths are derived from the config when read, so a run whose checkpoints moved still resumes."""
     source = k if trained else carried_from(store, k)
     if source is None:
         raise StoreError(f"iteration {k} has nothing to train on and no earlier checkpoint to carry forward")
-    row = {"status": "trained" if trained else "carried", "source_iteration": source,
-           "reason": None if trained else EMPTY_TRAIN_POOL, "train_rows": train_rows,
-           "path": trained_checkpoint(config, store.run_id, source)}
-    ref = store.write_table(k, "checkpoint", pa.Table.from_pylist([row], schema=CHECKPOINT_SCHEMA),
+    record = CheckpointRecord(status="trained" if trained else "carried", source_iteration=source,
+                              reason=None if trained else EMPTY_TRAIN_POOL, train_rows=train_rows,
+                              path=trained_checkpoint(config, store.run_id, source))
+    ref = store.write_table(k, "checkpoint", pa.Table.from_pylist([record.model_dump()], schema=CHECKPOINT_SCHEMA),
                             schema_version=CHECKPOINT_SCHEMA_VERSION)
     store.commit(k, {"checkpoint": ref})
-    return row
+    return record
 
 
 def trained_checkpoint(config: RunConfig, run_id: str, k: int) -> str:
@@ -58,11 +59,11 @@ def trained_checkpoint(config: RunConfig, run_id: str, k: int) -> str:
     return run_relative(str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL), run_id)
 
 
-def checkpoint_record(store: RunStore, k: int) -> dict[str, Any] | None:
+def checkpoint_record(store: RunStore, k: int) -> CheckpointRecord | None:
     """Iteration k's checkpoint record, or None when iteration k has not finished its imitation."""
     manifest = store.manifest(k)
     entry = manifest.files.get("checkpoint") if manifest else None
-    return read_table(store.ref_from_entry(entry)).to_pylist()[0] if entry else None
+    return CheckpointRecord(**read_table(store.ref_from_entry(entry)).to_pylist()[0]) if entry else None
 
 
 def previous_checkpoint(store: RunStore, config: RunConfig, k: int) -> str | None:
@@ -71,14 +72,14 @@ def previous_checkpoint(store: RunStore, config: RunConfig, k: int) -> str | Non
     if k == 0:
         return None
     record = checkpoint_record(store, k - 1)
-    return trained_checkpoint(config, store.run_id, record["source_iteration"] if record else k - 1)
+    return trained_checkpoint(config, store.run_id, record.source_iteration if record else k - 1)
 
 
 def carried_from(store: RunStore, k: int) -> int | None:
     """The iteration whose trained checkpoint iteration k carries forward when it has nothing to train
     on (None: nothing was trained before it)."""
     record = checkpoint_record(store, k - 1) if k > 0 else None
-    return record["source_iteration"] if record else None
+    return record.source_iteration if record else None
 
 
 def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[str, Any]) -> Path:
@@ -120,11 +121,12 @@ def is_current_final(final_dir: str | Path, iteration: int) -> bool:
     return bool(info) and info.get("iteration") == iteration
 
 
-def final_card_note(record: Mapping[str, Any], n: int) -> str:
-    if record["status"] == "trained":
+def final_card_note(record: CheckpointRecord, n: int) -> str:
+    """The model card's sentence on what the final checkpoint is."""
+    if record.status == "trained":
         return (f"The final checkpoint of the run: trained after the last iteration on the final Train Pool "
-                f"(iteration {n}, {record['train_rows']} teacher answers).")
-    return f"The final checkpoint of the run, carried from iteration {record['source_iteration']}: {record['reason']}."
+                f"(iteration {n}, {record.train_rows} teacher answers).")
+    return f"The final checkpoint of the run, carried from iteration {record.source_iteration}: {record.reason}."
 
 
 def final_is_complete(final_dir: str | Path) -> bool:
@@ -167,8 +169,8 @@ def lineage(store: RunStore, upto: int) -> list[dict[str, Any]]:
                 item[name] = files[name].rows
         record = checkpoint_record(store, k)
         if record is not None:
-            item["checkpoint"] = record["status"] + (f" (from iteration {record['source_iteration']})"
-                                                     if record["status"] == "carried" else "")
+            item["checkpoint"] = record.status + (f" (from iteration {record.source_iteration})"
+                                                  if record.status == "carried" else "")
         out.append(item)
     return out
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lion_core.errors import EvaluationIncomplete, SeedError
-from lion_core.seeds import _decode, _parse_json, _parse_jsonl, _Problems, _read_source_bytes, _text_field
+from lion_core.seeds import Problems, decode_text, parse_json, parse_jsonl, read_source_bytes, text_field
 
 EVAL_FORMATS = (".jsonl", ".ndjson", ".json", ".parquet")
 ORDERS = ("reference_first", "student_first")
@@ -51,7 +51,7 @@ def load_eval_set(source: str) -> list[EvalQuestion]:
     name = source.split("?", 1)[0].lower()
     if not name.endswith(EVAL_FORMATS):
         raise SeedError(f"{source}: unsupported eval set format; use one of {', '.join(EVAL_FORMATS)}")
-    data = _read_source_bytes(source)
+    data = read_source_bytes(source)
     if name.endswith(".parquet"):
         try:
             table = pq.read_table(io.BytesIO(data))
@@ -59,10 +59,10 @@ def load_eval_set(source: str) -> list[EvalQuestion]:
             raise SeedError(f"{source}: not a readable Parquet file: {err}") from None
         records = [(f"record {i + 1}", r) for i, r in enumerate(table.to_pylist())]
     else:
-        text = _decode(source, data)
-        parsed = _parse_json(source, text, "") if name.endswith(".json") else _parse_jsonl(source, text, "")
+        text = decode_text(source, data)
+        parsed = parse_json(source, text, "") if name.endswith(".json") else parse_jsonl(source, text, "")
         records = [(r.where, r.data) for r in parsed]
-    problems = _Problems(source)
+    problems = Problems(source)
     out: list[EvalQuestion] = []
     seen: set[str] = set()
     for i, (where, rec) in enumerate(records):
@@ -92,16 +92,16 @@ def load_eval_set(source: str) -> list[EvalQuestion]:
     return out
 
 
-def _eval_input(rec: dict[str, Any], where: str, problems: _Problems) -> str | None:
+def _eval_input(rec: dict[str, Any], where: str, problems: Problems) -> str | None:
     """A record's input ("" if none); None after reporting a bad one."""
     if rec.get("input") is None and rec.get("instances") is not None:
         instances = rec["instances"]
         if not isinstance(instances, (list, tuple)) or not instances or not isinstance(instances[0], dict):
             problems.add(where, "field 'instances' must be a non-empty list of objects with 'input' and 'output'")
             return None
-        value = _text_field(instances[0], "input", f"{where} instances[0]", problems, required=False)
+        value = text_field(instances[0], "input", f"{where} instances[0]", problems, required=False)
     else:
-        value = _text_field(rec, "input", where, problems, required=False)
+        value = text_field(rec, "input", where, problems, required=False)
     if value is None:
         return None
     return value if value.strip() else ""

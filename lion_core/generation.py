@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lion_core.config import GeneratorConfig
+from lion_core.config import GeneratorConfig, LoopConfig
 from lion_core.llm.gateway import Gateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.novelty import filter_novel
@@ -116,7 +116,7 @@ def split_quota(n: int, ratio: tuple[float, float], n_hard_seeds: int, n_easy_se
 
 
 @dataclass
-class GenerationResult:
+class GeneratedInstructions:
     accepted: list[dict[str, Any]]
     """New pool rows (origin hard/easy, parent_id = seed id, iteration = the next one)."""
     candidates: list[dict[str, Any]]
@@ -130,15 +130,16 @@ def generate(
     hard_seeds: Sequence[dict[str, Any]],
     easy_seeds: Sequence[dict[str, Any]],
     cache_pool: Sequence[dict[str, Any]],
-    n_new: int,
-    ratio: tuple[float, float],
-    threshold: float,
     next_iteration: int,
-    random_seed: int,
+    loop: LoopConfig,
     cfg: GeneratorConfig,
-    tokenizer_name: str = "rouge",
     stage: str = "generation",
-) -> GenerationResult:
+) -> GeneratedInstructions:
+    """`loop.new_instructions_per_iteration` new instructions for `next_iteration`, split between hard
+    and easy seeds by `loop.hard_easy_ratio`, each kept only when its ROUGE-L against the Cache Pool
+    and the ones kept before stays within `loop.rouge_l_threshold`."""
+    n_new, ratio, threshold = loop.new_instructions_per_iteration, loop.hard_easy_ratio, loop.rouge_l_threshold
+    random_seed, tokenizer_name = loop.random_seed, loop.rouge_tokenizer
     quota = dict(zip(("hard", "easy"), split_quota(n_new, ratio, len(hard_seeds), len(easy_seeds))))
     seeds = {"hard": list(hard_seeds), "easy": list(easy_seeds)}
     budget = math.ceil(n_new * cfg.request_budget_factor)
@@ -219,7 +220,7 @@ def generate(
         "fresh_draws": sum(not c["cached"] for c in candidates), "stored_draws": sum(c["cached"] for c in candidates),
         "hard_seeds": len(hard_seeds), "easy_seeds": len(easy_seeds),
     }
-    return GenerationResult(accepted=accepted, candidates=candidates, report=report)
+    return GeneratedInstructions(accepted=accepted, candidates=candidates, report=report)
 
 
 def truncation_reasons(candidates: Sequence[dict[str, Any]], cfg: GeneratorConfig) -> dict[str, int]:

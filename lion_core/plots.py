@@ -222,7 +222,7 @@ def _type_panel(ax: Axes, name: str, c: TypeCounts, top: int) -> None:
         ax.set_yticks([])
         return
     widest = max(n for _, n, _ in rows) / c.total
-    for y, (verb, n, objs) in enumerate(rows):
+    for y, (_, n, objs) in enumerate(rows):
         left = 0.0
         for (_, k), colour in zip(objs, _OBJECT_COLOURS):
             ax.barh(y, k / c.total, left=left, color=colour, height=0.7)

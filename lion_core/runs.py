@@ -9,6 +9,8 @@ from typing import Any
 from lion_core.config import RunConfig, config_changes, identity_of
 from lion_core.errors import ConfigError, StoreError
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
+from lion_core.preflight import preflight_problems
+from lion_core.results import OpenedRun
 from lion_core.seeds import load_seeds
 from lion_core.store import PoolRef, RunStore, exists, join_uri, new_run_id, read_bytes, read_table, write_bytes_atomic
 
@@ -85,6 +87,20 @@ def check_resume(store: RunStore, config: RunConfig) -> list[tuple[str, Any, Any
                         "changed": entry})
         write_bytes_atomic(join_uri(store.run_uri, "resumes.json"), json.dumps(history, indent=2, ensure_ascii=False).encode())
     return changed
+
+
+def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedRun:
+    """Create iteration 0 from the seeds, or reopen the run when it exists (a resume). Everything the
+    config names is checked first (lion_core.preflight), so a run with a problem pays for nothing."""
+    store = RunStore(config.storage.runs_root, run_id, config)
+    checked = config if seed is None else config.model_copy(update={"data": config.data.model_copy(update={"seed": seed})})
+    if problems := preflight_problems(checked, new_run=not store.exists()):
+        raise ConfigError(f"run {run_id!r} cannot start; {len(problems)} problem(s):\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+    if not store.exists():
+        init_run(config, seed_source=seed, run_id=run_id)
+    changed = check_resume(store, config)
+    return OpenedRun(run_uri=store.run_uri, created_at=store.read_run_info()["created_at"], changed=changed)
 
 
 def read_resumes(store: RunStore) -> list[dict[str, Any]]:

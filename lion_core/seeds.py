@@ -46,12 +46,16 @@ class SeedSet:
 
 
 @dataclass
-class _Record:
+class Record:
+    """One raw record of a seed source and where it was found, for error messages."""
+
     where: str  # e.g. "line 12" or "record 3"
     data: Any
 
 
-class _Problems:
+class Problems:
+    """Every bad record of a source, collected so that one error names them all (up to MAX_ERRORS_SHOWN)."""
+
     def __init__(self, source: str):
         self.source = source
         self.items: list[str] = []
@@ -75,14 +79,14 @@ def load_seeds(source: str, drop_duplicates: bool = True) -> SeedSet:
     if source.startswith("hf:"):
         files, ref = _hf_files(source)
     else:
-        data = _read_source_bytes(source)
+        data = read_source_bytes(source)
         # lineage names a local seed file by its absolute path, valid from any working directory
         uri = source if "://" in source else os.path.abspath(os.path.expanduser(source))
         files, ref = [(source, data)], SourceRef(uri=uri, sha256=hashlib.sha256(data).hexdigest())
-    records: list[_Record] = []
+    records: list[Record] = []
     for name, data in files:
         records.extend(_parse_file(name, data, prefix=f"{name}: " if len(files) > 1 else ""))
-    problems = _Problems(source)
+    problems = Problems(source)
     rows: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     duplicates: list[str] = []
@@ -105,7 +109,8 @@ def load_seeds(source: str, drop_duplicates: bool = True) -> SeedSet:
     )
 
 
-def _read_source_bytes(source: str) -> bytes:
+def read_source_bytes(source: str) -> bytes:
+    """The bytes of a local path or fsspec URI, or a SeedError naming it and why it cannot be read."""
     try:
         with fsspec.open(source, "rb") as fh:
             return fh.read()
@@ -124,7 +129,8 @@ def _format_of(name: str) -> str:
     return FORMATS[suffix]
 
 
-def _decode(name: str, data: bytes) -> str:
+def decode_text(name: str, data: bytes) -> str:
+    """UTF-8 text (a BOM allowed), or a SeedError naming the line and byte that do not decode."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -135,53 +141,55 @@ def _decode(name: str, data: bytes) -> str:
         ) from None
 
 
-def _parse_file(name: str, data: bytes, prefix: str) -> list[_Record]:
+def _parse_file(name: str, data: bytes, prefix: str) -> list[Record]:
     fmt = _format_of(name)
     if fmt == "parquet":
         return _parse_parquet(name, data, prefix)
-    text = _decode(name, data)
+    text = decode_text(name, data)
     if fmt == "jsonl":
-        return _parse_jsonl(name, text, prefix)
+        return parse_jsonl(name, text, prefix)
     if fmt == "json":
-        return _parse_json(name, text, prefix)
+        return parse_json(name, text, prefix)
     return _parse_csv(name, text, prefix)
 
 
-def _parse_jsonl(name: str, text: str, prefix: str) -> list[_Record]:
-    problems = _Problems(name)
+def parse_jsonl(name: str, text: str, prefix: str) -> list[Record]:
+    """One record per non-empty line; every line that is not JSON is named in one error."""
+    problems = Problems(name)
     records = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(_Record(f"{prefix}line {lineno}", json.loads(line)))
+            records.append(Record(f"{prefix}line {lineno}", json.loads(line)))
         except json.JSONDecodeError as err:
             problems.add(f"{prefix}line {lineno}", f"invalid JSON: {err.msg} at column {err.colno}")
     problems.raise_if_any()
     return records
 
 
-def _parse_json(name: str, text: str, prefix: str) -> list[_Record]:
+def parse_json(name: str, text: str, prefix: str) -> list[Record]:
+    """The records of a JSON list (Alpaca style)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SeedError(f"{name}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     if not isinstance(data, list):
         raise SeedError(f"{name}: expected a JSON list of records (Alpaca style), got a {type(data).__name__}")
-    return [_Record(f"{prefix}record {i + 1}", item) for i, item in enumerate(data)]
+    return [Record(f"{prefix}record {i + 1}", item) for i, item in enumerate(data)]
 
 
-def _parse_csv(name: str, text: str, prefix: str) -> list[_Record]:
+def _parse_csv(name: str, text: str, prefix: str) -> list[Record]:
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise SeedError(f"{name}: invalid CSV: {err}") from None
     if "instruction" not in df.columns:
         raise SeedError(f"{name}: missing column 'instruction' (columns: {', '.join(map(str, df.columns)) or 'none'})")
-    return [_Record(f"{prefix}record {i + 1}", rec) for i, rec in enumerate(df.to_dict("records"))]
+    return [Record(f"{prefix}record {i + 1}", rec) for i, rec in enumerate(df.to_dict("records"))]
 
 
-def _parse_parquet(name: str, data: bytes, prefix: str) -> list[_Record]:
+def _parse_parquet(name: str, data: bytes, prefix: str) -> list[Record]:
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as err:
@@ -192,10 +200,12 @@ def _parse_parquet(name: str, data: bytes, prefix: str) -> list[_Record]:
     for col in ("instruction", "input", "output"):
         if col in schema.names and schema.field(col).type not in _STRING_TYPES:
             raise SeedError(f"{name}: column {col!r} has type {schema.field(col).type}, expected string")
-    return [_Record(f"{prefix}record {i + 1}", rec) for i, rec in enumerate(table.to_pylist())]
+    return [Record(f"{prefix}record {i + 1}", rec) for i, rec in enumerate(table.to_pylist())]
 
 
-def _text_field(rec: dict, key: str, where: str, problems: _Problems, required: bool) -> str | None:
+def text_field(rec: dict, key: str, where: str, problems: Problems, required: bool) -> str | None:
+    """A record's text field; a missing, null, non-string or invalid one is added to `problems`
+    (None is returned), except that an absent optional field is the empty string."""
     value = rec.get(key)
     if value is None:
         if required:
@@ -212,20 +222,20 @@ def _text_field(rec: dict, key: str, where: str, problems: _Problems, required: 
     return value
 
 
-def _to_row(rec: _Record, problems: _Problems) -> dict[str, Any] | None:
+def _to_row(rec: Record, problems: Problems) -> dict[str, Any] | None:
     data, where = rec.data, rec.where
     if not isinstance(data, dict):
         problems.add(where, f"expected an object with 'instruction', got {type(data).__name__}")
         return None
     n_before = len(problems.items)
-    instruction = _text_field(data, "instruction", where, problems, required=True)
+    instruction = text_field(data, "instruction", where, problems, required=True)
     if instruction is not None and not instruction.strip():
         problems.add(where, "empty instruction")
     if "input" not in data and "instances" in data:
         input_text, output = _from_instances(data["instances"], where, problems)
     else:
-        input_text = _text_field(data, "input", where, problems, required=False)
-        output = _text_field(data, "output", where, problems, required=False)
+        input_text = text_field(data, "input", where, problems, required=False)
+        output = text_field(data, "output", where, problems, required=False)
     if len(problems.items) > n_before:
         return None
     meta: dict[str, Any] = {"source_record": where}
@@ -237,15 +247,15 @@ def _to_row(rec: _Record, problems: _Problems) -> dict[str, Any] | None:
     return make_row(instruction, input_text or "", origin="seed", iteration=0, metadata=meta)
 
 
-def _from_instances(instances: Any, where: str, problems: _Problems) -> tuple[str | None, str | None]:
+def _from_instances(instances: Any, where: str, problems: Problems) -> tuple[str | None, str | None]:
     """Self-Instruct seed tasks keep input and output in `instances`; the first instance is used."""
     if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
         problems.add(where, "field 'instances' must be a non-empty list of objects with 'input' and 'output'")
         return None, None
     first = instances[0]
     return (
-        _text_field(first, "input", f"{where} instances[0]", problems, required=False),
-        _text_field(first, "output", f"{where} instances[0]", problems, required=False),
+        text_field(first, "input", f"{where} instances[0]", problems, required=False),
+        text_field(first, "output", f"{where} instances[0]", problems, required=False),
     )
 
 

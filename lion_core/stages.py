@@ -14,14 +14,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from lion_core.config import RefereeConfig, RunConfig
+from lion_core.config import RunConfig
 from lion_core.errors import ShardIncomplete
-from lion_core.generation import GenerationResult, generate
+from lion_core.generation import generate
+from lion_core.limits import role_config
 from lion_core.llm.gateway import Gateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.prompts import teacher_messages
 from lion_core.referee import REQUEST_FAILED, JudgeItem, discriminate, discrimination_report
+from lion_core.results import DiscriminationReport, GenerationReport, Judging, Pools, Shard, TrainingInputs
 from lion_core.store import PoolRef, RunStore, read_pool, read_table, resolve_uri
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
@@ -41,7 +43,8 @@ JUDGMENTS_SCHEMA = pa.schema([
 ])
 CANDIDATES_SCHEMA = pa.schema([
     ("round", pa.int32()), ("origin", pa.string()), ("seed_id", pa.string()), ("seed_instruction", pa.string()),
-    ("seed_has_input", pa.bool_()), ("max_tokens", pa.int32()), ("cached", pa.bool_()), ("raw", pa.string()), ("finish_reason", pa.string()), ("instruction", pa.string()), ("input", pa.string()),
+    ("seed_has_input", pa.bool_()), ("max_tokens", pa.int32()), ("cached", pa.bool_()), ("raw", pa.string()),
+    ("finish_reason", pa.string()), ("instruction", pa.string()), ("input", pa.string()),
     ("status", pa.string()), ("reason", pa.string()), ("max_rouge_l", pa.float64()), ("most_similar", pa.string()),
 ])
 
@@ -59,39 +62,20 @@ def teacher_answers(gateway: Gateway, rows: Sequence[dict[str, Any]], stage: str
     return out
 
 
-def answer_stage(store: RunStore, k: int, pool: PoolRef, gateway: Gateway, name: str, stage: str) -> PoolRef:
-    """Teacher answers for every instruction of `pool` in one part (the flows split it into shards),
-    stored as iteration k's `name`; failed requests are kept as failures."""
-    part = answer_part(store, k, name, pool, 0, pool.rows, gateway, stage, max_failed_fraction=1.0)
-    return merge_parts(store, k, name, [part], ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, [pool])
-
-
-def discrimination_stage(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
-                         gateway: Gateway, config: RunConfig) -> tuple[PoolRef, dict[str, Any]]:
-    """Judge every Cache Pool item in one part (the flows split it into shards); items lacking an
-    answer are labelled `missing_answer` and counted."""
-    part = discrimination_part(store, k, cache_pool, teacher, student, 0, cache_pool.rows, gateway, config)
-    ref = merge_parts(store, k, "judgments", [part], JUDGMENTS_SCHEMA, JUDGMENTS_SCHEMA_VERSION,
-                      [cache_pool, teacher, student])
-    return ref, judgments_report(ref)
-
-
 def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: Gateway,
-                     config: RunConfig) -> tuple[PoolRef, GenerationResult]:
-    """New instructions for iteration k+1 from iteration k's hard and easy items."""
+                     config: RunConfig) -> tuple[PoolRef, GenerationReport]:
+    """New instructions for iteration k+1 from iteration k's hard and easy items: every candidate,
+    committed as iteration k's `candidates`, and the figures."""
     pool = read_pool(cache_pool).to_dict("records")
     by_id = {r["id"]: r for r in pool}
     labels = {r["id"]: r["label"] for r in read_table(judgments).to_pylist()}
     hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
     easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
-    result = generate(
-        gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=config.loop.new_instructions_per_iteration,
-        ratio=config.loop.hard_easy_ratio, threshold=config.loop.rouge_l_threshold, next_iteration=k + 1,
-        random_seed=config.loop.random_seed, cfg=config.generator, tokenizer_name=config.loop.rouge_tokenizer,
-    )
+    result = generate(gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=k + 1,
+                      loop=config.loop, cfg=config.generator)
     table = pa.Table.from_pylist(result.candidates, schema=CANDIDATES_SCHEMA)
     ref = _commit(store, k, "candidates", table, CANDIDATES_SCHEMA_VERSION, [cache_pool, judgments])
-    return ref, result
+    return ref, GenerationReport.model_validate(result.report)
 
 
 def accepted_rows(candidates: PoolRef, next_iteration: int) -> list[dict[str, Any]]:
@@ -102,8 +86,9 @@ def accepted_rows(candidates: PoolRef, next_iteration: int) -> list[dict[str, An
 
 
 def update_pools(store: RunStore, k: int, cache_pool: PoolRef, new_rows: Sequence[dict[str, Any]],
-                 candidates: PoolRef) -> tuple[PoolRef, PoolRef]:
-    """Iteration k+1: Train Pool = the new instructions, Cache Pool = old Cache Pool + new; one commit."""
+                 candidates: PoolRef) -> Pools:
+    """Iteration k+1: Train Pool = the new instructions, Cache Pool = old Cache Pool + new; committed
+    together in one manifest write (`candidates` is their lineage)."""
     old = read_table(cache_pool).to_pylist()
     train = pool_table(new_rows)
     cache = pool_table([*old, *new_rows])
@@ -113,7 +98,7 @@ def update_pools(store: RunStore, k: int, cache_pool: PoolRef, new_rows: Sequenc
                                         parents=[cache_pool, candidates]),
     }
     store.commit(k + 1, refs, parents={"train_pool": [candidates], "cache_pool": [cache_pool, candidates]})
-    return refs["train_pool"], refs["cache_pool"]
+    return Pools(**refs)
 
 
 # -- shards: API stages run as independent slices of a pool, written as parts, then merged ------------
@@ -123,8 +108,8 @@ def shard_bounds(n_rows: int, shard_size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + shard_size, n_rows)) for lo in range(0, n_rows, shard_size)]
 
 
-def part_name(name: str, lo: int, hi: int) -> str:
-    return f"{name}.part-{lo:07d}-{hi:07d}"
+def part_name(shard: Shard) -> str:
+    return f"{shard.name}.part-{shard.lo:07d}-{shard.hi:07d}"
 
 
 def committed(store: RunStore, k: int, name: str) -> PoolRef | None:
@@ -140,61 +125,63 @@ def check_failures(n_failed: int, n: int, max_fraction: float, what: str) -> Non
                               f"{max_fraction:.0%}); the failures are recorded and a retry sends only those")
 
 
-def answer_part(store: RunStore, k: int, name: str, pool: PoolRef, lo: int, hi: int, gateway: Gateway,
-                stage: str, max_failed_fraction: float) -> PoolRef:
-    """Teacher answers for rows [lo, hi) of `pool`, written as an uncommitted part of `name`."""
-    rows = read_pool(pool).iloc[lo:hi].to_dict("records")
+def answer_part(store: RunStore, shard: Shard, gateway: Gateway, stage: str, max_failed_fraction: float) -> PoolRef:
+    """The gateway role's answers (the teacher's; an evaluation's reference) for the shard's rows,
+    written as an uncommitted part; failed requests are kept as failures."""
+    rows = read_pool(shard.pool).iloc[shard.lo:shard.hi].to_dict("records")
     answers = teacher_answers(gateway, rows, stage)
     check_failures(sum(a["status"] != "ok" for a in answers), len(answers), max_failed_fraction,
-                   f"{name} rows {lo}-{hi}")
+                   f"{shard.name} rows {shard.lo}-{shard.hi}")
     table = pa.Table.from_pylist(answers, schema=ANSWERS_SCHEMA)
-    return store.write_table(k, part_name(name, lo, hi), table, schema_version=ANSWERS_SCHEMA_VERSION, parents=[pool])
+    return store.write_table(shard.k, part_name(shard), table, schema_version=ANSWERS_SCHEMA_VERSION,
+                             parents=[shard.pool])
 
 
-def discrimination_part(store: RunStore, k: int, cache_pool: PoolRef, teacher: PoolRef, student: PoolRef,
-                        lo: int, hi: int, gateway: Gateway, config: RunConfig, *, name: str = "judgments",
-                        referee: RefereeConfig | None = None, silent_student: str | None = None) -> PoolRef:
-    """Judgments of Cache Pool rows [lo, hi); items lacking an answer are labelled `missing_answer`.
-    `referee` defaults to the run's (evaluations pass their judge). With `silent_student` set, an item
-    the student answered with nothing is judged with that text instead (evaluations: silence is an
-    answer, and a bad one)."""
-    referee = referee or config.referee
-    t = {r["id"]: r for r in read_table(teacher).to_pylist() if r["status"] == "ok"}
+def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway: Gateway,
+                        config: RunConfig) -> PoolRef:
+    """Judgments of the shard's rows (Cache Pool items; an evaluation's questions), written as an
+    uncommitted part; items lacking an answer are labelled `missing_answer`."""
+    referee = role_config(config, judging.role)
+    t = {r["id"]: r for r in read_table(judging.teacher).to_pylist() if r["status"] == "ok"}
     # An empty student answer is an answer (the item is hard); a failed one is missing.
-    s = {r["id"]: r for r in read_table(student).to_pylist() if r["status"] in ("ok", "empty")}
-    pool = read_pool(cache_pool).iloc[lo:hi].to_dict("records")
-    if silent_student is not None:
-        s = {r["id"]: (a if (a := s.get(r["id"])) and (a["answer"] or "").strip() else {"answer": silent_student})
+    s = {r["id"]: r for r in read_table(judging.student).to_pylist() if r["status"] in ("ok", "empty")}
+    pool = read_pool(shard.pool).iloc[shard.lo:shard.hi].to_dict("records")
+    if judging.silent_student is not None:
+        s = {r["id"]: (a if (a := s.get(r["id"])) and (a["answer"] or "").strip() else {"answer": judging.silent_student})
              for r in pool}
     items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"] or "")
              for r in pool if r["id"] in t and r["id"] in s]
     rows = discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks)
     failed = sum(r["raw_t_first"].startswith(REQUEST_FAILED) or r["raw_s_first"].startswith(REQUEST_FAILED)
                  for r in rows)
-    check_failures(failed, len(rows), config.orchestration.max_failed_fraction, f"{name} rows {lo}-{hi}")
+    check_failures(failed, len(rows), config.orchestration.max_failed_fraction,
+                   f"{shard.name} rows {shard.lo}-{shard.hi}")
     judged = {r["id"] for r in rows}
     missing = [{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "label": "missing_answer",
                 "reason": "no teacher answer" if r["id"] not in t else "no student answer",
                 "raw_t_first": "", "raw_s_first": "", "asks": 0} for r in pool if r["id"] not in judged]
     table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
-    return store.write_table(k, part_name(name, lo, hi), table, schema_version=JUDGMENTS_SCHEMA_VERSION,
-                             parents=[cache_pool, teacher, student])
+    return store.write_table(shard.k, part_name(shard), table, schema_version=JUDGMENTS_SCHEMA_VERSION,
+                             parents=[shard.pool, judging.teacher, judging.student])
 
 
-def merge_parts(store: RunStore, k: int, name: str, parts: Sequence[PoolRef], schema: pa.Schema, version: str,
-                parents: Sequence[PoolRef]) -> PoolRef:
-    """Concatenate the parts (in row order) into `name` and commit it; the parts stay as written."""
+def merge_parts(store: RunStore, k: int, name: str, parts: Sequence[PoolRef], parents: Sequence[PoolRef]) -> PoolRef:
+    """Concatenate the parts (in row order) into iteration k's `name` and commit it; the parts stay as
+    written. `judgments*` are verdicts, anything else is answers."""
+    if name.startswith("judgments"):
+        schema, version = JUDGMENTS_SCHEMA, JUDGMENTS_SCHEMA_VERSION
+    else:
+        schema, version = ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
     tables = [read_table(p).select(schema.names).cast(schema) for p in parts]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     return _commit(store, k, name, table, version, list(parents))
 
 
-def judgments_report(judgments: PoolRef) -> dict[str, Any]:
+def judgments_report(judgments: PoolRef) -> DiscriminationReport:
+    """The verdicts in figures; items without an answer are counted apart, not judged."""
     rows = read_table(judgments).to_pylist()
     judged = [r for r in rows if r["label"] != "missing_answer"]
-    report = discrimination_report(judged)
-    report["missing_answer"] = len(rows) - len(judged)
-    return report
+    return DiscriminationReport(**discrimination_report(judged), missing_answer=len(rows) - len(judged))
 
 
 def student_answer_stage(store: RunStore, k: int, pool: PoolRef, checkpoint: str, config: RunConfig,
@@ -217,7 +204,7 @@ def _commit(store: RunStore, k: int, name: str, table: pa.Table, version: str, p
 
 
 def imitation_inputs(store: RunStore, k: int, config: RunConfig, base_model: str,
-                     previous_checkpoint: str | None) -> tuple[str, PoolRef]:
+                     previous_checkpoint: str | None) -> TrainingInputs:
     """What iteration k's fine-tune starts from and trains on.
 
     `previous` (default): iteration k-1's checkpoint, on iteration k's teacher answers for the Train Pool.
@@ -225,9 +212,10 @@ def imitation_inputs(store: RunStore, k: int, config: RunConfig, base_model: str
     `train_answers_all`, de-duplicated by instruction id)."""
     answers = store.ref(k, "teacher_answers_train")
     if config.training.init_from == "previous":
-        return (previous_checkpoint if k > 0 and previous_checkpoint else base_model), answers
+        return TrainingInputs(start_from=previous_checkpoint if k > 0 and previous_checkpoint else base_model,
+                              answers=answers)
     if k == 0:
-        return base_model, answers
+        return TrainingInputs(start_from=base_model, answers=answers)
     seen: dict[str, dict[str, Any]] = {}
     parents = []
     for i in range(k + 1):
@@ -236,4 +224,5 @@ def imitation_inputs(store: RunStore, k: int, config: RunConfig, base_model: str
         for r in read_table(ref).to_pylist():
             seen.setdefault(r["id"], r)
     table = pa.Table.from_pylist(list(seen.values()), schema=ANSWERS_SCHEMA)
-    return base_model, _commit(store, k, "train_answers_all", table, ANSWERS_SCHEMA_VERSION, parents)
+    return TrainingInputs(start_from=base_model,
+                          answers=_commit(store, k, "train_answers_all", table, ANSWERS_SCHEMA_VERSION, parents))

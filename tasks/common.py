@@ -30,9 +30,9 @@ from lion_core.store import PoolRef, RunStore
 from lion_core.student.launch import TrainingError
 from tasks.limits import SLOT_LEASE_S, SLOT_WAIT_S, reclaim_expired_slots
 
-CACHE_VERSION = "lion-tasks/3"
+CACHE_VERSION = "lion-tasks/4"
 """Bump when a task's output format changes, so old cached results are not reused (2: judgments/2,
-checkpoint records, cards; 3: the config hash covers the run's identity only)."""
+checkpoint records, cards; 3: the config hash covers the run's identity only; 4: typed results)."""
 
 
 class RunContext(BaseModel):
@@ -58,8 +58,8 @@ def _canonical(value: Any) -> Any:
         return {"run": value.run_key, "config": value.config.config_hash()}
     if isinstance(value, PoolRef):
         return {"sha256": value.sha256, "rows": value.rows}
-    if isinstance(value, BaseModel):
-        return _canonical(value.model_dump(mode="json"))
+    if isinstance(value, BaseModel):  # field by field, so a PoolRef inside counts by its hash
+        return {name: _canonical(getattr(value, name)) for name in sorted(type(value).model_fields)}
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in sorted(value.items())}
     if isinstance(value, (list, tuple)):

@@ -8,6 +8,7 @@ from prefect import task
 
 from lion_core import checkpoints, stages
 from lion_core.llm.responses import ResponseStore
+from lion_core.results import CheckpointRecord, ImitationResult
 from lion_core.store import PoolRef, run_relative
 from lion_core.student.launch import train_student
 from lion_core.student.models import student_base_model
@@ -37,21 +38,22 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
 
 @task(name="record-checkpoint", tags=["lion", "store"], retries=2, retry_delay_seconds=5, retry_condition_fn=transient,
       cache_key_fn=input_cache_key, persist_result=True)
-def record_checkpoint(ctx: RunContext, k: int, trained: bool, train_rows: int) -> dict:
+def record_checkpoint(ctx: RunContext, k: int, trained: bool, train_rows: int) -> CheckpointRecord:
     """Commit which checkpoint iteration k ends with: the one it trained, or (nothing to train on) the one
     it carries forward, with the reason."""
     return checkpoints.record_checkpoint(ctx.store(), k, ctx.config, trained=trained, train_rows=train_rows)
 
 
 @task(name="publish-final-checkpoint", tags=["lion", "store"], retries=1, retry_condition_fn=transient)
-def publish_final_checkpoint(ctx: RunContext, n: int, record: dict, start_from: str, trained_on: PoolRef | None) -> str:
+def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult) -> str:
     """`<checkpoints>/final`: the checkpoint trained on the last Train Pool (or carried, with the reason),
     with its model card; the run's deliverable."""
-    store, config = ctx.store(), ctx.config
+    store, config, record = ctx.store(), ctx.config, imitated.checkpoint_record
     final = config.storage.final_checkpoint_dir(ctx.run_id)
-    checkpoints.publish_final(record["path"], final, info={"run_id": ctx.run_id, "iteration": n, **record})
-    checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model, start_from=start_from,
-                                      trained_on=trained_on, title=f"Lion student, run {ctx.run_id}, final",
+    checkpoints.publish_final(record.path, final, info={"run_id": ctx.run_id, "iteration": n, **record.model_dump()})
+    checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model,
+                                      start_from=imitated.training.start_from, trained_on=imitated.train_data,
+                                      title=f"Lion student, run {ctx.run_id}, final",
                                       note=checkpoints.final_card_note(record, n))
     checkpoints.mark_complete(final)
     return final

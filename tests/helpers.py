@@ -1,18 +1,19 @@
 """Small helpers shared by tests."""
 
 import os
+from pathlib import Path
 
 
 def process_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except OSError:  # gone, or the pid now belongs to another user's process
         return False
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # the name in () may hold spaces
+    except (OSError, IndexError):
         return False
 
 
@@ -24,7 +25,8 @@ class FaultServerProcess:
         import subprocess
         import sys
 
-        self._proc = subprocess.Popen([sys.executable, "-m", "lion_core.llm.fault_server", *args],
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._proc = subprocess.Popen([sys.executable, "-m", "tests.fault_server", *args], cwd=repo,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.url = f"http://127.0.0.1:{int(self._proc.stdout.readline())}/v1"
         self.stats: dict = {}
@@ -49,3 +51,60 @@ def wait_until_gone(pid: int, timeout_s: float = 5.0) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def answer_whole_pool(store, k, pool, gateway, name, stage="imitation"):
+    """A pool answered as the flows do it, in one shard: the part, then the committed merge."""
+    from lion_core.results import Shard
+    from lion_core.stages import answer_part, merge_parts
+
+    part = answer_part(store, Shard(k=k, name=name, pool=pool, lo=0, hi=pool.rows), gateway, stage, max_failed_fraction=1.0)
+    return merge_parts(store, k, name, [part], [pool])
+
+
+def judge_whole_pool(store, k, cache_pool, teacher, student, gateway, config):
+    """A Cache Pool judged as the flows do it, in one shard: the committed verdicts and their report."""
+    from lion_core.results import Judging, Shard
+    from lion_core.stages import discrimination_part, judgments_report, merge_parts
+
+    shard = Shard(k=k, name="judgments", pool=cache_pool, lo=0, hi=cache_pool.rows)
+    part = discrimination_part(store, shard, Judging(teacher=teacher, student=student), gateway, config)
+    ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student])
+    return ref, judgments_report(ref)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def task_runs(since):
+    """Cache keys of completed and of cached task runs started after `since`."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+
+    runs = []
+    with get_client(sync_client=True) as client:
+        flt = TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since))
+        while page := client.read_task_runs(task_run_filter=flt, limit=200, offset=len(runs)):
+            runs += page
+    def key(r):  # a persisted result's storage key is the task's cache key
+        return getattr(r.state.data, "storage_key", None) if r.state else None
+
+    completed = {key(r) for r in runs if r.state and r.state.name == "Completed" and key(r)}
+    cached = {key(r) for r in runs if r.state and r.state.name == "Cached" and key(r)}
+    names = {key(r): r.name for r in runs if key(r)}
+    return {"completed_keys": completed, "cached_keys": cached, "names": names}

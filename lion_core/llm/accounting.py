@@ -41,7 +41,8 @@ class Accounting:
         return [asdict(u) for _, u in sorted(self._rows.items())]
 
     def markdown(self) -> str:
-        head = "| role | stage | requests | cached | calls | retries | failures | prompt tokens | completion tokens | cost (USD) |"
+        head = ("| role | stage | requests | cached | calls | retries | failures | prompt tokens | completion tokens "
+                "| cost (USD) |")
         lines = [head, "|" + "---|" * 10]
         for u in (Usage(**r) for r in self.table()):
             lines.append(

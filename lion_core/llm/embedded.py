@@ -94,7 +94,7 @@ def _convert(src: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range (source ports of outgoing connections)."""
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -109,7 +109,7 @@ def free_port(rng: random.Random | None = None) -> int:
     every outgoing connection (the Prefect client, the API gateway) also draws its source port from,
     so one of them could take it before the child binds (seen as EADDRINUSE from the training
     rendezvous or the embedded server)."""
-    low = _ephemeral_low()
+    low = ephemeral_low()
     rng = rng or random.SystemRandom()
     if low > 20_000:
         for _ in range(200):

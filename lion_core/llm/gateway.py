@@ -278,7 +278,8 @@ class Gateway:
                 error_message = scrub(str(err), ep.api_key)[:2000]
                 breaker.record(err, error_message)
                 if outcome.fatal:
-                    raise EndpointRejected(f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
+                    raise EndpointRejected(
+                        f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
                 if outcome.context_overflow and cfg.context_overflow == "truncate" and not truncated:
                     current, truncated = truncate(current, cfg.truncate_keep_fraction), True
                     continue

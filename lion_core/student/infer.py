@@ -14,8 +14,8 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def student_answers(
     call = StoredCall(role="student", stage=stage, endpoint=endpoint, model=prompt_format)
     if todo:
         use_vllm = backend == "vllm" or (backend == "auto" and _vllm_available())
-        run = _generate_vllm if use_vllm else _generate_hf
+        run = _generate_vllm if use_vllm else generate_hf
         for i, text, finish, n_prompt, n_new in run(model_path, tokenizer, [prompts[i] for i in todo], todo, gen, seed,
                                                      dtype):
             if text.strip():
@@ -115,7 +115,7 @@ def _vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list[int], gen: StudentGeneration,
+def generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list[int], gen: StudentGeneration,
                  seed: int, dtype: str = "auto"):
     """Yields (row index, text, finish_reason, prompt tokens, new tokens) batch by batch, longest prompts first."""
     import torch

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lion_core.config import RunConfig
@@ -56,11 +57,22 @@ def build_command(config: RunConfig, train_args: list[str], master_port: int) ->
     return cmd + train_args, env
 
 
-def train_student(
-    config: RunConfig, answers: PoolRef, base_model: str, output_dir: str | Path, *,
-    run_id: str = "", iteration: int = 0, max_steps: int = -1, save_steps: int = 200,
-    timeout_s: float | None = None, sampling: str = "group_by_length",
-) -> Path:
+@dataclass(frozen=True)
+class TrainOptions:
+    """Knobs of one fine-tune that are not the run's settings: tests and benchmarks cut it short."""
+
+    max_steps: int = -1
+    """-1: the epochs of `training.num_train_epochs`."""
+    save_steps: int = 200
+    """Trainer checkpoints (what an interrupted fine-tune resumes from) every this many steps."""
+    sampling: str = "group_by_length"
+    """How batches are drawn: `group_by_length` (less padding) or `random`."""
+    timeout_s: float | None = None
+    """None: `training.timeout_s`."""
+
+
+def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_dir: str | Path, *, run_id: str = "",
+                  iteration: int = 0, options: TrainOptions = TrainOptions()) -> Path:
     """Fine-tune `base_model` on the answers and return the checkpoint folder. An existing complete
     checkpoint is returned as it is; an interrupted one resumes from its last Trainer checkpoint."""
     out = Path(output_dir)
@@ -73,8 +85,8 @@ def train_student(
     train_args = [
         "--config-json", str(config_json), "--answers-uri", resolve_uri(answers.uri), "--answers-sha256", answers.sha256,
         "--answers-rows", str(answers.rows), "--base-model", resolve_uri(base_model), "--output-dir", str(out),
-        "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(max_steps), "--save-steps", str(save_steps),
-        "--sampling", sampling,
+        "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(options.max_steps),
+        "--save-steps", str(options.save_steps), "--sampling", options.sampling,
     ]
     cmd, extra_env = build_command(config, train_args, free_port())
     # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, in one arena per
@@ -83,7 +95,7 @@ def train_student(
     env = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2", **os.environ, **extra_env,
            "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     try:
-        run_subprocess(cmd, env, out / "train.log", timeout_s or config.training.timeout_s)
+        run_subprocess(cmd, env, out / "train.log", options.timeout_s or config.training.timeout_s)
     except TrainingError as err:
         # The marker is written after every rank saved: a crash in the interpreter's teardown after it
         # (native thread pools at exit) must not throw the finished fine-tune away.
@@ -101,8 +113,8 @@ def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_
     tail: collections.deque[str] = collections.deque(maxlen=60)
     log.info("launching: %s", " ".join(cmd))
     with open(log_path, "a", encoding="utf-8") as log_file:
-        proc = subprocess.Popen(guarded(cmd, group=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, text=True, errors="replace", start_new_session=True)
+        proc = subprocess.Popen(guarded(cmd, group=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, text=True, errors="replace", start_new_session=True)
 
         def pump() -> None:
             assert proc.stdout is not None

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lion_core.errors import LionError
 from lion_core.config import StudentConfig
+from lion_core.errors import LionError
 from lion_core.llm.embedded import MODEL_NAME, cache_root, embedded_model_dir
 
 EMBEDDED_PREFIX = "embedded:"

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from lion_core.llm.fault_server import FaultPlan, FaultServer
+from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import pool_rows, write_flow_config
-from tests.flows.test_cli import LION, _alive, _descendants
+from tests.flows.test_cli import LION
+from tests.helpers import descendants, process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = FaultPlan(rate_500=0.05, rate_429=0.05, retry_after_s=0.05, seed=3)
@@ -95,7 +96,7 @@ def _kill_at(stage: str, config: Path, home: Path, api: FaultServer) -> tuple[di
             break
         time.sleep(0.05)
     time.sleep(delay)
-    started = _descendants(proc.pid)
+    started = descendants(proc.pid)
     answered_before = dict(api.stats.answered)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -106,7 +107,7 @@ def _outliving(started: set[int], limit_s: float = 30.0) -> tuple[list[int], flo
     """Processes of a killed run still alive after `limit_s` (they are given that long to end on
     their own: the fine-tune's guard gives its ranks 15 s), and how long the last one took."""
     t0 = time.monotonic()
-    while (left := [p for p in started if _alive(p)]) and time.monotonic() - t0 < limit_s:
+    while (left := [p for p in started if process_alive(p)]) and time.monotonic() - t0 < limit_s:
         time.sleep(0.2)
     return left, time.monotonic() - t0
 
@@ -116,15 +117,15 @@ def _slots_held(config: Path, home: Path, killed_at: float) -> int:
     lasts 60 s), after what a new run does first: release expired leases."""
     time.sleep(max(0.0, killed_at + 65 - time.monotonic()))
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
         "from tasks.limits import release_expired_leases; release_expired_leases()\n"
         "from prefect import get_client\n"
         "from lion_core.config import load_config\nfrom lion_core.limits import api_limits\n"
-        "names = api_limits(load_config(%r))\n"
+        f"names = api_limits(load_config({str(config)!r}))\n"
         "with get_client(sync_client=True) as c:\n"
         "    print(sum(c.read_global_concurrency_limit_by_name(n).active_slots for n in names))\n"
-    ) % (str(REPO), str(config))
+    )
     r = subprocess.run([sys.executable, "-c", code], env=_env(home), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return int(r.stdout.strip().splitlines()[-1])
@@ -213,12 +214,12 @@ def test_killed_in_any_stage_resumes_to_the_same_pools(stage, reference, tiny_mo
 
 def _flow_run_states(home: Path) -> list[str]:
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
         "from prefect import get_client\n"
         "with get_client(sync_client=True) as c:\n"
         "    print(' '.join(sorted(r.state.name for r in c.read_flow_runs() if r.state)))\n"
-    ) % str(REPO)
+    )
     r = subprocess.run([sys.executable, "-c", code], env=_env(home), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.split()
@@ -249,7 +250,7 @@ def test_a_run_waiting_for_a_slot_stops_within_seconds_and_is_marked_crashed(sig
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
             time.sleep(5)
-            started = _descendants(proc.pid)
+            started = descendants(proc.pid)
             t0 = time.monotonic()
             proc.send_signal(signum)
             proc.wait(60)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import descendants, process_alive
+
 LION = Path(sys.executable).parent / "lion"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,6 +103,15 @@ def test_config_check(tmp_path):
         assert field in r.stderr
 
 
+def test_config_explain():
+    r = lion("config", "explain", "loop")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("[loop]") and "loop.tau: float >= 0 = 1.0" in r.stdout and "teacher." not in r.stdout
+    r = lion("config", "explain", "loop.taux")
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("lion: error: unknown config field 'loop.taux'") and "did you mean loop.tau" in r.stderr
+
+
 def test_usage_error_exits_nonzero():
     r = lion("init")
     assert r.returncode == 2 and "--config" in r.stderr
@@ -118,37 +129,13 @@ def test_run_and_evaluate_refuse_bad_requests_before_starting_anything(config, t
     assert r.returncode == 1 and "no finished checkpoint" in r.stderr
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tmp_path, tiny_model):
     import signal
     import time
 
-    from lion_core.llm.fault_server import FaultServer
     from lion_core.store import RunStore
+    from tests.fault_server import FaultServer
     from tests.flows.conftest import write_flow_config
 
     with FaultServer() as api:
@@ -161,16 +148,16 @@ def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tm
         while not (train_log.is_file() and train_log.stat().st_size) and proc.poll() is None:
             assert time.monotonic() < deadline, "training never started"
             time.sleep(0.2)
-        started = _descendants(proc.pid)  # Prefect's local API server, the training process group
+        started = descendants(proc.pid)  # Prefect's local API server, the training process group
         assert started
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
         assert "stopped by SIGTERM" in out
         deadline = time.monotonic() + 30  # the fine-tune's guard gives its ranks 15 s, then kills them
-        while [p for p in started if _alive(p)] and time.monotonic() < deadline:
+        while [p for p in started if process_alive(p)] and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert [p for p in started if _alive(p)] == [], out[-3000:]
+        assert [p for p in started if process_alive(p)] == [], out[-3000:]
 
         r = lion("run", "--config", config, "--resume", "term", timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -179,8 +166,8 @@ def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tm
 
 
 def test_config_check_reports_every_problem_before_anything_is_paid(tmp_path):
-    from lion_core.llm.fault_server import FaultPlan, FaultServer
     from lion_core.llm.embedded import free_port
+    from tests.fault_server import FaultPlan, FaultServer
 
     secret = "sk-lion-check-" + "5" * 30
     with FaultServer(FaultPlan(api_key=secret)) as api:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from lion_core.llm.embedded import free_port
-from lion_core.llm.fault_server import FaultServer
 from lion_core.store import RunStore
+from tests.fault_server import FaultServer
 from tests.flows.conftest import REPO, write_flow_config
 
 pytestmark = pytest.mark.slow

@@ -38,15 +38,15 @@ def test_two_checkpoints_judged_in_both_orders_against_the_embedded_endpoint(pre
     result = evaluate(config_path=str(config), checkpoints=["base", str(tiny_model)], eval_set=str(questions),
                       name="two")
 
-    assert list(result["scores"]) == ["base", tiny_model.name]
-    rows = pq.read_table(result["files"]["results"]).to_pylist()
+    assert list(result.scores) == ["base", tiny_model.name]
+    rows = pq.read_table(result.files["results"]).to_pylist()
     assert len(rows) == 6 and {r["checkpoint"] for r in rows} == {"base", tiny_model.name}
     for r in rows:
         assert r["reference_answer"] and r["judgment_reference_first"] and r["judgment_student_first"]  # raw text kept
         for order in ("reference_first", "student_first"):
             ref, stu = r[f"reference_score_{order}"], r[f"student_score_{order}"]
             assert (ref is None) == (stu is None) and (ref is None or 1 <= ref <= 10)
-    for label, s in result["scores"].items():
+    for label, s in result.scores.items():
         mine = [r for r in rows if r["checkpoint"] == label]
         judged = [r for r in mine if r["reference_score_reference_first"] is not None]
         assert s["judged_reference_first"] == len(judged) and s["failed_reference_first"] == 3 - len(judged)
@@ -55,10 +55,10 @@ def test_two_checkpoints_judged_in_both_orders_against_the_embedded_endpoint(pre
                 r["reference_score_reference_first"] for r in judged)
             assert s["relative_score_reference_first"] == pytest.approx(expected)
         assert set(s["categories"]) <= {"generic", "knowledge", "writing"}
-    scores = pq.read_table(result["files"]["scores"]).to_pylist()
+    scores = pq.read_table(result.files["scores"]).to_pylist()
     assert {(r["checkpoint"], r["category"]) for r in scores if r["category"] == "all"} == {
         ("base", "all"), (tiny_model.name, "all")}
-    for uri in result["plots"].values():
+    for uri in result.plots.values():
         assert open(uri, "rb").read(4) == b"\x89PNG"
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="lion-eval-two")))
@@ -69,6 +69,6 @@ def test_two_checkpoints_judged_in_both_orders_against_the_embedded_endpoint(pre
     with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
         before = rs.counts()
     again = evaluate(config_path=str(config), checkpoints=["base", str(tiny_model)], eval_set=str(questions), name="two")
-    assert again["scores"] == result["scores"]
+    assert again.scores == result.scores
     with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
         assert rs.counts() == before

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 
 from flows.lion import lion
-from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.llm.responses import ResponseStore
 from lion_core.report import summary_markdown
 from lion_core.store import RunStore, read_table, resolve_uri
+from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import pool_rows, write_flow_config
+from tests.helpers import task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -55,19 +55,19 @@ def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
     folder, result = uninterrupted["folder"], uninterrupted["result"]
     store = RunStore(str(folder / "runs"), "ref")
     assert store.iterations() == [0, 1, 2]
-    assert [s["iteration"] for s in result["iterations"]] == [0, 1]
-    for s in result["iterations"]:
-        k = s["iteration"]
+    assert [s.iteration for s in result.iterations] == [0, 1]
+    for s in result.iterations:
+        k = s.iteration
         m = store.manifest(k).files
         assert {"teacher_answers_train", "teacher_answers_cache", "student_answers", "judgments", "candidates"} <= set(m)
-        assert s["judged"] == s["cache_pool"] and s["hard"] + s["easy"] + s["unresolved"] == s["judged"] - s["missing_answer"]
-        assert s["next_train_pool"] == s["accepted"] and s["next_cache_pool"] == s["cache_pool"] + s["accepted"]
-        assert store.manifest(k + 1).files["cache_pool"].rows == s["next_cache_pool"]
-        for name, uri in s["plots"].items():
+        assert s.judged == s.cache_pool and s.hard + s.easy + s.unresolved == s.judged - s.missing_answer
+        assert s.next_train_pool == s.accepted and s.next_cache_pool == s.cache_pool + s.accepted
+        assert store.manifest(k + 1).files["cache_pool"].rows == s.next_cache_pool
+        for name, uri in s.plots.items():
             assert open(uri, "rb").read(8) == b"\x89PNG\r\n\x1a\n", name
         assert (folder / "runs" / "ref" / "checkpoints" / f"iter-{k}" / "final" / ".complete").is_file()
-        assert s["checkpoint"].endswith(f"iter-{k}/final")
-        json.dumps(s)  # the summary is plain data
+        assert s.checkpoint.endswith(f"iter-{k}/final")
+        json.dumps(s.model_dump(mode="json"))  # the summary is plain data
     # iteration 1 trains on iteration 0's new instructions, starting from iteration 0's checkpoint
     info = json.loads((folder / "runs" / "ref" / "checkpoints" / "iter-1" / "final" / "lion_checkpoint.json").read_text())
     assert "iter-0/final" in json.dumps(info)
@@ -75,17 +75,17 @@ def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
 
 def test_the_report_shows_every_path_of_the_method(uninterrupted):
     """Verdicts with 0 scores, generation budgets, fresh draws per iteration, the Figure 3 chart."""
-    first, second = uninterrupted["result"]["iterations"]
+    first, second = uninterrupted["result"].iterations
     for s in (first, second):
-        assert s["hard"] > 0 and s["easy"] > 0 and s["unresolved"] == 0  # the loopback referee gives verdicts
-        assert s["accepted"] > 0 and s["checkpoint_status"] == "trained"
-        assert s["fresh_draws"] == s["generation_requests"] and s["stored_draws"] == 0  # every draw new
-        candidates = read_table(RunStore(str(uninterrupted["folder"] / "runs"), "ref").ref(s["iteration"], "candidates"))
+        assert s.hard > 0 and s.easy > 0 and s.unresolved == 0  # the loopback referee gives verdicts
+        assert s.accepted > 0 and s.checkpoint_status == "trained"
+        assert s.fresh_draws == s.generation_requests and s.stored_draws == 0  # every draw new
+        candidates = read_table(RunStore(str(uninterrupted["folder"] / "runs"), "ref").ref(s.iteration, "candidates"))
         truncated = sum(r == "truncated" for r in candidates.column("reason").to_pylist())
-        assert sum(s["truncated_by_reason"].values()) == truncated == s["rejected_by_reason"].get("truncated", 0)
-        assert sum(f["requests"] for f in s["by_seed_input"].values()) == s["generation_requests"]
-        assert open(s["plots"]["instruction_types"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert first["zero_scores"] + second["zero_scores"] > 0  # a 0 is a verdict, kept
+        assert sum(s.truncated_by_reason.values()) == truncated == s.rejected_by_reason.get("truncated", 0)
+        assert sum(f.requests for f in s.by_seed_input.values()) == s.generation_requests
+        assert open(s.plots["instruction_types"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert first.zero_scores + second.zero_scores > 0  # a 0 is a verdict, kept
     md = summary_markdown(second)
     assert "draws:" in md and "truncated replies by reason" in md and "scores of 0" in md
 
@@ -99,13 +99,13 @@ def test_the_last_train_pool_is_trained_into_the_final_checkpoint(uninterrupted)
     folder, result = uninterrupted["folder"], uninterrupted["result"]
     store = RunStore(str(folder / "runs"), "ref")
     final = folder / "runs" / "ref" / "checkpoints" / "final"
-    assert result["final_checkpoint"] == str(final) and (final / ".complete").is_file()
-    last = result["iterations"][-1]
+    assert result.final_checkpoint == str(final) and (final / ".complete").is_file()
+    last = result.iterations[-1]
     # the instructions the last generation paid for are answered by the teacher and trained on
-    assert store.ref(2, "teacher_answers_train").rows == last["next_train_pool"] > 0
-    assert checkpoint_record(store, 2)["status"] == "trained"
-    info = result["final"]
-    assert info["status"] == "trained" and info["iteration"] == 2 and info["train_rows"] == last["next_train_pool"]
+    assert store.ref(2, "teacher_answers_train").rows == last.next_train_pool > 0
+    assert checkpoint_record(store, 2).status == "trained"
+    info = result.final
+    assert info["status"] == "trained" and info["iteration"] == 2 and info["train_rows"] == last.next_train_pool
     trained_on = json.loads((final / "lion_checkpoint.json").read_text())["train_data"]
     assert trained_on["sha256"] == store.ref(2, "teacher_answers_train").sha256
     tok = AutoTokenizer.from_pretrained(final)
@@ -156,7 +156,7 @@ def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools
         with ResponseStore(str(folder / "responses.sqlite")) as rs:
             assert rs.counts().get("failed", 0) > 0  # the outage is recorded, not stored as answers
 
-        completed_first = _task_runs(since=started)
+        completed_first = task_runs(since=started)
         api.plan = FaultPlan()  # the API is back
         resumed = datetime.now(timezone.utc)  # every task run from here on belongs to the resumed run
         result = lion(config_path=str(config), run_id="ref")
@@ -165,32 +165,16 @@ def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools
     # every request was answered once in all: as many answers as the uninterrupted run needed
     assert first_answered + resumed_answered == uninterrupted["answered"]
     # every task that completed before the outage was a cache hit on resume
-    second = _task_runs(since=resumed)
+    second = task_runs(since=resumed)
     done_before = completed_first["completed_keys"]
     assert done_before and done_before <= second["cached_keys"]
     assert not (done_before & second["completed_keys"])
     # and the run ends where the uninterrupted one did
-    assert [s["iteration"] for s in result["iterations"]] == [0, 1]
+    assert [s.iteration for s in result.iterations] == [0, 1]
     ref_runs = uninterrupted["folder"] / "runs"
     for k in (1, 2):
         for name in ("train_pool", "cache_pool"):
             assert pool_rows(folder / "runs", "ref", k, name) == pool_rows(ref_runs, "ref", k, name), (k, name)
-
-
-def _task_runs(since):
-    """Cache keys of completed and of cached task runs started after `since`."""
-    runs = []
-    with get_client(sync_client=True) as client:
-        flt = TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since))
-        while page := client.read_task_runs(task_run_filter=flt, limit=200, offset=len(runs)):
-            runs += page
-    def key(r):  # a persisted result's storage key is the task's cache key
-        return getattr(r.state.data, "storage_key", None) if r.state else None
-
-    completed = {key(r) for r in runs if r.state and r.state.name == "Completed" and key(r)}
-    cached = {key(r) for r in runs if r.state and r.state.name == "Cached" and key(r)}
-    names = {key(r): r.name for r in runs if key(r)}
-    return {"completed_keys": completed, "cached_keys": cached, "names": names}
 
 
 @pytest.fixture(scope="module")
@@ -216,23 +200,23 @@ def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_check
     with FaultServer(FaultPlan(generator_refuses=True)) as api:
         config = write_flow_config(folder, api.url, silent_model)
         result = lion(config_path=str(config), run_id="silent")
-    first, second = result["iterations"]
+    first, second = result.iterations
     # every answer is empty: every item is hard, with its reason, and no referee call was paid for it
-    assert first["hard"] == first["hard_empty_answer"] == first["cache_pool"] and first["easy"] == 0
+    assert first.hard == first.hard_empty_answer == first.cache_pool and first.easy == 0
     assert not any("<<<ANSWER OF ASSISTANT 1>>>" in m for m in api.stats.successes)
     # the generator declined everything: iteration 1 has nothing to train on and carries iteration 0's checkpoint
-    assert first["accepted"] == 0 and second["train_pool"] == 0
+    assert first.accepted == 0 and second.train_pool == 0
     store = RunStore(str(folder / "runs"), "silent")
     iter0 = "run://silent/checkpoints/iter-0/final"  # valid wherever the run folder goes
     assert resolve_uri(iter0) == str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
-    assert checkpoint_record(store, 0)["status"] == "trained"
-    assert checkpoint_record(store, 1) == {"path": iter0, "status": "carried", "source_iteration": 0,
+    assert checkpoint_record(store, 0).status == "trained"
+    assert checkpoint_record(store, 1).model_dump() == {"path": iter0, "status": "carried", "source_iteration": 0,
                                            "reason": EMPTY_TRAIN_POOL, "train_rows": 0}
-    assert second["checkpoint"] == iter0 and second["checkpoint_status"] == "carried"
+    assert second.checkpoint == iter0 and second.checkpoint_status == "carried"
     assert "carried from iteration 0" in summary_markdown(second)
     # the final Train Pool is empty too: the final checkpoint is iteration 0's, published with the reason
     final = folder / "runs" / "silent" / "checkpoints" / "final"
-    assert result["final"]["status"] == "carried" and result["final"]["source_iteration"] == 0
+    assert result.final["status"] == "carried" and result.final["source_iteration"] == 0
     assert (final / ".complete").is_file() and (final / "config.json").is_file()
     assert "carried from iteration 0" in (final / "README.md").read_text()
 
@@ -249,15 +233,15 @@ def test_after_run_the_base_every_checkpoint_and_the_final_one_are_evaluated(pre
         config = write_flow_config(folder, api.url, tiny_model, iterations=1,
                                    evaluation={"eval_set": str(questions), "after_run": True, "min_coverage": 0.5})
         result = lion(config_path=str(config), run_id="evaluated")
-    evaluation = result["evaluation"]
-    assert evaluation["eval_id"] == "evaluated-eval"
+    evaluation = result.evaluation
+    assert evaluation.eval_id == "evaluated-eval"
     # iteration 0's checkpoint and the final one (trained on the last Train Pool), besides the base
-    assert set(evaluation["scores"]) == {"base", 0, "final"}
-    for s in evaluation["scores"].values():
+    assert set(evaluation.scores) == {"base", 0, "final"}
+    for s in evaluation.scores.values():
         assert s["relative_score"] is not None
         lo, hi = s["relative_score_ci95"]
         assert lo <= s["relative_score"] <= hi
     scores = read_table(RunStore(str(folder / "runs" / "evaluations"), "evaluated-eval").ref(0, "scores")).to_pylist()
     assert {r["checkpoint"] for r in scores} == {"base", "evaluated-iter-0", "evaluated-final"}
-    table = summary_text_table(result["iterations"], evaluation["scores"]).splitlines()
+    table = summary_text_table(result.iterations, evaluation.scores).splitlines()
     assert "rel. score" in table[0] and table[1].startswith(" base") and table[-1].startswith("final")

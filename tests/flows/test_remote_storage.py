@@ -12,10 +12,10 @@ import yaml
 from prefect.settings import temporary_settings
 
 from flows.lion import lion
-from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.store import RunStore
+from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import write_flow_config
-from tests.flows.test_lion_flow import _task_runs
+from tests.helpers import task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_
         started = datetime.now(timezone.utc)
         with pytest.raises(Exception, match="requests failed after retries"):
             lion(config_path=str(config), run_id="remote")
-        first = _task_runs(since=started)
+        first = task_runs(since=started)
         results = s3.find(f"{prefix}/prefect-results")
         assert first["completed_keys"] and {Path(k).name for k in first["completed_keys"]} <= {Path(r).name for r in results}
         assert not (tmp_path / "runs").exists()  # nothing of the run went to a local folder
@@ -49,7 +49,7 @@ def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_
         resumed = datetime.now(timezone.utc)
         result = lion(config_path=str(config), run_id="remote")
 
-    second = _task_runs(since=resumed)
+    second = task_runs(since=resumed)
     # Every task with a cache key was read back from S3, not run again. Remote result storage makes
     # Prefect persist the rest too: the sub-flow (its tasks are the hits) and base-model, which resolves
     # a local path and so must run again in a new container.
@@ -58,7 +58,7 @@ def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_
     assert {"answers-shard", "merge-parts", "training-set", "train-student"} <= {
         first["names"][k].rsplit("-", 1)[0] for k in first["completed_keys"] & second["cached_keys"]}
     assert not (first["completed_keys"] & second["completed_keys"])
-    assert [s["iteration"] for s in result["iterations"]] == [0]
+    assert [s.iteration for s in result.iterations] == [0]
     store = RunStore(f"{prefix}/runs", "remote")
     assert store.iterations() == [0, 1] and {"train_pool", "cache_pool"} <= set(store.manifest(1).files)
     assert s3.exists(f"{prefix}/runs/remote/iter-0/plots/score_gap.png".removeprefix("s3://"))

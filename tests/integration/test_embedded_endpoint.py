@@ -75,15 +75,24 @@ def test_server_dies_with_a_killed_caller(model_dir, tmp_path):
     assert wait_until_gone(server_pid, timeout_s=30)
 
 
-def test_embedded_config_roles_reach_one_server(server, tmp_path, repo):
+def test_every_role_of_the_embedded_config_reaches_the_server_of_its_model(server, standin, endpoints, tmp_path, repo):
+    """As a run's tasks build their gateways (tasks.common.api_gateway): the chat model's role goes to
+    the chat server, the stand-ins' roles to theirs."""
     from lion_core.config import parse_config
-    from lion_core.llm.roles import role_gateways
+    from lion_core.limits import role_config
+    from lion_core.llm.roles import RUN_ROLES
 
     data = load_config(repo / "configs" / "embedded.yaml").to_json_dict()
     data["storage"]["runs_root"] = str(tmp_path / "runs")
     cfg = parse_config(data)
-    with role_gateways(cfg, server=server) as gws:
-        urls = {g.endpoint.base_url for g in gws.values()}
-        assert urls == {server.base_url}
-        [r] = gws["generator"].run_sync([ChatRequest.of([("user", "Write one short question.")], max_tokens=10)], "generation")
-        assert r.ok and r.text
+    urls = {}
+    with ResponseStore(cfg.storage.response_store_path()) as store:
+        for role in RUN_ROLES:
+            gateway = Gateway(Endpoint.from_config(role, role_config(cfg, role), embedded=endpoints), store)
+            urls[role] = gateway.endpoint.base_url
+            [r] = gateway.run_sync([ChatRequest.of([("user", "Write one short question.")], max_tokens=10)], role)
+            if role == "teacher":
+                assert r.ok and r.text
+            else:  # the stand-ins answer their own prompts only, and say so: the request reached them
+                assert not r.ok and f"not a {role} prompt" in r.error_message, r
+    assert urls == {"teacher": server.base_url, "referee": standin.base_url, "generator": standin.base_url}

@@ -9,8 +9,9 @@ from lion_core.config import load_config, parse_config
 from lion_core.generation import generate
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.runs import init_run
-from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, answer_stage, discrimination_stage, update_pools
+from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, update_pools
 from lion_core.store import RunStore, read_pool, read_table
+from tests.helpers import answer_whole_pool, judge_whole_pool
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
     with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
         gw = {role: Gateway(Endpoint.from_config(role, getattr(cfg, role), embedded=endpoints), rs)
               for role in ("teacher", "referee", "generator")}
-        teacher = answer_stage(store, 0, run.cache_pool, gw["teacher"], "teacher_answers", "imitation")
+        teacher = answer_whole_pool(store, 0, run.cache_pool, gw["teacher"], "teacher_answers", "imitation")
         # the student's answers come from the student stage; here the embedded model answers in its place
         pool = read_pool(run.cache_pool).to_dict("records")
         reqs = [ChatRequest.of([("user", r["instruction"])], temperature=0.7, max_tokens=40, tag=r["id"]) for r in pool]
@@ -43,7 +44,7 @@ def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
         student = store.write_table(0, "student_answers", table, schema_version=ANSWERS_SCHEMA_VERSION)
         store.commit(0, {"student_answers": student})
 
-        judgments, report = discrimination_stage(store, 0, run.cache_pool, teacher, student, gw["referee"], cfg)
+        judgments, report = judge_whole_pool(store, 0, run.cache_pool, teacher, student, gw["referee"], cfg)
         rows = read_table(judgments).to_pylist()
         assert len(rows) == 4 and {r["label"] for r in rows} <= {"hard", "easy", "unresolved"}
         for r in rows:
@@ -52,17 +53,18 @@ def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
                 assert r["d"] is None  # never scored
             else:
                 assert r["d"] == r["mean_t"] - r["mean_s"]
-        assert report["resolved"] + report["unresolved"] == 4
-        assert report["unresolved"] == 0  # the offline referee stand-in always gives a verdict
-        assert 0.0 <= report["coverage_teacher_first"] <= 1.0
+        assert report.resolved + report.unresolved == 4
+        assert report.unresolved == 0  # the offline referee stand-in always gives a verdict
+        assert 0.0 <= report.coverage_teacher_first <= 1.0
 
-        result = generate(gw["generator"], hard_seeds=pool[:2], easy_seeds=pool[2:], cache_pool=pool, n_new=4,
-                          ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0, cfg=cfg.generator)
+        result = generate(gw["generator"], hard_seeds=pool[:2], easy_seeds=pool[2:], cache_pool=pool, next_iteration=1,
+                          loop=cfg.loop.model_copy(update={"random_seed": 0}), cfg=cfg.generator)
         assert result.report["requests"] <= 8
         assert len(result.candidates) == result.report["requests"]
         for c in result.candidates:
             assert c["raw"] is not None
             assert (c["status"] == "accepted") == (c["reason"] is None)
         assert result.accepted  # the list generator's tasks pass the parser and the ROUGE-L filter
-        train, cache = update_pools(store, 0, run.cache_pool, result.accepted, teacher)
+        pools = update_pools(store, 0, run.cache_pool, result.accepted, teacher)
+        train, cache = pools.train_pool, pools.cache_pool
         assert train.rows == len(result.accepted) and cache.rows == 4 + len(result.accepted)

@@ -26,13 +26,13 @@ def test_answers_are_persisted_and_never_generated_twice(tmp_path, tiny_model, m
         def must_not_run(*a, **k):
             raise AssertionError("generation ran although every answer was stored")
 
-        monkeypatch.setattr(infer, "_generate_hf", must_not_run)
+        monkeypatch.setattr(infer, "generate_hf", must_not_run)
         again = student_answers(tiny_model, ROWS, SAMPLED, store)
     assert [a["answer"] for a in again] == [a["answer"] for a in first]
 
 
 def test_a_crash_mid_pool_resumes_with_only_the_missing_answers(tmp_path, tiny_model, monkeypatch):
-    real = infer._generate_hf
+    real = infer.generate_hf
     seen = []
 
     def crash_after_first_batch(model_path, tokenizer, prompts, index, gen, seed, dtype):
@@ -42,7 +42,7 @@ def test_a_crash_mid_pool_resumes_with_only_the_missing_answers(tmp_path, tiny_m
                 raise RuntimeError("killed")
             yield item
 
-    monkeypatch.setattr(infer, "_generate_hf", crash_after_first_batch)
+    monkeypatch.setattr(infer, "generate_hf", crash_after_first_batch)
     with ResponseStore(str(tmp_path / "r.sqlite")) as store:
         with pytest.raises(RuntimeError, match="killed"):
             student_answers(tiny_model, ROWS, SAMPLED, store)

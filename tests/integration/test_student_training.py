@@ -11,7 +11,7 @@ from lion_core.config import parse_config
 from lion_core.prompts import student_prompt
 from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
 from lion_core.store import RunStore
-from lion_core.student.launch import train_student
+from lion_core.student.launch import TrainOptions, train_student
 from lion_core.student.models import checkpoint_info
 from lion_core.student.train import COMPLETE
 
@@ -51,8 +51,8 @@ def _config(tmp_path, **training):
 ])
 def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, answers, repo, launcher, ds, gpus):
     cfg = _config(tmp_path, launcher=launcher, deepspeed_config=str(repo / ds), num_gpus=gpus)
-    ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", run_id="t", iteration=0, max_steps=2,
-                         timeout_s=600)
+    ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", run_id="t", iteration=0,
+                         options=TrainOptions(max_steps=2, timeout_s=600))
     assert (ckpt / COMPLETE).is_file()
     info = checkpoint_info(ckpt)
     assert info["prompt_format"] == "alpaca" and info["train_data"]["sha256"] == answers.sha256
@@ -79,7 +79,7 @@ def test_bf16_on_cpu_with_frozen_embeddings(tmp_path, tiny_model, answers, repo,
     the embedding does not."""
     cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / ds) if ds else None,
                   bf16=True, freeze_embeddings=True)
-    ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", max_steps=2, timeout_s=600)
+    ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", options=TrainOptions(max_steps=2, timeout_s=600))
     info = checkpoint_info(ckpt)
     assert info["training_args"]["bf16"] is True
     # without DeepSpeed the weights stay fp32 (bf16 only under autocast); under ZeRO they are bf16
@@ -98,10 +98,12 @@ def test_bf16_on_cpu_with_frozen_embeddings(tmp_path, tiny_model, answers, repo,
 def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, repo):
     cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"))
     out = tmp_path / "student"
-    first = train_student(cfg, answers, str(tiny_model), out, max_steps=2, save_steps=1, timeout_s=600)
+    first = train_student(cfg, answers, str(tiny_model), out,
+                          options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
     assert checkpoint_info(first)["resumed"] is False
     (first / COMPLETE).unlink()  # as if the run died after its last Trainer checkpoint
-    second = train_student(cfg, answers, str(tiny_model), out, max_steps=4, save_steps=1, timeout_s=600)
+    second = train_student(cfg, answers, str(tiny_model), out,
+                           options=TrainOptions(max_steps=4, save_steps=1, timeout_s=600))
     info = checkpoint_info(second)
     assert info["resumed"] is True and info["global_step"] == 4
     steps = [h["step"] for h in info["log_history"] if "loss" in h]
@@ -111,8 +113,8 @@ def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny
 def test_a_complete_checkpoint_is_not_trained_again(tmp_path, tiny_model, answers):
     cfg = _config(tmp_path, launcher="python", deepspeed_config=None)
     out = tmp_path / "student"
-    ckpt = train_student(cfg, answers, str(tiny_model), out, max_steps=1, timeout_s=600)
+    ckpt = train_student(cfg, answers, str(tiny_model), out, options=TrainOptions(max_steps=1, timeout_s=600))
     mtime = (ckpt / "model.safetensors").stat().st_mtime
-    assert train_student(cfg, answers, str(tiny_model), out, max_steps=1, timeout_s=600) == ckpt
+    assert train_student(cfg, answers, str(tiny_model), out, options=TrainOptions(max_steps=1, timeout_s=600)) == ckpt
     assert (ckpt / "model.safetensors").stat().st_mtime == mtime
     assert json.loads((out / "run_config.json").read_text())["training"]["launcher"] == "python"

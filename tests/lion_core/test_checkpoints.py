@@ -33,12 +33,12 @@ def test_the_next_iteration_starts_from_the_recorded_checkpoint_even_when_it_was
     assert ck.carried_from(store, 1) == 0
     ck.record_checkpoint(store, 1, cfg, trained=False, train_rows=0)
     assert "checkpoint" in store.manifest(1).files  # recorded in the iteration's manifest
-    assert ck.checkpoint_record(store, 1) == {"status": "carried", "source_iteration": 0,
+    assert ck.checkpoint_record(store, 1).model_dump() == {"status": "carried", "source_iteration": 0,
                                               "reason": ck.EMPTY_TRAIN_POOL, "train_rows": 0, "path": iter0}
     # iteration 2 starts from what iteration 1 ended with, never from a folder iteration 1 never wrote
     assert ck.previous_checkpoint(store, cfg, 2) == iter0
     ck.record_checkpoint(store, 2, cfg, trained=False, train_rows=0)
-    assert ck.checkpoint_record(store, 2)["source_iteration"] == 0  # carried twice: still iteration 0's
+    assert ck.checkpoint_record(store, 2).source_iteration == 0  # carried twice: still iteration 0's
     assert [r.get("checkpoint") for r in ck.lineage(store, 2)] == ["trained", "carried (from iteration 0)",
                                                                     "carried (from iteration 0)"]
     # paths come from the config when read: checkpoints moved to another root are found there

@@ -3,9 +3,20 @@ import json
 import pytest
 
 from lion_core.errors import EvaluationIncomplete, LionError, SeedError
-from lion_core.evaluation import (EvalQuestion, bootstrap_interval, check_coverage, checkpoint_scores, load_eval_set,
-                                  question_pool, question_rows, relative_score_of, resolve_checkpoints, run_scores,
-                                  scores_markdown, scores_table)
+from lion_core.evaluation import (
+    EvalQuestion,
+    bootstrap_interval,
+    check_coverage,
+    checkpoint_scores,
+    load_eval_set,
+    question_pool,
+    question_rows,
+    relative_score_of,
+    resolve_checkpoints,
+    run_scores,
+    scores_markdown,
+    scores_table,
+)
 
 
 def _row(qid, ref_first, stu_first):

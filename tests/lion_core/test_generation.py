@@ -3,12 +3,12 @@ import random
 
 import pytest
 
-from lion_core.config import ApiRole, GeneratorConfig, RateLimits, RetryPolicy
+from lion_core.config import ApiRole, GeneratorConfig, LoopConfig, RateLimits, RetryPolicy
 from lion_core.generation import Parsed, Rejected, generate, generator_request, parse_candidate, split_quota
 from lion_core.llm import Endpoint, Gateway, ResponseStore
-from lion_core.llm.fault_server import FaultServer
 from lion_core.pools import make_row
 from lion_core.prompts import question_text
+from tests.fault_server import FaultServer
 
 CFG = GeneratorConfig()
 
@@ -21,7 +21,8 @@ CFG = GeneratorConfig()
      Parsed("List three uses of vinegar at home.", "")),
     ("new task: Sort these words by length.\nnew input:\napple\nfig\nbanana",
      Parsed("Sort these words by length.", "apple\nfig\nbanana")),
-    ("Sure! Here it is.\nNew task: Explain why leaves change colour in autumn.", Parsed("Explain why leaves change colour in autumn.", "")),
+    ("Sure! Here it is.\nNew task: Explain why leaves change colour in autumn.",
+     Parsed("Explain why leaves change colour in autumn.", "")),
 ])
 def test_parse_good_candidates(text, expected):
     assert parse_candidate(text, "stop", CFG) == expected
@@ -42,6 +43,11 @@ def test_parse_good_candidates(text, expected):
 ])
 def test_parse_rejections(text, finish, reason):
     assert parse_candidate(text, finish, CFG) == Rejected(reason)
+
+
+def _loop(n_new, seed=0):
+    """The generation settings of these tests: n_new new instructions, 1:1 hard/easy, ROUGE-L 0.7."""
+    return LoopConfig(new_instructions_per_iteration=n_new, hard_easy_ratio=(1, 1), rouge_l_threshold=0.7, random_seed=seed)
 
 
 def test_max_tokens_from_the_whole_seed_within_floor_and_ceiling():
@@ -90,7 +96,7 @@ def test_seeds_with_an_input_are_no_longer_cut_off(tmp_path, shared_data):
     # ... while ours truncates none of them, and tasks from seeds with an input are accepted.
     with ScriptedGenerator(_echo_length_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
         res = generate(_gateway(srv.url, store), hard_seeds=with_input[:60], easy_seeds=seeds[200:260], cache_pool=seeds,
-                       n_new=40, ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+                       next_iteration=1, loop=_loop(40, seed=0),
                        cfg=CFG.model_copy(update={"max_instruction_words": 400}))
     rep = res.report
     assert rep["rejected_by_reason"].get("truncated", 0) == 0 and rep["truncated_by_reason"] == {}
@@ -104,7 +110,7 @@ def test_truncations_are_counted_by_reason(tmp_path):
     cfg = CFG.model_copy(update={"max_tokens_ceiling": 80, "max_instruction_words": 400})
     with ScriptedGenerator(_echo_length_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
         res = generate(_gateway(srv.url, store), hard_seeds=seeds[:1], easy_seeds=seeds[1:], cache_pool=seeds,
-                       n_new=4, ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+                       next_iteration=1, loop=_loop(4, seed=0),
                        cfg=cfg.model_copy(update={"request_budget_factor": 1.0}))
     rep = res.report
     assert rep["truncated_by_reason"] == {"at_ceiling": 2}  # the long seed's budget hit the ceiling, twice
@@ -115,9 +121,9 @@ def test_truncations_are_counted_by_reason(tmp_path):
 
 def test_each_iteration_draws_afresh_and_a_rerun_pays_for_nothing(tmp_path):
     seed = [make_row("Invent a board game for two players.", origin="seed", iteration=0)]
-    kwargs = dict(hard_seeds=seed, easy_seeds=[], cache_pool=seed, n_new=2, ratio=(1, 1), threshold=0.7,
-                  random_seed=3, cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
-    with ScriptedGenerator(_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+    kwargs = dict(hard_seeds=seed, easy_seeds=[], cache_pool=seed, loop=_loop(2, seed=3),
+                  cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
+    with ScriptedGenerator(scripted_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
         first = generate(_gateway(srv.url, store), next_iteration=1, **kwargs)
         assert srv.calls == 2 and first.report["fresh_draws"] == 2
         later = generate(_gateway(srv.url, store), next_iteration=2, **kwargs)
@@ -168,7 +174,7 @@ def _gateway(url, store):
 VOCAB = [f"term{i}" for i in range(300)]
 
 
-def _reply(seed, kind, n, req):
+def scripted_reply(seed, kind, n, req):
     # a new, distinct task per call; every 5th is a copy of its seed; every 7th is truncated
     if n % 7 == 0:
         return "New task: Write a story about", "length"
@@ -185,9 +191,9 @@ def _pool():
 
 def test_generate_reaches_the_target_with_recorded_reasons(tmp_path):
     hard, easy, pool = _pool()
-    with ScriptedGenerator(_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
-        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=10,
-                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0, cfg=CFG)
+    with ScriptedGenerator(scripted_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=1,
+                       loop=_loop(10, seed=0), cfg=CFG)
     rep = res.report
     assert rep["outcome"] == "target reached" and rep["accepted"] == {"hard": 5, "easy": 5}
     assert len(res.accepted) == 10
@@ -205,8 +211,8 @@ def test_generate_stops_at_the_request_budget(tmp_path):
     hard, easy, pool = _pool()
     with ScriptedGenerator(lambda s, k, n, r: ("I'm sorry, I cannot do that.", "stop")) as srv, \
             ResponseStore(str(tmp_path / "r.sqlite")) as store:
-        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=4,
-                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=1,
+                       loop=_loop(4, seed=0),
                        cfg=CFG.model_copy(update={"request_budget_factor": 2.5}))
         assert srv.calls == 10
     assert res.accepted == [] and res.report["outcome"] == "request budget spent"
@@ -220,8 +226,8 @@ def test_hard_and_easy_candidates_are_filtered_against_each_other(tmp_path):
         return "New task: Compose a cheerful song about morning coffee and friends.", "stop"
 
     with ScriptedGenerator(same_task) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
-        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=2,
-                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0,
+        res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=1,
+                       loop=_loop(2, seed=0),
                        cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
     assert len(res.accepted) == 1
     assert res.report["rejected_by_reason"] == {"duplicate": 1}
@@ -229,9 +235,8 @@ def test_hard_and_easy_candidates_are_filtered_against_each_other(tmp_path):
 
 def test_a_rerun_asks_the_same_requests_and_pays_for_none(tmp_path):
     hard, easy, pool = _pool()
-    kwargs = dict(hard_seeds=hard, easy_seeds=easy, cache_pool=pool, n_new=8, ratio=(1, 1), threshold=0.7,
-                  next_iteration=1, random_seed=3, cfg=CFG)
-    with ScriptedGenerator(_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+    kwargs = dict(hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=1, loop=_loop(8, seed=3), cfg=CFG)
+    with ScriptedGenerator(scripted_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
         first = generate(_gateway(srv.url, store), **kwargs)
         calls = srv.calls
         second = generate(_gateway(srv.url, store), **kwargs)
@@ -241,6 +246,6 @@ def test_a_rerun_asks_the_same_requests_and_pays_for_none(tmp_path):
 
 def test_no_seeds_is_reported_not_called_success(tmp_path):
     with ResponseStore(str(tmp_path / "r.sqlite")) as store:
-        res = generate(_gateway("http://127.0.0.1:9/v1", store), hard_seeds=[], easy_seeds=[], cache_pool=[], n_new=5,
-                       ratio=(1, 1), threshold=0.7, next_iteration=1, random_seed=0, cfg=CFG)
+        res = generate(_gateway("http://127.0.0.1:9/v1", store), hard_seeds=[], easy_seeds=[], cache_pool=[],
+                       next_iteration=1, loop=_loop(5, seed=0), cfg=CFG)
     assert res.accepted == [] and res.report["outcome"].startswith("no seeds") and res.report["requests"] == 0

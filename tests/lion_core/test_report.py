@@ -1,5 +1,18 @@
 from lion_core.plots import gap_histogram, hard_fraction, leading_words
-from lion_core.report import iteration_summary, leading_word, merge_usage, summary_markdown, summary_text_table
+from lion_core.report import iteration_summary, leading_word, summary_markdown, summary_text_table
+from lion_core.results import (
+    CheckpointRecord,
+    DiscriminationReport,
+    DiscriminationResult,
+    GenerationReport,
+    GenerationResult,
+    ImitationResult,
+    Pools,
+    TrainingInputs,
+    merge_usage,
+    usage_rows,
+)
+from lion_core.store import PoolRef
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -11,25 +24,43 @@ def test_leading_word_skips_politeness_and_lowercases():
 
 
 def test_usage_from_several_tasks_is_summed_per_role_and_stage():
-    a = [{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 1, "calls": 2, "retries": 0, "failures": 0,
-          "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.5}]
-    b = [{**a[0], "requests": 2, "cost_usd": 0.25}, {**a[0], "role": "referee", "stage": "discrimination"}]
+    a = usage_rows([{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 1, "calls": 2, "retries": 0,
+                     "failures": 0, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.5}])
+    b = usage_rows([{**a[0].model_dump(), "requests": 2, "cost_usd": 0.25},
+                    {**a[0].model_dump(), "role": "referee", "stage": "discrimination"}])
     merged = merge_usage([a, b])
-    assert [(r["role"], r["requests"], r["cost_usd"]) for r in merged] == [("referee", 3, 0.5), ("teacher", 5, 0.75)]
+    assert [(r.role, r.requests, r.cost_usd) for r in merged] == [("referee", 3, 0.5), ("teacher", 5, 0.75)]
+
+
+def _ref(name, rows):
+    return PoolRef(uri=f"run://r/iter-0/{name}.parquet", sha256="0" * 64, rows=rows, schema_version="pool/1")
 
 
 def _summary():
-    disc = {"items": 10, "hard": 4, "easy": 5, "unresolved": 1, "missing_answer": 0, "hard_fraction": 4 / 9,
-            "coverage_teacher_first": 0.9, "coverage_student_first": 1.0, "order_inconsistency_rate": 0.25,
-            "mean_teacher_score": 7.5, "mean_student_score": 5.0}
-    gen = {"target": 4, "accepted_total": 3, "accepted": {"hard": 2, "easy": 1}, "requests": 8,
-           "outcome": "request budget spent", "rejected_by_reason": {"rouge_l": 4, "unparseable": 1}}
-    usage = merge_usage([[{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 0, "calls": 3, "retries": 1,
-                           "failures": 0, "prompt_tokens": 30, "completion_tokens": 60, "cost_usd": 0.002}]])
-    return iteration_summary(run_id="r", iteration=0, pools={"train_pool": 10, "cache_pool": 10},
-                             next_pools={"train_pool": 3, "cache_pool": 13}, discrimination=disc, generation=gen,
-                             usage=usage, checkpoint="/ck/iter-0/final", files={"judgments": "/r/iter-0/judgments.parquet"},
-                             plots={"score_gap": "/r/iter-0/plots/score_gap.png"})
+    disc = DiscriminationReport(
+        items=10, hard=4, easy=5, unresolved=1, missing_answer=0, hard_fraction=4 / 9, coverage_teacher_first=0.9,
+        coverage_student_first=1.0, order_inconsistency_rate=0.25, mean_teacher_score=7.5, mean_student_score=5.0,
+        resolved=9, unresolved_by_reason={}, hard_empty_answer=0, zero_scores=0, teacher_score_histogram={},
+        student_score_histogram={}, gap_histogram={}, reasks=0)
+    gen = GenerationReport(
+        target=4, accepted_total=3, accepted={"hard": 2, "easy": 1}, requests=8, outcome="request budget spent",
+        rejected_by_reason={"rouge_l": 4, "unparseable": 1}, quota={"hard": 2, "easy": 2}, request_budget=8, rounds=2,
+        truncated_by_reason={}, by_seed_input={}, fresh_draws=8, stored_draws=0, hard_seeds=4, easy_seeds=5)
+    usage = usage_rows([{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 0, "calls": 3, "retries": 1,
+                         "failures": 0, "prompt_tokens": 30, "completion_tokens": 60, "cost_usd": 0.002}])
+    record = CheckpointRecord(status="trained", source_iteration=0, reason=None, train_rows=10, path="/ck/iter-0/final")
+    imitated = ImitationResult(teacher_answers=_ref("teacher_answers_train", 10),
+                               training=TrainingInputs(start_from="/base", answers=_ref("teacher_answers_train", 10)),
+                               train_data=_ref("teacher_answers_train", 10), checkpoint="/ck/iter-0/final",
+                               checkpoint_record=record, usage=usage)
+    judged = DiscriminationResult(judgments=_ref("judgments", 10), teacher_answers=_ref("teacher_answers_cache", 10),
+                                  student_answers=_ref("student_answers", 10), report=disc, usage=[])
+    generated = GenerationResult(candidates=_ref("candidates", 8),
+                                 next_pools=Pools(train_pool=_ref("train_pool", 3), cache_pool=_ref("cache_pool", 13)),
+                                 report=gen, usage=[])
+    pools = Pools(train_pool=_ref("train_pool", 10), cache_pool=_ref("cache_pool", 10))
+    summary = iteration_summary("r", 0, pools, imitated, judged, generated)
+    return summary.model_copy(update={"plots": {"score_gap": "/r/iter-0/plots/score_gap.png"}})
 
 
 def test_the_markdown_report_names_every_figure_the_ui_needs():

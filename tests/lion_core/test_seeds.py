@@ -217,7 +217,8 @@ def test_not_parquet(tmp_path):
         load_seeds(str(p))
 
 
-@pytest.mark.parametrize("name,match", [("seeds.txt", "unsupported seed format '.txt'"), ("missing.jsonl", "seed file not found")])
+@pytest.mark.parametrize("name,match", [("seeds.txt", "unsupported seed format '.txt'"),
+                                        ("missing.jsonl", "seed file not found")])
 def test_unsupported_or_missing(tmp_path, name, match):
     p = tmp_path / name
     if name.endswith(".txt"):

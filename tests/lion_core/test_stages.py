@@ -2,11 +2,12 @@ import json
 
 from lion_core.config import parse_config
 from lion_core.llm import Endpoint, Gateway, ResponseStore
-from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.pools import make_row
 from lion_core.runs import init_run
-from lion_core.stages import answer_stage, update_pools
+from lion_core.stages import update_pools
 from lion_core.store import RunStore, read_pool, read_table
+from tests.fault_server import FaultPlan, FaultServer
+from tests.helpers import answer_whole_pool, judge_whole_pool
 
 
 def _setup(tmp_path, n=6):
@@ -27,15 +28,16 @@ def test_teacher_answers_are_stored_and_never_asked_twice_across_iterations(tmp_
     cfg, store, res = _setup(tmp_path)
     with FaultServer() as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
         gw = _gateway(srv.url, rs, cfg)
-        ref = answer_stage(store, 0, res.cache_pool, gw, "teacher_answers", "imitation")
+        ref = answer_whole_pool(store, 0, res.cache_pool, gw, "teacher_answers", "imitation")
         assert srv.stats.outcomes["ok"] == 6
         rows = read_table(ref).to_pylist()
         assert [r["status"] for r in rows] == ["ok"] * 6 and all(r["answer"].startswith("Answer to:") for r in rows)
         assert store.ref(0, "teacher_answers") == ref
         # next iteration: the cache pool grew by two; only the two new ones are asked
-        new = [make_row(f"Brand new task {i} about rivers.", origin="hard", iteration=1, parent_id=rows[0]["id"]) for i in range(2)]
-        _, cache1 = update_pools(store, 0, res.cache_pool, new, ref)
-        answer_stage(store, 1, cache1, gw, "teacher_answers", "imitation")
+        new = [make_row(f"Brand new task {i} about rivers.", origin="hard", iteration=1, parent_id=rows[0]["id"])
+               for i in range(2)]
+        cache1 = update_pools(store, 0, res.cache_pool, new, ref).cache_pool
+        answer_whole_pool(store, 1, cache1, gw, "teacher_answers", "imitation")
         assert srv.stats.outcomes["ok"] == 8
         assert max(srv.stats.successes.values()) == 1
 
@@ -43,7 +45,7 @@ def test_teacher_answers_are_stored_and_never_asked_twice_across_iterations(tmp_
 def test_failed_answers_are_failures_not_empty_answers(tmp_path):
     cfg, store, res = _setup(tmp_path, n=3)
     with FaultServer(FaultPlan(rate_500=1.0)) as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
-        ref = answer_stage(store, 0, res.train_pool, _gateway(srv.url, rs, cfg), "teacher_answers", "imitation")
+        ref = answer_whole_pool(store, 0, res.train_pool, _gateway(srv.url, rs, cfg), "teacher_answers", "imitation")
     rows = read_table(ref).to_pylist()
     assert [r["status"] for r in rows] == ["failed"] * 3
     assert all(r["answer"] is None and r["error"].startswith("InternalServerError") for r in rows)
@@ -55,7 +57,8 @@ def test_update_pools_replaces_train_and_grows_cache_in_one_commit(tmp_path):
     new = [make_row("Invent a game for two players.", origin="hard", iteration=1, parent_id=seed_ids[0]),
            make_row("Describe a rare orchid species.", origin="easy", iteration=1, parent_id=seed_ids[1])]
     cand = res.train_pool  # stands in for the candidates artifact in lineage
-    train, cache = update_pools(store, 0, res.cache_pool, new, cand)
+    pools = update_pools(store, 0, res.cache_pool, new, cand)
+    train, cache = pools.train_pool, pools.cache_pool
     t, c = read_pool(train), read_pool(cache)
     assert list(t["instruction"]) == ["Invent a game for two players.", "Describe a rare orchid species."]
     assert list(t["origin"]) == ["hard", "easy"] and list(t["parent_id"]) == seed_ids[:2] and set(t["iteration"]) == {1}
@@ -69,9 +72,9 @@ def test_update_pools_replaces_train_and_grows_cache_in_one_commit(tmp_path):
 def test_discrimination_then_generation_stage_over_the_store(tmp_path):
     import pyarrow as pa
 
-    from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, discrimination_stage, generation_stage
-    from tests.lion_core.test_generation import ScriptedGenerator, _reply
-    from tests.lion_core.test_referee import ScriptedReferee, _lion
+    from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, accepted_rows, generation_stage
+    from tests.lion_core.test_generation import ScriptedGenerator, scripted_reply
+    from tests.lion_core.test_referee import ScriptedReferee, lion_reply
 
     cfg, store, res = _setup(tmp_path, n=4)
     cfg = parse_config({**cfg.to_json_dict(), "loop": {**cfg.loop.model_dump(mode="json"), "new_instructions_per_iteration": 4}})
@@ -88,44 +91,48 @@ def test_discrimination_then_generation_stage_over_the_store(tmp_path):
     teacher = answers("teacher_answers", "TEACHER")
     student = answers("student_answers", "STUDENT", skip={3})  # the student failed on the last item
     q = [r["instruction"] for r in pool]
-    replies = {(q[0], True): [_lion(9, 3)], (q[0], False): [_lion(3, 9)],   # hard
-               (q[1], True): [_lion(7, 7)], (q[1], False): [_lion(7, 7)],   # easy
-               (q[2], True): [_lion(8, 8)], (q[2], False): [_lion(8, 8)]}   # easy
+    replies = {(q[0], True): [lion_reply(9, 3)], (q[0], False): [lion_reply(3, 9)],   # hard
+               (q[1], True): [lion_reply(7, 7)], (q[1], False): [lion_reply(7, 7)],   # easy
+               (q[2], True): [lion_reply(8, 8)], (q[2], False): [lion_reply(8, 8)]}   # easy
     with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
         with ScriptedReferee(replies) as ref_srv:
             gw = Gateway(Endpoint(role="referee", endpoint_id="ref", model="m", base_url=ref_srv.url, api_model="m",
                                   config=cfg.referee), rs)
-            judgments, report = discrimination_stage(store, 0, res.cache_pool, teacher, student, gw, cfg)
+            judgments, report = judge_whole_pool(store, 0, res.cache_pool, teacher, student, gw, cfg)
         labels = {r["instruction"]: r["label"] for r in read_table(judgments).to_pylist()}
         assert labels == {q[0]: "hard", q[1]: "easy", q[2]: "easy", q[3]: "missing_answer"}
-        assert report["missing_answer"] == 1 and report["hard"] == 1 and report["easy"] == 2
-        with ScriptedGenerator(_reply) as gen_srv:
+        assert report.missing_answer == 1 and report.hard == 1 and report.easy == 2
+        with ScriptedGenerator(scripted_reply) as gen_srv:
             gw = Gateway(Endpoint(role="generator", endpoint_id="gen", model="m", base_url=gen_srv.url, api_model="m",
                                   config=cfg.generator), rs)
-            cands, result = generation_stage(store, 0, res.cache_pool, judgments, gw, cfg)
-    assert result.report["accepted"] == {"hard": 2, "easy": 2}
-    assert {r["parent_id"] for r in result.accepted if r["origin"] == "hard"} == {pool[0]["id"]}
-    assert {r["parent_id"] for r in result.accepted if r["origin"] == "easy"} <= {pool[1]["id"], pool[2]["id"]}
-    assert store.ref(0, "candidates") == cands and cands.rows == result.report["requests"]
+            cands, gen_report = generation_stage(store, 0, res.cache_pool, judgments, gw, cfg)
+    accepted = accepted_rows(cands, 1)
+    assert gen_report.accepted == {"hard": 2, "easy": 2}
+    assert {r["parent_id"] for r in accepted if r["origin"] == "hard"} == {pool[0]["id"]}
+    assert {r["parent_id"] for r in accepted if r["origin"] == "easy"} <= {pool[1]["id"], pool[2]["id"]}
+    assert store.ref(0, "candidates") == cands and cands.rows == gen_report.requests
     assert set(store.manifest(0).files) == {"train_pool", "cache_pool", "teacher_answers", "student_answers",
                                             "judgments", "candidates"}
 
 
 def test_imitation_inputs_previous_or_base(tmp_path):
+    from lion_core.results import TrainingInputs
     from lion_core.stages import imitation_inputs
 
     cfg, store, res = _setup(tmp_path, n=3)
     with FaultServer() as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
         gw = _gateway(srv.url, rs, cfg)
-        a0 = answer_stage(store, 0, res.train_pool, gw, "teacher_answers_train", "imitation")
+        a0 = answer_whole_pool(store, 0, res.train_pool, gw, "teacher_answers_train", "imitation")
         new = [make_row("Write a haiku about frost.", origin="easy", iteration=1, parent_id=None)]
-        train1, _ = update_pools(store, 0, res.cache_pool, new, a0)
-        a1 = answer_stage(store, 1, train1, gw, "teacher_answers_train", "imitation")
-    assert imitation_inputs(store, 0, cfg, "base-model", None) == ("base-model", a0)
-    assert imitation_inputs(store, 1, cfg, "base-model", "/ckpt/iter-0") == ("/ckpt/iter-0", a1)
+        train1 = update_pools(store, 0, res.cache_pool, new, a0).train_pool
+        a1 = answer_whole_pool(store, 1, train1, gw, "teacher_answers_train", "imitation")
+    assert imitation_inputs(store, 0, cfg, "base-model", None) == TrainingInputs(start_from="base-model", answers=a0)
+    assert imitation_inputs(store, 1, cfg, "base-model", "/ckpt/iter-0") == TrainingInputs(start_from="/ckpt/iter-0",
+                                                                                          answers=a1)
     base_cfg = parse_config({**cfg.to_json_dict(), "training": {**cfg.training.model_dump(mode="json"), "init_from": "base"}})
     base_store = RunStore(cfg.storage.runs_root, "r", base_cfg)
-    model, ref = imitation_inputs(base_store, 1, base_cfg, "base-model", "/ckpt/iter-0")
+    inputs = imitation_inputs(base_store, 1, base_cfg, "base-model", "/ckpt/iter-0")
+    model, ref = inputs.start_from, inputs.answers
     assert model == "base-model" and ref.rows == 4
     assert {r["instruction"] for r in read_table(ref).to_pylist()} >= {"Write a haiku about frost."}
     assert base_store.ref(1, "train_answers_all") == ref

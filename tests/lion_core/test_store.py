@@ -10,7 +10,14 @@ from lion_core.config import RunConfig, identity_of
 from lion_core.errors import IntegrityError, StoreError
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.store import (
-    PoolRef, RunStore, SourceRef, parquet_lion_metadata, read_bytes, read_pool, read_table, resolve_uri,
+    PoolRef,
+    RunStore,
+    SourceRef,
+    parquet_lion_metadata,
+    read_bytes,
+    read_pool,
+    read_table,
+    resolve_uri,
     write_bytes_atomic,
 )
 

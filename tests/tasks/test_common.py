@@ -24,7 +24,8 @@ POOL = PoolRef(uri="/runs/r/iter-0/train_pool.parquet", sha256="a" * 64, rows=10
 
 def test_cache_key_depends_on_content_config_and_run_not_on_the_server_port():
     base = _key(ctx=_ctx(), k=0, pool=POOL, lo=0, hi=4)
-    assert base == _key(ctx=_ctx(embedded={"smollm2-135m-instruct": ("http://127.0.0.1:5555/v1", "m")}), k=0, pool=POOL, lo=0, hi=4)
+    elsewhere = _ctx(embedded={"smollm2-135m-instruct": ("http://127.0.0.1:5555/v1", "m")})
+    assert base == _key(ctx=elsewhere, k=0, pool=POOL, lo=0, hi=4)
     moved = POOL.model_copy(update={"uri": "/elsewhere/train_pool.parquet"})
     assert base == _key(ctx=_ctx(), k=0, pool=moved, lo=0, hi=4)  # content, not location
     assert base != _key(ctx=_ctx(), k=0, pool=POOL.model_copy(update={"sha256": "b" * 64}), lo=0, hi=4)
@@ -33,6 +34,17 @@ def test_cache_key_depends_on_content_config_and_run_not_on_the_server_port():
     other_run = RunContext(config=parse_config({}), run_id="r", run_key="/runs/r@2026-02-02")
     assert base != _key(ctx=other_run, k=0, pool=POOL, lo=0, hi=4)
     assert base != _key(name="judgments-shard", ctx=_ctx(), k=0, pool=POOL, lo=0, hi=4)
+
+
+def test_a_typed_input_counts_its_pool_refs_by_content_not_location():
+    from lion_core.results import Shard
+
+    shard = Shard(k=0, name="judgments", pool=POOL, lo=0, hi=4)
+    moved = shard.model_copy(update={"pool": POOL.model_copy(update={"uri": "/elsewhere/train_pool.parquet"})})
+    assert _key(ctx=_ctx(), shard=shard) == _key(ctx=_ctx(), shard=moved)
+    assert _key(ctx=_ctx(), shard=shard) != _key(ctx=_ctx(), shard=shard.model_copy(update={"hi": 5}))
+    changed = shard.model_copy(update={"pool": POOL.model_copy(update={"sha256": "b" * 64})})
+    assert _key(ctx=_ctx(), shard=shard) != _key(ctx=_ctx(), shard=changed)
 
 
 def test_data_objects_are_refused_as_task_inputs():

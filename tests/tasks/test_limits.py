@@ -5,12 +5,12 @@ from prefect import get_client
 
 from lion_core.config import parse_config
 from lion_core.llm.accounting import Accounting
-from lion_core.llm.fault_server import FaultServer
 from lion_core.llm.gateway import Endpoint, Gateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.llm.responses import ResponseStore
 from tasks.common import SlottedGateway
 from tasks.limits import apply_limits
+from tests.fault_server import FaultServer
 
 API = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "LION_TEST_KEY"}
 
@@ -28,7 +28,8 @@ def test_apply_creates_then_updates_and_a_flow_leaves_tuned_limits_alone(prefect
     name = row["name"]
     assert row["action"] == "created" and row["roles"] == ["teacher", "referee", "generator", "judge"]
     assert _slots(name) == 3 and "sk-test" not in name
-    bigger = parse_config({r: API for r in ("teacher", "referee", "generator")} | {"orchestration": {"shards_in_flight_per_key": 5}})
+    bigger = parse_config({r: API for r in ("teacher", "referee", "generator")}
+                          | {"orchestration": {"shards_in_flight_per_key": 5}})
 
     def action(update):
         return next(r["action"] for r in apply_limits(bigger, update=update) if r["name"] == name)

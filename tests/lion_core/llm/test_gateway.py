@@ -1,5 +1,6 @@
 """The gateway against a real HTTP server on loopback that injects faults."""
 
+import contextlib
 import io
 import logging
 import os
@@ -15,9 +16,9 @@ import pytest
 from lion_core.config import ApiRole, Price, RateLimits, RetryPolicy
 from lion_core.errors import ConfigError
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
-from lion_core.llm.fault_server import FaultPlan, FaultServer
 from lion_core.llm.gateway import EndpointRejected
 from lion_core.llm.progress import Progress
+from tests.fault_server import FaultPlan, FaultServer
 from tests.helpers import FaultServerProcess
 
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2, request_timeout_s=1.0)
@@ -42,7 +43,9 @@ def store(tmp_path):
 
 
 def _rows(store):
-    return {r[0]: r[1:] for r in store._db.execute("SELECT key, status, text, error_class, attempts FROM responses")}
+    """What the store's file holds, read through a connection of our own."""
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        return {r[0]: r[1:] for r in db.execute("SELECT key, status, text, error_class, attempts FROM responses")}
 
 
 def test_every_request_ends_as_one_success_or_one_failure_and_nothing_is_paid_twice(store):
@@ -74,7 +77,8 @@ def test_every_request_ends_as_one_success_or_one_failure_and_nothing_is_paid_tw
 def test_a_rerun_sends_only_what_has_no_stored_success(store):
     reqs = _requests(20)
     with FaultServer(FaultPlan(rate_500=1.0)) as broken:  # every call fails
-        first = Gateway(_endpoint(broken.url, retry=FAST_RETRY.model_copy(update={"max_attempts": 2})), store).run_sync(reqs[:10], "s")
+        two_tries = _endpoint(broken.url, retry=FAST_RETRY.model_copy(update={"max_attempts": 2}))
+        first = Gateway(two_tries, store).run_sync(reqs[:10], "s")
     assert not any(r.ok for r in first)
     assert all(r.error_class == "InternalServerError" and r.attempts == 2 for r in first)
     assert {v[0] for v in _rows(store).values()} == {"failed"}
@@ -109,14 +113,16 @@ def test_retry_after_is_honoured(store):
 @pytest.mark.parametrize("fault", ["500", "drop", "slow", "malformed"])
 def test_transient_faults_are_retried(store, fault):
     with FaultServer(FaultPlan(script=(fault, fault), slow_s=3.0)) as srv:
-        [r] = Gateway(_endpoint(srv.url, retry=FAST_RETRY.model_copy(update={"request_timeout_s": 0.5})), store).run_sync(_requests(1), "s")
+        impatient = _endpoint(srv.url, retry=FAST_RETRY.model_copy(update={"request_timeout_s": 0.5}))
+        [r] = Gateway(impatient, store).run_sync(_requests(1), "s")
     assert r.ok and r.attempts == 3
     assert srv.stats.outcomes[fault] == 2
 
 
 def test_retries_are_bounded_and_the_failure_keeps_its_reason(store):
     with FaultServer(FaultPlan(rate_drop=1.0)) as srv:
-        [r] = Gateway(_endpoint(srv.url, retry=FAST_RETRY.model_copy(update={"max_attempts": 3})), store).run_sync(_requests(1), "s")
+        three_tries = _endpoint(srv.url, retry=FAST_RETRY.model_copy(update={"max_attempts": 3}))
+        [r] = Gateway(three_tries, store).run_sync(_requests(1), "s")
     assert not r.ok and r.attempts == 3 and r.error_class == "APIConnectionError"
     assert srv.stats.outcomes["drop"] == 3
     row = store.row(r.key)
@@ -141,7 +147,8 @@ def test_the_right_key_is_sent_and_never_stored(tmp_path):
     secret = "sk-test-" + "Z1x2C3v4B5n6" * 3
     with ResponseStore(str(tmp_path / "r.sqlite")) as store, FaultServer(FaultPlan(api_key=secret)) as srv:
         results = Gateway(_endpoint(srv.url, api_key=secret), store).run_sync(_requests(5), "s")
-        store._db.execute("PRAGMA wal_checkpoint(FULL)")
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            db.execute("PRAGMA wal_checkpoint(FULL)")
     assert all(r.ok for r in results)
     for f in tmp_path.iterdir():
         assert b"Z1x2C3v4B5n6" not in f.read_bytes(), f

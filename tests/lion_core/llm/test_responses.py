@@ -72,7 +72,7 @@ def test_shards_opening_a_new_store_at_the_same_moment_all_get_it(tmp_path):
         path = str(tmp_path / f"t{trial}" / "responses.sqlite")
         start = threading.Barrier(4)
 
-        def open_store():
+        def open_store(start=start, path=path):
             start.wait()
             try:
                 with ResponseStore(path) as s:

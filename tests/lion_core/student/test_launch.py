@@ -5,7 +5,7 @@ import time
 import pytest
 
 from lion_core.config import parse_config
-from lion_core.student.launch import TrainingError, build_command, run_subprocess
+from lion_core.student.launch import TrainingError, TrainOptions, build_command, run_subprocess
 from tests.helpers import wait_until_gone
 
 
@@ -115,10 +115,11 @@ def test_a_crash_after_the_checkpoint_is_complete_keeps_the_checkpoint(tmp_path,
               f"(p / {COMPLETE!r}).write_text('ok'); os.abort()")  # as a native thread pool does at exit
     monkeypatch.setattr(launch, "build_command", lambda *a: ([sys.executable, "-c", script], {}))
     answers = PoolRef(uri=str(tmp_path / "a.parquet"), sha256="0" * 64, rows=1, schema_version="answers/1")
-    assert launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "out", timeout_s=60) == final
+    quick = TrainOptions(timeout_s=60)
+    assert launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "out", options=quick) == final
     assert "ended abnormally after writing a complete checkpoint" in caplog.text
 
     # without the marker it is a failure
     monkeypatch.setattr(launch, "build_command", lambda *a: ([sys.executable, "-c", "import os; os.abort()"], {}))
     with pytest.raises(TrainingError, match="training failed"):
-        launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "other", timeout_s=60)
+        launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "other", options=quick)

@@ -138,7 +138,8 @@ class FaultServer:
             writer.close()
 
     @staticmethod
-    async def _send(writer: asyncio.StreamWriter, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
+    async def send(writer: asyncio.StreamWriter, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
+        """Write one HTTP response (subclasses that script replies use it too)."""
         head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "content-type: application/json",
                 f"content-length: {len(payload)}", "connection: keep-alive"]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
@@ -152,22 +153,22 @@ class FaultServer:
                        writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False closes the connection."""
         if method == "GET" and path.rstrip("/") in ("/health", "/v1/health"):
-            await self._send(writer, 200, b'{"status":"ok"}')
+            await self.send(writer, 200, b'{"status":"ok"}')
             return True
         if method == "GET" and path.rstrip("/").endswith("/models"):  # what `lion config check` probes
             if self.plan.api_key is not None and headers.get("authorization") != f"Bearer {self.plan.api_key}":
-                await self._send(writer, 401, self._error("invalid_request_error", "Incorrect API key provided",
+                await self.send(writer, 401, self._error("invalid_request_error", "Incorrect API key provided",
                                                           "invalid_api_key"))
             else:
-                await self._send(writer, 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}')
+                await self.send(writer, 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}')
             return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
-            await self._send(writer, 404, self._error("not_found", f"no route {method} {path}"))
+            await self.send(writer, 404, self._error("not_found", f"no route {method} {path}"))
             return True
         plan = self.plan
         if plan.api_key is not None and headers.get("authorization") != f"Bearer {plan.api_key}":
             self._count("401")
-            await self._send(writer, 401, self._error("invalid_request_error", "Incorrect API key provided",
+            await self.send(writer, 401, self._error("invalid_request_error", "Incorrect API key provided",
                                                       "invalid_api_key"))
             return True
         req = json.loads(body)
@@ -178,7 +179,7 @@ class FaultServer:
         if plan.requests_per_minute and not self._admit():
             self._count("429-rate")
             wait = self._window_s
-            await self._send(writer, 429, self._error("requests", "Rate limit reached", "rate_limit_exceeded"),
+            await self.send(writer, 429, self._error("requests", "Rate limit reached", "rate_limit_exceeded"),
                              {"retry-after-ms": str(int(wait * 1000)), "retry-after": str(math.ceil(wait))})
             return True
         with self._lock:
@@ -195,11 +196,11 @@ class FaultServer:
         self._count(fault)
         if fault == "429":
             ms = int(plan.retry_after_s * 1000)
-            await self._send(writer, 429, self._error("requests", "Rate limit reached", "rate_limit_exceeded"),
+            await self.send(writer, 429, self._error("requests", "Rate limit reached", "rate_limit_exceeded"),
                              {"retry-after-ms": str(ms), "retry-after": str(math.ceil(plan.retry_after_s))})
             return True
         if fault == "500":
-            await self._send(writer, 500, self._error("server_error", "The server had an error"))
+            await self.send(writer, 500, self._error("server_error", "The server had an error"))
             return True
         if fault == "drop":
             return False
@@ -207,10 +208,10 @@ class FaultServer:
             await asyncio.sleep(plan.slow_s)
             return False
         if fault == "malformed":
-            await self._send(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": {"content": "tru')
+            await self.send(writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": {"content": "tru')
             return True
         if fault == "context":
-            await self._send(writer, 400, self._error(
+            await self.send(writer, 400, self._error(
                 "invalid_request_error", "This model's maximum context length is exceeded. Please reduce the length "
                 "of the messages.", "context_length_exceeded"))
             return True
@@ -231,7 +232,7 @@ class FaultServer:
             self.stats.successes[last] += 1
             self.stats.answered[fp] += 1
             self.stats.accepted_at.append(time.monotonic())
-        await self._send(writer, 200, json.dumps(payload).encode())
+        await self.send(writer, 200, json.dumps(payload).encode())
         return True
 
     def _count(self, outcome: str) -> None:
@@ -292,7 +293,8 @@ def canned_reply(prompt: str, fp: str, refuse_generation: bool = False) -> str:
             score = 0 if not answer else rng.randint(7, 10) if answer.startswith("Answer to:") else rng.randint(0, 9)
             scores.append(f"{score} out of 10" if rng.random() < 0.3 else str(score))
         if "Score of the Assistant 1" in prompt:
-            return f"Both answers address the question.\nScore of the Assistant 1: {scores[0]}\nScore of the Assistant 2: {scores[1]}"
+            return (f"Both answers address the question.\nScore of the Assistant 1: {scores[0]}\n"
+                    f"Score of the Assistant 2: {scores[1]}")
         return f"{scores[0]} {scores[1]}\nBoth answers address the question."
     if "<<<EXAMPLE TASK>>>" in prompt:
         if refuse_generation:
