@@ -11,7 +11,7 @@ persist them as task and flow results and a resumed run reads them back as they 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -30,8 +30,11 @@ class UsageRow(Result):
     stage: str = "all"
     """The stage the requests were made for; `all` in a row summed over stages (per_role)."""
     requests: int = 0
+    """Requests asked for (after removing duplicates within a batch)."""
     cached: int = 0
+    """Of those, answered from the response store without a call."""
     calls: int = 0
+    """HTTP attempts made."""
     retries: int = 0
     failures: int = 0
     prompt_tokens: int = 0
@@ -40,11 +43,6 @@ class UsageRow(Result):
 
 
 USAGE_FIELDS = ("requests", "cached", "calls", "retries", "failures", "prompt_tokens", "completion_tokens", "cost_usd")
-
-
-def usage_rows(table: Iterable[Mapping[str, Any] | UsageRow]) -> list[UsageRow]:
-    """Accounting rows (lion_core.llm.accounting tables, or rows read back from JSON) as UsageRows."""
-    return [r if isinstance(r, UsageRow) else UsageRow.model_validate(dict(r)) for r in table]
 
 
 def merge_usage(tables: Iterable[Sequence[UsageRow]]) -> list[UsageRow]:

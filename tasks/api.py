@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from lion_core import stages
-from lion_core.results import Candidates, Judging, Shard, ShardResult, usage_rows
+from lion_core.results import Candidates, Judging, Shard, ShardResult
 from lion_core.store import PoolRef
 from tasks.common import RunContext, api_gateway, backoff, input_cache_key, transient
 
@@ -19,7 +19,7 @@ def answers_shard(ctx: RunContext, shard: Shard, role: str = "teacher", stage: s
     """Answers of an API role (the teacher; the reference model in evaluations) for the shard's rows."""
     with api_gateway(ctx, role) as (gateway, accounting):
         part = stages.answer_part(ctx.store(), shard, gateway, stage, ctx.config.orchestration.max_failed_fraction)
-    return ShardResult(part=part, usage=usage_rows(accounting.table()))
+    return ShardResult(part=part, usage=accounting.table())
 
 
 @task(name="judgments-shard", tags=["lion", "api"], **_API)
@@ -27,7 +27,7 @@ def judgments_shard(ctx: RunContext, shard: Shard, judging: Judging) -> ShardRes
     """Verdicts of the referee (or the evaluation's judge), both orders, for the shard's rows."""
     with api_gateway(ctx, judging.role) as (gateway, accounting):
         part = stages.discrimination_part(ctx.store(), shard, judging, gateway, ctx.config)
-    return ShardResult(part=part, usage=usage_rows(accounting.table()))
+    return ShardResult(part=part, usage=accounting.table())
 
 
 @task(name="generate-instructions", tags=["lion", "api", "generator"], **_API)
@@ -37,4 +37,4 @@ def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgment
     slot of the key's limit, and a retried task re-sends nothing the response store holds."""
     with api_gateway(ctx, "generator") as (gateway, accounting):
         ref, report = stages.generation_stage(ctx.store(), k, cache_pool, judgments, gateway, ctx.config)
-    return Candidates(candidates=ref, report=report, usage=usage_rows(accounting.table()))
+    return Candidates(candidates=ref, report=report, usage=accounting.table())

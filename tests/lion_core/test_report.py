@@ -9,8 +9,8 @@ from lion_core.results import (
     ImitationResult,
     Pools,
     TrainingInputs,
+    UsageRow,
     merge_usage,
-    usage_rows,
 )
 from lion_core.store import PoolRef
 
@@ -24,10 +24,10 @@ def test_leading_word_skips_politeness_and_lowercases():
 
 
 def test_usage_from_several_tasks_is_summed_per_role_and_stage():
-    a = usage_rows([{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 1, "calls": 2, "retries": 0,
-                     "failures": 0, "prompt_tokens": 10, "completion_tokens": 5, "cost_usd": 0.5}])
-    b = usage_rows([{**a[0].model_dump(), "requests": 2, "cost_usd": 0.25},
-                    {**a[0].model_dump(), "role": "referee", "stage": "discrimination"}])
+    a = [UsageRow(role="teacher", stage="imitation", requests=3, cached=1, calls=2, retries=0, failures=0,
+                  prompt_tokens=10, completion_tokens=5, cost_usd=0.5)]
+    b = [a[0].model_copy(update={"requests": 2, "cost_usd": 0.25}),
+         a[0].model_copy(update={"role": "referee", "stage": "discrimination"})]
     merged = merge_usage([a, b])
     assert [(r.role, r.requests, r.cost_usd) for r in merged] == [("referee", 3, 0.5), ("teacher", 5, 0.75)]
 
@@ -46,8 +46,8 @@ def _summary():
         target=4, accepted_total=3, accepted={"hard": 2, "easy": 1}, requests=8, outcome="request budget spent",
         rejected_by_reason={"rouge_l": 4, "unparseable": 1}, quota={"hard": 2, "easy": 2}, request_budget=8, rounds=2,
         truncated_by_reason={}, by_seed_input={}, fresh_draws=8, stored_draws=0, hard_seeds=4, easy_seeds=5)
-    usage = usage_rows([{"role": "teacher", "stage": "imitation", "requests": 3, "cached": 0, "calls": 3, "retries": 1,
-                         "failures": 0, "prompt_tokens": 30, "completion_tokens": 60, "cost_usd": 0.002}])
+    usage = [UsageRow(role="teacher", stage="imitation", requests=3, cached=0, calls=3, retries=1, failures=0,
+                      prompt_tokens=30, completion_tokens=60, cost_usd=0.002)]
     record = CheckpointRecord(status="trained", source_iteration=0, reason=None, train_rows=10, path="/ck/iter-0/final")
     imitated = ImitationResult(teacher_answers=_ref("teacher_answers_train", 10),
                                training=TrainingInputs(start_from="/base", answers=_ref("teacher_answers_train", 10)),

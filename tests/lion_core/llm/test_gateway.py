@@ -70,8 +70,8 @@ def test_every_request_ends_as_one_success_or_one_failure_and_nothing_is_paid_tw
     for fault in ("429", "500", "slow", "drop", "malformed"):
         assert srv.stats.outcomes[fault] > 0, fault  # every fault kind really happened
     usage = gw.accounting.table()[0]
-    assert usage["calls"] == sum(srv.stats.outcomes.values())
-    assert usage["retries"] == usage["calls"] - usage["requests"]
+    assert usage.calls == sum(srv.stats.outcomes.values())
+    assert usage.retries == usage.calls - usage.requests
 
 
 def test_a_rerun_sends_only_what_has_no_stored_success(store):
