@@ -86,7 +86,7 @@ def run(
         raise LionError(f"run {rid!r} already exists under {cfg.storage.runs_root}; continue it with --resume {rid}")
     _preflight(cfg if seed is None else cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": seed})}),
                new_run=not exists)
-    _prefect_setup()
+    prefect_setup()
     from prefect import tags
 
     from flows.lion import lion
@@ -104,12 +104,15 @@ def _preflight(cfg, new_run: bool) -> None:
         raise LionError(f"the run cannot start; {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _prefect_setup() -> None:
-    """Before Prefect is imported: our logger in the run's logs, and our own local API server unless
-    PREFECT_API_URL names one (flows.local_api says why)."""
+def prefect_setup() -> None:
+    """Before Prefect is imported: our logger in the run's logs, Prefect's usage analytics off (they
+    call out to the internet, which a GPU node often cannot reach, and log errors when they fail), and
+    our own local API server unless PREFECT_API_URL names one (flows.local_api says why). Settings the
+    environment already holds win."""
     from flows.local_api import use_local_api_unless_configured
 
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     use_local_api_unless_configured()
 
 
@@ -151,7 +154,7 @@ def evaluate(
     resolve_checkpoints(cfg, specs)  # fail before starting anything
     if not (eval_set or cfg.evaluation.eval_set):
         raise LionError("no eval set: pass --eval-set or set evaluation.eval_set in the config")
-    _prefect_setup()
+    prefect_setup()
     from prefect import tags
 
     from flows.evaluate import evaluate as evaluate_flow
@@ -170,7 +173,7 @@ def evaluate(
 @limits_app.command("apply")
 def limits_apply(config: ConfigOpt) -> None:
     """Create or update one global concurrency limit per API key of the config."""
-    _prefect_setup()
+    prefect_setup()
     from tasks.limits import apply_limits
 
     for row in apply_limits(load_config(config)):

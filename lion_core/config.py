@@ -262,9 +262,18 @@ class TrainingConfig(_Frozen):
     num_gpus: PositiveInt = 8
     """GPUs (training processes) per node; not used by launcher `python`. Paper: 8 x A100-80G."""
     num_nodes: PositiveInt = 1
-    """Machines the fine-tune runs on; more than 1 needs a hostfile."""
+    """Machines the fine-tune runs on. More than 1: launcher `deepspeed` with a hostfile (it starts the
+    other nodes' ranks itself), or `torchrun` with `master_addr` (each other node runs the same command)."""
     hostfile: str | None = None
-    """Hostfile naming the nodes (DeepSpeed's format), for num_nodes > 1."""
+    """Hostfile naming the nodes (DeepSpeed's format: `host slots=N` per line), for deepspeed on num_nodes > 1."""
+    master_addr: str | None = None
+    """Multi-node: the address of the node that runs rank 0, reachable from every node (deepspeed
+    `--master_addr`; torchrun's rendezvous host). None with deepspeed: the hostfile's first host."""
+    master_port: Annotated[int, Field(gt=0, lt=65536)] = 29500
+    """Multi-node: the port of rank 0's rendezvous, the same on every node (a single node takes a free port)."""
+    multinode_launcher: Literal["pdsh", "openmpi", "mvapich", "slurm", "mpich", "impi"] = "pdsh"
+    """Multi-node with deepspeed: how it starts the ranks on the other nodes (`--launcher`): pdsh over
+    passwordless ssh, an MPI, or `srun` inside a Slurm allocation."""
     timeout_s: PositiveInt = 48 * 3600
     """Seconds one iteration's fine-tune may take before it is stopped and fails (default 48 h)."""
     init_from: Literal["previous", "base"] = "previous"
@@ -294,8 +303,13 @@ class TrainingConfig(_Frozen):
                 f"effective_batch_size {self.effective_batch_size} is not a multiple of "
                 f"per_device_batch_size x world size = {self.per_device_batch_size} x {self.world_size}"
             )
-        if self.num_nodes > 1 and not self.hostfile:
-            raise ValueError("num_nodes > 1 needs a hostfile")
+        if self.num_nodes > 1 and self.launcher == "deepspeed" and not self.hostfile:
+            raise ValueError("num_nodes > 1 with launcher deepspeed needs a hostfile")
+        if self.num_nodes > 1 and self.launcher == "torchrun" and not self.master_addr:
+            raise ValueError("num_nodes > 1 with launcher torchrun needs master_addr (the rendezvous host)")
+        if self.num_nodes > 1 and self.launcher in ("accelerate", "python"):
+            raise ValueError(f"launcher {self.launcher} runs on one node; for num_nodes > 1 use deepspeed "
+                             "(with a hostfile) or torchrun (with master_addr)")
         return self
 
 
@@ -471,7 +485,8 @@ class RunConfig(_Frozen):
 _API_ROLES = ("teacher", "referee", "generator", "evaluation.reference", "evaluation.judge")
 OPERATIONS = (
     *(f"{role}.{field}" for role in _API_ROLES for field in ("base_url", "api_key_env", "rate_limits", "retry", "price")),
-    "training.timeout_s", "training.hostfile",
+    "training.timeout_s", "training.hostfile", "training.master_addr", "training.master_port",
+    "training.multinode_launcher",
     "training.deepspeed_config", "evaluation.eval_set",  # locations, absolute once loaded: a moved checkout resumes
     "data.seed",  # read once, when the run is created; run.json keeps its sha256
     "storage", "orchestration", "evaluation.output_root",

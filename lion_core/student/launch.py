@@ -36,18 +36,30 @@ class TrainingError(LionError):
     """The fine-tune failed or timed out; the message ends with the tail of its log."""
 
 
-def build_command(config: RunConfig, train_args: list[str], master_port: int) -> tuple[list[str], dict[str, str]]:
+def build_command(config: RunConfig, train_args: list[str], master_port: int,
+                  job_id: str = "lion-train") -> tuple[list[str], dict[str, str]]:
+    """The launcher's command line and extra environment. `master_port` is a free local port for a
+    single node; several nodes meet at `training.master_addr:master_port`. `job_id` tells one
+    fine-tune's torchrun rendezvous from another's."""
     t = config.training
     bin_dir = Path(sys.executable).parent
     env: dict[str, str] = {}
+    multinode = t.num_nodes > 1
     if t.launcher == "deepspeed":
-        cmd = [str(bin_dir / "deepspeed"), "--num_gpus", str(t.num_gpus), "--master_port", str(master_port)]
-        if t.num_nodes > 1:
-            cmd += ["--num_nodes", str(t.num_nodes), "--hostfile", str(t.hostfile)]
+        port = t.master_port if multinode else master_port
+        cmd = [str(bin_dir / "deepspeed"), "--num_gpus", str(t.num_gpus), "--master_port", str(port)]
+        if multinode:  # deepspeed starts the other nodes' ranks itself (pdsh/ssh, MPI or srun)
+            cmd += ["--num_nodes", str(t.num_nodes), "--hostfile", str(t.hostfile), "--launcher", t.multinode_launcher]
+            if t.master_addr:
+                cmd += ["--master_addr", t.master_addr]
         cmd += ["--module", "lion_core.student.train"]
     elif t.launcher == "torchrun":
-        cmd = [str(bin_dir / "torchrun"), "--nproc_per_node", str(t.num_gpus), "--nnodes", str(t.num_nodes),
-               "--master_port", str(master_port), "-m", "lion_core.student.train"]
+        cmd = [str(bin_dir / "torchrun"), "--nproc_per_node", str(t.num_gpus), "--nnodes", str(t.num_nodes)]
+        if multinode:  # every node runs this same command; they meet at the rendezvous
+            cmd += ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"{t.master_addr}:{t.master_port}", "--rdzv_id", job_id]
+        else:
+            cmd += ["--master_port", str(master_port)]
+        cmd += ["-m", "lion_core.student.train"]
     elif t.launcher == "accelerate":
         cmd = [str(bin_dir / "accelerate"), "launch", "--num_processes", str(t.world_size),
                "--num_machines", str(t.num_nodes), "--main_process_port", str(master_port), "-m", "lion_core.student.train"]
@@ -88,7 +100,10 @@ def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_d
         "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(options.max_steps),
         "--save-steps", str(options.save_steps), "--sampling", options.sampling,
     ]
-    cmd, extra_env = build_command(config, train_args, free_port())
+    cmd, extra_env = build_command(config, train_args, free_port(), f"{run_id or 'lion'}-iter-{iteration}")
+    if config.training.launcher == "torchrun" and config.training.num_nodes > 1:
+        log.warning("torchrun on %d nodes: each other node must run this same command, with this run's folder "
+                    "on a shared file system: %s", config.training.num_nodes, " ".join(cmd))
     # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, in one arena per
     # thread; a fixed 128 KiB threshold and 2 arenas give freed tensor buffers back to the OS (measured
     # on CPU, the demo's fine-tune: 2.8 GB peak without, 2.5 GB with). The environment can override them.

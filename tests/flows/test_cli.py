@@ -197,3 +197,18 @@ evaluation: {{eval_set: no-questions.jsonl}}
         assert r.returncode == 1 and "cannot start" in r.stderr and "zero9.json" in r.stderr
         assert sum(api.stats.answered.values()) == 0
         assert not (tmp_path / "sub" / "runs" / "never").exists()
+
+
+@pytest.mark.parametrize("given,expected", [(None, False), ("true", True)])
+def test_prefect_analytics_are_off_unless_the_environment_turns_them_on(given, expected):
+    """`lion` outside `make`: Prefect's analytics (calls to the internet) are off by default."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # named: no local API is started for this check
+    if given is not None:
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = given
+    code = ("from flows.cli import prefect_setup; prefect_setup()\n"
+            "from prefect.settings import get_current_settings\n"
+            "print(get_current_settings().server.analytics_enabled)")
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == str(expected)

@@ -24,6 +24,43 @@ def test_multi_node_deepspeed_uses_the_hostfile():
     assert cmd[cmd.index("--num_nodes") + 1] == "2" and cmd[cmd.index("--hostfile") + 1] == "/etc/hosts.ds"
 
 
+def test_two_nodes_of_eight_gpus_as_the_paper_trained():
+    """The paper's 8 x A100, as 2 nodes of 8: deepspeed starts node-b's ranks over pdsh and both meet at
+    node-a's fixed port (a free local port would differ between nodes)."""
+    cfg = _cfg(launcher="deepspeed", num_gpus=8, num_nodes=2, hostfile="/shared/hostfile", master_addr="node-a",
+               master_port=29510, effective_batch_size=128, per_device_batch_size=4)
+    cmd, env = build_command(cfg, ["--x", "1"], 40001, job_id="r-iter-0")
+    assert cmd[1:] == ["--num_gpus", "8", "--master_port", "29510", "--num_nodes", "2", "--hostfile", "/shared/hostfile",
+                       "--launcher", "pdsh", "--master_addr", "node-a", "--module", "lion_core.student.train", "--x", "1"]
+    assert env == {} and cfg.training.world_size == 16 and cfg.training.gradient_accumulation_steps == 2
+    slurm = _cfg(launcher="deepspeed", num_gpus=8, num_nodes=2, hostfile="/shared/hostfile", multinode_launcher="slurm",
+                 effective_batch_size=128, per_device_batch_size=4)
+    cmd, _ = build_command(slurm, [], 40001)
+    assert cmd[cmd.index("--launcher") + 1] == "slurm" and "--master_addr" not in cmd  # the hostfile's first host
+
+
+def test_multi_node_torchrun_meets_at_a_rendezvous():
+    cfg = _cfg(launcher="torchrun", num_gpus=8, num_nodes=2, master_addr="10.0.0.5", effective_batch_size=128,
+               per_device_batch_size=4)
+    cmd, _ = build_command(cfg, [], 40001, job_id="run-7-iter-2")
+    assert cmd[1:] == ["--nproc_per_node", "8", "--nnodes", "2", "--rdzv_backend", "c10d", "--rdzv_endpoint",
+                       "10.0.0.5:29500", "--rdzv_id", "run-7-iter-2", "-m", "lion_core.student.train"]
+    single, _ = build_command(_cfg(launcher="torchrun", num_gpus=2), [], 40001)
+    assert "--rdzv_endpoint" not in single and single[single.index("--master_port") + 1] == "40001"
+
+
+@pytest.mark.parametrize("training,message", [
+    ({"launcher": "deepspeed", "num_nodes": 2}, "needs a hostfile"),
+    ({"launcher": "torchrun", "num_nodes": 2}, "needs master_addr"),
+    ({"launcher": "accelerate", "num_nodes": 2}, "runs on one node"),
+])
+def test_a_multi_node_config_that_cannot_launch_is_refused(training, message):
+    from lion_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _cfg(num_gpus=2, **training)
+
+
 def test_torchrun_and_accelerate_commands():
     cmd, _ = build_command(_cfg(launcher="torchrun", num_gpus=2), [], 1234)
     assert cmd[0].endswith("torchrun") and "--nproc_per_node" in cmd and cmd[cmd.index("-m") + 1] == "lion_core.student.train"
