@@ -172,12 +172,17 @@ def evaluate(
 
 @limits_app.command("apply")
 def limits_apply(config: ConfigOpt) -> None:
-    """Create or update one global concurrency limit per API key of the config."""
+    """Create or update one global concurrency limit per API key of the config, and the `gpu` tag's limit
+    (`orchestration.gpu_slots` fine-tunes and student-inference tasks at once on this Prefect server)."""
     prefect_setup()
-    from tasks.limits import apply_limits
+    from tasks.limits import apply_gpu_limit, apply_limits
 
-    for row in apply_limits(load_config(config)):
+    cfg = load_config(config)
+    for row in apply_limits(cfg):
         typer.echo(f"{row['name']}: {row['slots']} shard slot(s) for {', '.join(row['roles'])} ({row['action']})")
+    gpu = apply_gpu_limit(cfg)
+    typer.echo(f"{gpu['name']}: {gpu['slots']} task(s) tagged {gpu['tag']!r} at once: fine-tunes and student "
+               f"answers, across every run on this server ({gpu['action']})")
 
 
 @pools_app.command("show")

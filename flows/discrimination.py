@@ -14,7 +14,7 @@ from tasks.pools import merge_parts
 from tasks.student import student_answers
 
 
-@flow(name="discrimination")
+@flow(name="discrimination", flow_run_name="iter-{k}-discrimination")
 def discrimination(ctx: RunContext, k: int, cache_pool: PoolRef, checkpoint: str) -> DiscriminationResult:
     """The teacher's and the student's answers for the Cache Pool, and the referee's verdicts on them."""
     teacher, usage = answer_pool(ctx, k, "teacher_answers_cache", cache_pool)  # all but new items: from the store

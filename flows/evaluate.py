@@ -21,7 +21,12 @@ from tasks.pools import merge_parts
 from tasks.student import student_answers
 
 
-@flow(name="lion-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def evaluate_run_name() -> str:
+    """`lion-evaluate-<evaluation id>` in the UI."""
+    return f"lion-evaluate-{flow_run.parameters.get('name') or f'eval-{flow_run.id}'}"
+
+
+@flow(name="lion-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4), flow_run_name=evaluate_run_name)
 def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = None,
              name: str | None = None) -> EvaluationResult:
     """Relative scores of `checkpoints` (folders, `base`, or `run:<run id>` for a run's base model, every

@@ -11,7 +11,7 @@ from tasks.common import RunContext, configured
 from tasks.pools import update_pools
 
 
-@flow(name="generation")
+@flow(name="generation", flow_run_name="iter-{k}-generation")
 def generation(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> GenerationResult:
     """New instructions from the hard and easy items; Train := new, Cache := old + new, in one commit."""
     made = configured(generate_instructions, ctx.config)(ctx, k, cache_pool, judgments)

@@ -14,7 +14,7 @@ from tasks.pools import training_set
 from tasks.student import base_model, publish_final_checkpoint, record_checkpoint, train
 
 
-@flow(name="imitation")
+@flow(name="imitation", flow_run_name="iter-{k}-imitation")
 def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint: str | None = None) -> ImitationResult:
     """The teacher's answers for the Train Pool, and the student fine-tuned on them (see `training.init_from`)."""
     answers, usage = answer_pool(ctx, k, "teacher_answers_train", train_pool)
@@ -31,7 +31,7 @@ def imitation(ctx: RunContext, k: int, train_pool: PoolRef, previous_checkpoint:
                            checkpoint_record=record, usage=usage)
 
 
-@flow(name="final-imitation")
+@flow(name="final-imitation", flow_run_name="iter-{n}-final-imitation")
 def final_imitation(ctx: RunContext, n: int) -> FinalResult:
     """After the last iteration: the teacher answers the final Train Pool (the instructions the last
     generation paid for) and the student is trained on it once more; published as `<checkpoints>/final`."""

@@ -39,7 +39,13 @@ def next_iteration(store: RunStore) -> int:
     return k
 
 
-@flow(name="lion", log_prints=True)
+def lion_run_name() -> str:
+    """`lion-<run id>` in the UI; a run started without an id is named after its flow run, as its id is."""
+    run_id = flow_run.parameters.get("run_id")
+    return f"lion-{run_id or f'run-{flow_run.id}'}"
+
+
+@flow(name="lion", log_prints=True, flow_run_name=lion_run_name)
 def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> RunResult:
     """Run (or resume) a Lion distillation run until it has `iterations` iterations (default: the config's)."""
     logger = get_run_logger()

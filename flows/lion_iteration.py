@@ -15,7 +15,7 @@ from tasks.common import RunContext
 from tasks.report import publish_iteration
 
 
-@flow(name="lion-iteration")
+@flow(name="lion-iteration", flow_run_name="{ctx.run_id}-iter-{k}")
 def lion_iteration(ctx: RunContext, k: int) -> IterationSummary:
     """Iteration k: the teacher answers the Train Pool and the student imitates it; the referee finds the
     Cache Pool items the student still gets wrong; the generator writes new ones like them."""

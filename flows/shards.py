@@ -16,7 +16,8 @@ from tasks.pools import merge_parts
 
 def shards_of(k: int, name: str, pool: PoolRef, shard_size: int) -> list[Shard]:
     """The pool's rows in shards of at most `shard_size`, as parts of iteration k's `name`."""
-    return [Shard(k=k, name=name, pool=pool, lo=lo, hi=hi) for lo, hi in shard_bounds(pool.rows, shard_size)]
+    return [Shard(k=k, name=name, pool=pool, index=i, lo=lo, hi=hi)
+            for i, (lo, hi) in enumerate(shard_bounds(pool.rows, shard_size))]
 
 
 def run_shards(task_obj: Task, ctx: RunContext, label: str, shards: list[Shard], **common: object) -> list[ShardResult]:

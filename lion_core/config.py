@@ -404,6 +404,10 @@ class OrchestrationConfig(_Frozen):
     """Prefect retries of a failed task (an API shard, a fine-tune, a stage's step); 0: none."""
     retry_delay_s: NonNegFloat = 30.0
     """Seconds before a task's first retry; doubled for each further one, jittered."""
+    gpu_slots: PositiveInt = 1
+    """GPU tasks (the fine-tune, the student's answers: tasks tagged `gpu`) that may run at once across
+    every run and worker on this Prefect server, once `lion limits apply` has set the tag limit; 1: two
+    runs on one pool never use its GPUs at the same time. Without `limits apply` there is no GPU limit."""
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.02
     """A shard whose failed requests (after the gateway's own retries) exceed this fraction fails, so the
     task is retried and only the failed requests are sent again; below it they are kept as failures."""

@@ -17,6 +17,12 @@ from lion_core.errors import ConfigError
 
 ROLES = ("teacher", "referee", "generator", "reference", "judge")
 
+GPU_TAG = "gpu"
+"""The tag of the tasks that use the node's GPUs (the fine-tune, the student's answers)."""
+GPU_LIMIT = f"tag:{GPU_TAG}"
+"""Prefect keeps a tag's concurrency limit as the global limit of this name, held under a lease by each
+task run with the tag, so a killed run's slot comes back when its lease expires."""
+
 
 def role_config(config: RunConfig, role: str) -> ApiRole:
     """The endpoint settings of a role; `reference` and `judge` are the evaluation's (the judge

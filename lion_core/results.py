@@ -73,11 +73,12 @@ class ShardResult(Result):
 
 
 class Shard(Result):
-    """Rows [lo, hi) of a pool, written as a part of iteration k's artifact `name`."""
+    """Rows [lo, hi) of a pool, the `index`-th shard, written as a part of iteration k's artifact `name`."""
 
     k: int
     name: str
     pool: PoolRef
+    index: int
     lo: int
     hi: int
 

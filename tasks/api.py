@@ -14,7 +14,7 @@ _API = dict(retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0
             cache_key_fn=input_cache_key, persist_result=True)
 
 
-@task(name="answers-shard", tags=["lion", "api"], **_API)
+@task(name="answers-shard", tags=["lion", "api"], task_run_name="{shard.name}-shard-{shard.index:02d}", **_API)
 def answers_shard(ctx: RunContext, shard: Shard, role: str = "teacher", stage: str = "imitation") -> ShardResult:
     """Answers of an API role (the teacher; the reference model in evaluations) for the shard's rows."""
     with api_gateway(ctx, role) as (gateway, accounting):
@@ -22,7 +22,14 @@ def answers_shard(ctx: RunContext, shard: Shard, role: str = "teacher", stage: s
     return ShardResult(part=part, usage=accounting.table())
 
 
-@task(name="judgments-shard", tags=["lion", "api"], **_API)
+def judging_run_name(parameters: dict) -> str:
+    """`referee-shard-07`; in an evaluation, the checkpoint's label too (`judge-base-shard-00`)."""
+    shard, judging = parameters["shard"], parameters["judging"]
+    label = shard.name.removeprefix("judgments").lstrip("-")
+    return f"{judging.role}-{label + '-' if label else ''}shard-{shard.index:02d}"
+
+
+@task(name="judgments-shard", tags=["lion", "api"], task_run_name=judging_run_name, **_API)
 def judgments_shard(ctx: RunContext, shard: Shard, judging: Judging) -> ShardResult:
     """Verdicts of the referee (or the evaluation's judge), both orders, for the shard's rows."""
     with api_gateway(ctx, judging.role) as (gateway, accounting):
@@ -30,7 +37,7 @@ def judgments_shard(ctx: RunContext, shard: Shard, judging: Judging) -> ShardRes
     return ShardResult(part=part, usage=accounting.table())
 
 
-@task(name="generate-instructions", tags=["lion", "api", "generator"], **_API)
+@task(name="generate-instructions", tags=["lion", "api", "generator"], task_run_name="iter-{k}-generator", **_API)
 def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> Candidates:
     """New instructions from hard and easy seeds, ROUGE-L filtered. Rounds depend on what the filter
     kept, so they run in one task; each round's requests go out in shard-sized chunks, each holding a

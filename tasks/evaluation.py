@@ -17,7 +17,8 @@ from lion_core.store import PoolRef, read_bytes
 from tasks.common import RunContext, input_cache_key, transient
 
 
-@task(name="open-evaluation", tags=["lion", "evaluation"], retries=2, retry_delay_seconds=5, retry_condition_fn=transient)
+@task(name="open-evaluation", tags=["lion", "evaluation"], task_run_name="open-{eval_id}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=transient)
 def open_evaluation(config: RunConfig, eval_id: str, eval_set: str) -> OpenedEvaluation:
     """Load and check the questions, then write them as the evaluation's pool (once)."""
     return evaluation_store.open_evaluation(config, eval_id, eval_set)

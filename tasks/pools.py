@@ -13,7 +13,7 @@ from tasks.common import RunContext, input_cache_key, transient
 _STORE = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=transient)
 
 
-@task(name="open-run", tags=["lion", "store"], **_STORE)
+@task(name="open-run", tags=["lion", "store"], task_run_name="open-{run_id}", **_STORE)
 def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedRun:
     """Create iteration 0 from the seeds, or reopen the run when it exists (resume)."""
     opened = runs.open_run(config, run_id, seed)
@@ -23,19 +23,22 @@ def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedR
     return opened
 
 
-@task(name="merge-parts", tags=["lion", "store"], cache_key_fn=input_cache_key, persist_result=True, **_STORE)
+@task(name="merge-parts", tags=["lion", "store"], task_run_name="iter-{k}-merge-{name}", cache_key_fn=input_cache_key,
+      persist_result=True, **_STORE)
 def merge_parts(ctx: RunContext, k: int, name: str, parts: list[PoolRef], parents: list[PoolRef]) -> PoolRef:
     """Commit the shard parts, in row order, as iteration k's `name`."""
     return stages.merge_parts(ctx.store(), k, name, parts, parents)
 
 
-@task(name="update-pools", tags=["lion", "store"], cache_key_fn=input_cache_key, persist_result=True, **_STORE)
+@task(name="update-pools", tags=["lion", "store"], task_run_name="iter-{k}-update-pools", cache_key_fn=input_cache_key,
+      persist_result=True, **_STORE)
 def update_pools(ctx: RunContext, k: int, cache_pool: PoolRef, candidates: PoolRef) -> Pools:
     """Iteration k+1's Train and Cache Pools, committed together in one manifest write."""
     return stages.update_pools(ctx.store(), k, cache_pool, stages.accepted_rows(candidates, k + 1), candidates)
 
 
-@task(name="training-set", tags=["lion", "store"], cache_key_fn=input_cache_key, persist_result=True, **_STORE)
+@task(name="training-set", tags=["lion", "store"], task_run_name="iter-{k}-training-set", cache_key_fn=input_cache_key,
+      persist_result=True, **_STORE)
 def training_set(ctx: RunContext, k: int, answers: PoolRef, base_model: str, previous_checkpoint: str | None) -> TrainingInputs:
     """What iteration k's fine-tune starts from and trains on (see `training.init_from`)."""
     return stages.imitation_inputs(ctx.store(), k, ctx.config, base_model, previous_checkpoint)

@@ -17,7 +17,7 @@ from lion_core.store import join_uri, read_bytes, write_bytes_atomic
 from tasks.common import RunContext
 
 
-@task(name="publish-iteration", tags=["lion", "report"], retries=1)
+@task(name="publish-iteration", tags=["lion", "report"], task_run_name="iter-{k}-report", retries=1)
 def publish_iteration(ctx: RunContext, k: int, summary: IterationSummary) -> IterationSummary:
     """Draw the charts, save them with the run, and publish the iteration's report artifacts."""
     plots = write_iteration_plots(ctx.store(), k, ctx.config.loop.tau)
@@ -37,7 +37,7 @@ def publish_iteration(ctx: RunContext, k: int, summary: IterationSummary) -> Ite
     return summary
 
 
-@task(name="publish-final", tags=["lion", "report"], retries=1)
+@task(name="publish-final", tags=["lion", "report"], task_run_name="final-report", retries=1)
 def publish_final_report(ctx: RunContext, n: int, final: FinalResult) -> dict[str, Any]:
     """The final checkpoint's report: kept with the run (`final.json`) and shown in the UI."""
     info = report.final_info(n, final)

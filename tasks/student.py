@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 
 from lion_core import checkpoints, stages
+from lion_core.limits import GPU_TAG
 from lion_core.llm.responses import ResponseStore
 from lion_core.results import CheckpointRecord, ImitationResult
 from lion_core.store import PoolRef, run_relative
@@ -22,7 +23,8 @@ def base_model(ctx: RunContext) -> str:
     return student_base_model(ctx.config.student)
 
 
-@task(name="train-student", tags=["lion", "gpu"], retries=1, retry_delay_seconds=10, retry_condition_fn=transient,
+@task(name="train-student", tags=["lion", GPU_TAG], task_run_name="iter-{k}-train-student", retries=1,
+      retry_delay_seconds=10, retry_condition_fn=transient,
       cache_key_fn=input_cache_key, persist_result=True)
 def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
     """Fine-tune in a launched subprocess (deepspeed / torchrun / accelerate) with the config's timeout;
@@ -36,7 +38,8 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
     return run_relative(str(Path(final)), ctx.run_id)  # valid wherever the run folder goes
 
 
-@task(name="record-checkpoint", tags=["lion", "store"], retries=2, retry_delay_seconds=5, retry_condition_fn=transient,
+@task(name="record-checkpoint", tags=["lion", "store"], task_run_name="iter-{k}-record-checkpoint", retries=2,
+      retry_delay_seconds=5, retry_condition_fn=transient,
       cache_key_fn=input_cache_key, persist_result=True)
 def record_checkpoint(ctx: RunContext, k: int, trained: bool, train_rows: int) -> CheckpointRecord:
     """Commit which checkpoint iteration k ends with: the one it trained, or (nothing to train on) the one
@@ -44,7 +47,8 @@ def record_checkpoint(ctx: RunContext, k: int, trained: bool, train_rows: int) -
     return checkpoints.record_checkpoint(ctx.store(), k, ctx.config, trained=trained, train_rows=train_rows)
 
 
-@task(name="publish-final-checkpoint", tags=["lion", "store"], retries=1, retry_condition_fn=transient)
+@task(name="publish-final-checkpoint", tags=["lion", "store"], task_run_name="final-checkpoint", retries=1,
+      retry_condition_fn=transient)
 def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult) -> str:
     """`<checkpoints>/final`: the checkpoint trained on the last Train Pool (or carried, with the reason),
     with its model card; the run's deliverable."""
@@ -59,7 +63,8 @@ def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult)
     return final
 
 
-@task(name="student-answers", tags=["lion", "gpu"], retries=1, retry_condition_fn=transient,
+@task(name="student-answers", tags=["lion", GPU_TAG], task_run_name="iter-{k}-{name}", retries=1,
+      retry_condition_fn=transient,
       cache_key_fn=input_cache_key, persist_result=True)
 def student_answers(ctx: RunContext, k: int, pool: PoolRef, checkpoint: str, name: str = "student_answers") -> PoolRef:
     """The checkpoint's answers for every instruction of a pool, each persisted as its batch ends."""

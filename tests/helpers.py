@@ -58,7 +58,8 @@ def answer_whole_pool(store, k, pool, gateway, name, stage="imitation"):
     from lion_core.results import Shard
     from lion_core.stages import answer_part, merge_parts
 
-    part = answer_part(store, Shard(k=k, name=name, pool=pool, lo=0, hi=pool.rows), gateway, stage, max_failed_fraction=1.0)
+    shard = Shard(k=k, name=name, pool=pool, index=0, lo=0, hi=pool.rows)
+    part = answer_part(store, shard, gateway, stage, max_failed_fraction=1.0)
     return merge_parts(store, k, name, [part], [pool])
 
 
@@ -67,7 +68,7 @@ def judge_whole_pool(store, k, cache_pool, teacher, student, gateway, config):
     from lion_core.results import Judging, Shard
     from lion_core.stages import discrimination_part, judgments_report, merge_parts
 
-    shard = Shard(k=k, name="judgments", pool=cache_pool, lo=0, hi=cache_pool.rows)
+    shard = Shard(k=k, name="judgments", pool=cache_pool, index=0, lo=0, hi=cache_pool.rows)
     part = discrimination_part(store, shard, Judging(teacher=teacher, student=student), gateway, config)
     ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student])
     return ref, judgments_report(ref)
@@ -107,4 +108,6 @@ def task_runs(since):
     completed = {key(r) for r in runs if r.state and r.state.name == "Completed" and key(r)}
     cached = {key(r) for r in runs if r.state and r.state.name == "Cached" and key(r)}
     names = {key(r): r.name for r in runs if key(r)}
-    return {"completed_keys": completed, "cached_keys": cached, "names": names}
+    # which task (its function; a sub-flow's tracking run: the flow's), whatever the run's display name
+    functions = {key(r): r.task_key.rsplit("-", 1)[0] for r in runs if key(r)}
+    return {"completed_keys": completed, "cached_keys": cached, "names": names, "functions": functions}

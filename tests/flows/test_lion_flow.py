@@ -51,6 +51,17 @@ def test_the_api_key_reaches_no_file_result_artifact_or_log(uninterrupted):
     assert leaked == []
 
 
+def test_the_ui_shows_runs_by_readable_names(uninterrupted):
+    with get_client(sync_client=True) as client:
+        flows = {r.name for r in client.read_flow_runs(limit=200)}
+        tasks = {r.name for r in client.read_task_runs(limit=200)}
+    assert {"lion-ref", "ref-iter-0", "ref-iter-1", "iter-0-imitation", "iter-0-discrimination", "iter-0-generation",
+            "iter-1-imitation", "iter-2-final-imitation", "iter-2-imitation"} <= flows, flows
+    assert {"teacher_answers_train-shard-00", "teacher_answers_cache-shard-00", "referee-shard-00", "iter-0-generator",
+            "iter-0-train-student", "iter-0-student_answers", "iter-0-merge-judgments", "iter-0-update-pools",
+            "iter-0-report", "final-checkpoint", "final-report", "open-ref"} <= tasks, tasks
+
+
 def test_a_tiny_run_goes_through_two_iterations(uninterrupted):
     folder, result = uninterrupted["folder"], uninterrupted["result"]
     store = RunStore(str(folder / "runs"), "ref")

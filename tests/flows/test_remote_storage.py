@@ -53,10 +53,10 @@ def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_
     # Every task with a cache key was read back from S3, not run again. Remote result storage makes
     # Prefect persist the rest too: the sub-flow (its tasks are the hits) and base-model, which resolves
     # a local path and so must run again in a new container.
-    rerun = {first["names"][k].rsplit("-", 1)[0] for k in first["completed_keys"] - second["cached_keys"]}
-    assert rerun <= {"base-model", "imitation"}, rerun
-    assert {"answers-shard", "merge-parts", "training-set", "train-student"} <= {
-        first["names"][k].rsplit("-", 1)[0] for k in first["completed_keys"] & second["cached_keys"]}
+    rerun = {first["functions"][k] for k in first["completed_keys"] - second["cached_keys"]}
+    assert rerun <= {"base_model", "imitation"}, rerun
+    assert {"answers_shard", "merge_parts", "training_set", "train"} <= {
+        first["functions"][k] for k in first["completed_keys"] & second["cached_keys"]}
     assert not (first["completed_keys"] & second["completed_keys"])
     assert [s.iteration for s in result.iterations] == [0]
     store = RunStore(f"{prefix}/runs", "remote")

@@ -39,7 +39,7 @@ def test_cache_key_depends_on_content_config_and_run_not_on_the_server_port():
 def test_a_typed_input_counts_its_pool_refs_by_content_not_location():
     from lion_core.results import Shard
 
-    shard = Shard(k=0, name="judgments", pool=POOL, lo=0, hi=4)
+    shard = Shard(k=0, name="judgments", pool=POOL, index=0, lo=0, hi=4)
     moved = shard.model_copy(update={"pool": POOL.model_copy(update={"uri": "/elsewhere/train_pool.parquet"})})
     assert _key(ctx=_ctx(), shard=shard) == _key(ctx=_ctx(), shard=moved)
     assert _key(ctx=_ctx(), shard=shard) != _key(ctx=_ctx(), shard=shard.model_copy(update={"hi": 5}))

@@ -47,3 +47,43 @@ def test_a_shard_without_its_limit_fails_instead_of_running_unthrottled(prefect_
         with pytest.raises(Exception, match="no-such-limit"):
             slotted.run_sync([ChatRequest.of([("user", "hello")], tag="a")], "imitation")
         assert sum(api.stats.answered.values()) == 0
+
+
+def test_the_gpu_limit_lets_one_gpu_task_run_at_a_time_across_runs(prefect_harness):
+    """`lion limits apply` sets the `gpu` tag's limit; two flows' GPU tasks then never overlap."""
+    import threading
+    import time
+
+    from prefect import flow, task
+
+    from lion_core.limits import GPU_LIMIT, GPU_TAG
+    from tasks.limits import apply_gpu_limit
+
+    spans = []
+
+    @task(tags=[GPU_TAG])
+    def fine_tune(name: str) -> None:
+        start = time.monotonic()
+        time.sleep(1.5)
+        spans.append((start, time.monotonic(), name))
+
+    @flow
+    def one_run(name: str) -> None:
+        fine_tune(name)
+
+    try:
+        assert apply_gpu_limit(parse_config({"orchestration": {"gpu_slots": 1}}))["action"] == "created"
+        assert _slots(GPU_LIMIT) == 1
+        assert apply_gpu_limit(parse_config({"orchestration": {"gpu_slots": 1}}))["action"] == "kept"
+        runs = [threading.Thread(target=one_run, args=(f"run-{i}",)) for i in range(2)]
+        for t in runs:
+            t.start()
+        for t in runs:
+            t.join(120)
+        (a_start, a_end, _), (b_start, b_end, _) = sorted(spans)
+        assert len(spans) == 2 and b_start >= a_end  # the second waited for the first's slot
+        assert apply_gpu_limit(parse_config({"orchestration": {"gpu_slots": 2}}))["action"] == "updated"
+        assert _slots(GPU_LIMIT) == 2
+    finally:  # the session's other tests run without a GPU limit, as runs do unless it is applied
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
