@@ -29,8 +29,16 @@ def evaluate_run_name() -> str:
 @flow(name="lion-evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4), flow_run_name=evaluate_run_name)
 def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = None,
              name: str | None = None) -> EvaluationResult:
-    """Relative scores of `checkpoints` (folders, `base`, or `run:<run id>` for a run's base model, every
-    checkpoint it trained and its final one) against the config's reference model, judged by its judge (default: the referee)."""
+    """Relative scores of checkpoints against the config's reference model, judged in both orders by its
+    judge (default: the referee).
+
+    Args:
+        config_path: The run config (YAML) whose `evaluation` section names the reference and the judge.
+        checkpoints: Model folders, `base`, or `run:<run id>` for a run's base model, every checkpoint it
+            trained and its final one.
+        eval_set: The questions (JSONL, JSON or Parquet); empty: the config's `evaluation.eval_set`.
+        name: The evaluation's id, its folder under the evaluations root; empty: one from this flow run.
+    """
     logger = get_run_logger()
     config = load_config(config_path)
     eval_set = eval_set or config.evaluation.eval_set

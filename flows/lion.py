@@ -47,7 +47,14 @@ def lion_run_name() -> str:
 
 @flow(name="lion", log_prints=True, flow_run_name=lion_run_name)
 def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> RunResult:
-    """Run (or resume) a Lion distillation run until it has `iterations` iterations (default: the config's)."""
+    """Run (or resume) a Lion distillation run until it has `iterations` iterations.
+
+    Args:
+        config_path: The run config (YAML), as the worker sees it, e.g. `configs/openai.yaml`.
+        run_id: The run to start or continue; empty: a new run named after this flow run (its Retry resumes it).
+        iterations: Lion iterations the run should have; empty: the config's `loop.iterations`.
+        seed: Seed instructions for a new run (a file, an fsspec URI or `hf:<dataset>`); empty: the config's `data.seed`.
+    """
     logger = get_run_logger()
     logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
     config = load_config(config_path)

@@ -62,3 +62,17 @@ def test_every_flow_has_a_docstring_for_the_ui():
 
     for f in (lion, lion_iteration, imitation, final_imitation, discrimination, generation, evaluate):
         assert f.description and len(f.description) > 40, f.name
+
+
+def test_deployment_parameters_are_typed_and_described_for_the_ui_form():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.evaluate import evaluate
+    from flows.lion import lion
+
+    for f, required in ((lion, ["config_path"]), (evaluate, ["config_path", "checkpoints"])):
+        schema = parameter_schema(f.fn)
+        assert schema.required == required, f.name
+        for name, prop in schema.properties.items():
+            assert prop.get("description") and ("type" in prop or "anyOf" in prop), (f.name, name)
+    assert parameter_schema(lion.fn).properties["iterations"]["anyOf"][0]["type"] == "integer"
