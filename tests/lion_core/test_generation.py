@@ -161,7 +161,7 @@ class ScriptedGenerator(FaultServer):
         payload = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
-        await self._send(writer, 200, json.dumps(payload).encode())
+        await self.send(writer, 200, json.dumps(payload).encode())
         return True
 
 
