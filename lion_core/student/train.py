@@ -20,6 +20,19 @@ FINAL = "final"
 COMPLETE = ".complete"
 
 
+TRAINER_STATE = "trainer_state.json"
+
+
+def last_complete_checkpoint(trainer_dir: Path) -> str | None:
+    """The newest Trainer checkpoint that was written to its end, or None. The Trainer writes its state
+    file after the weights and the optimizer, so a save cut short (a full disk, a kill) leaves a folder
+    without it; resuming from that one would fail every retry (measured: a disk-full save of
+    checkpoint-4, then `FileNotFoundError: .../checkpoint-4/trainer_state.json` on the retry)."""
+    done = [p for p in trainer_dir.glob("checkpoint-*")
+            if p.name.rsplit("-", 1)[-1].isdigit() and (p / TRAINER_STATE).is_file()]
+    return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[-1]))) if done else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config-json", required=True, help="the run config, as JSON")
@@ -119,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{args.answers_uri}: no usable training examples ({len(rows)} answered rows)")
     collator = PadCollator(tokenizer.pad_token_id)
     trainer = Trainer(model=model, args=targs, train_dataset=ListDataset(examples.items), data_collator=collator)
-    resume = any((out / "trainer").glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    last = last_complete_checkpoint(out / "trainer")
+    resume = last is not None
+    result = trainer.train(resume_from_checkpoint=last)
 
     final = out / FINAL
     trainer.save_model(str(final))  # under ZeRO-3 this gathers the 16-bit weights first

@@ -118,3 +118,21 @@ def test_a_complete_checkpoint_is_not_trained_again(tmp_path, tiny_model, answer
     assert train_student(cfg, answers, str(tiny_model), out, options=TrainOptions(max_steps=1, timeout_s=600)) == ckpt
     assert (ckpt / "model.safetensors").stat().st_mtime == mtime
     assert json.loads((out / "run_config.json").read_text())["training"]["launcher"] == "python"
+
+
+def test_a_trainer_checkpoint_cut_short_is_skipped_on_resume(tmp_path, tiny_model, answers, repo):
+    """A save cut short (a full disk) leaves checkpoint-2 without its state: the retry resumes from
+    checkpoint-1 instead of failing on the broken one."""
+    from lion_core.student.train import TRAINER_STATE
+
+    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"))
+    out = tmp_path / "student"
+    first = train_student(cfg, answers, str(tiny_model), out,
+                          options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
+    (first / COMPLETE).unlink()
+    (out / "trainer" / "checkpoint-2" / TRAINER_STATE).unlink()
+    second = train_student(cfg, answers, str(tiny_model), out,
+                           options=TrainOptions(max_steps=3, save_steps=1, timeout_s=600))
+    info = checkpoint_info(second)
+    assert info["resumed"] is True and info["global_step"] == 3
+    assert [h["step"] for h in info["log_history"] if "loss" in h][-2:] == [2, 3]  # steps 2 and 3 ran again after 1

@@ -160,3 +160,19 @@ def test_a_crash_after_the_checkpoint_is_complete_keeps_the_checkpoint(tmp_path,
     monkeypatch.setattr(launch, "build_command", lambda *a: ([sys.executable, "-c", "import os; os.abort()"], {}))
     with pytest.raises(TrainingError, match="training failed"):
         launch.train_student(_cfg(launcher="python", num_gpus=1), answers, "base", tmp_path / "other", options=quick)
+
+
+def test_a_fine_tune_resumes_from_its_last_complete_trainer_checkpoint_only(tmp_path):
+    from lion_core.student.train import TRAINER_STATE, last_complete_checkpoint
+
+    trainer = tmp_path / "trainer"
+    assert last_complete_checkpoint(trainer) is None  # nothing saved yet: start from the beginning
+    for step, complete in ((2, True), (10, True), (12, False)):  # 12: the save was cut short (a full disk)
+        ck = trainer / f"checkpoint-{step}"
+        ck.mkdir(parents=True)
+        (ck / "model.safetensors").write_bytes(b"w")
+        if complete:
+            (ck / TRAINER_STATE).write_text("{}")
+    assert last_complete_checkpoint(trainer) == str(trainer / "checkpoint-10")  # by step, not by name order
+    (trainer / "checkpoint-10" / TRAINER_STATE).unlink()
+    assert last_complete_checkpoint(trainer) == str(trainer / "checkpoint-2")
