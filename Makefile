@@ -21,7 +21,7 @@ PREFECT_PORT ?= 4200
 WORK_POOL ?= lion-gpu
 POOL_TEMPLATE ?= deployments/work-pools/process.json
 
-.PHONY: install test chaos demo server worker deploy clean
+.PHONY: install test chaos demo server worker deploy image docker-check gpu-check clean
 
 install: $(STAMP)
 
@@ -60,12 +60,31 @@ worker: $(STAMP)
 	  exec $(BIN)/prefect worker start --pool $(WORK_POOL)'
 
 # Register lion-distill and lion-evaluate from prefect.yaml with the server, and the API limits.
+# Docker and Kubernetes pools run the image of this code: lion-distill:$(LION_IMAGE_TAG) (make image).
 deploy: $(STAMP)
+	LION_IMAGE_TAG=$${LION_IMAGE_TAG:-$$($(BIN)/python -c 'from lion_core.version import image_tag; print(image_tag())')} \
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} bash -c '\
 	  $(BIN)/prefect work-pool inspect $(WORK_POOL) >/dev/null 2>&1 || \
 	  $(BIN)/prefect work-pool create $(WORK_POOL) --type process --base-job-template $(POOL_TEMPLATE); \
 	  $(BIN)/prefect --no-prompt deploy --all && \
 	  $(BIN)/lion limits apply --config configs/embedded.yaml'
+
+# The image of deployments/Dockerfile, tagged with the code version (lion-distill:0.1.0-g<commit>).
+# GPU nodes: make image BASE_IMAGE=debian:bookworm-slim TORCH_SPEC=torch==2.13.0 (see deployments/README.md).
+image: $(STAMP)
+	bash deployments/build-image.sh
+
+# The Docker work pool end to end (needs a running Docker daemon; not part of `make test`): build the
+# image, a server and a Docker worker, deploy lion-distill, run it in a container, stop one mid-run and
+# resume it. tests/docker_check.py says what it checks.
+docker-check: $(STAMP)
+	$(BIN)/python -m tests.docker_check
+
+# One GPU's figures as a JSON line (bench/gpu_check.py: fine-tune tokens/s and MFU with ZeRO-2 in bf16,
+# student inference tokens/s, peak GPU memory); fails clearly without a GPU. On a GPU node `make` installs
+# torch 2.13.0 from PyPI, a CUDA build; in the image: docker run --gpus all IMAGE python bench/gpu_check.py
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

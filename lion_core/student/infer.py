@@ -65,8 +65,8 @@ def student_answers(
     todo = [i for i, k in enumerate(keys) if k not in done]
     call = StoredCall(role="student", stage=stage, endpoint=endpoint, model=prompt_format)
     if todo:
-        use_vllm = backend == "vllm" or (backend == "auto" and _vllm_available())
-        run = _generate_vllm if use_vllm else generate_hf
+        use_vllm = backend == "vllm" or (backend == "auto" and vllm_available())
+        run = generate_vllm if use_vllm else generate_hf
         for i, text, finish, n_prompt, n_new in run(model_path, tokenizer, [prompts[i] for i in todo], todo, gen, seed,
                                                      dtype):
             if text.strip():
@@ -107,7 +107,7 @@ def _answers_in_child(model_path: str, rows: list[dict[str, Any]], gen: StudentG
         return student_answers(model_path, rows, gen, store, **kwargs)
 
 
-def _vllm_available() -> bool:
+def vllm_available() -> bool:
     if importlib.util.find_spec("vllm") is None:
         return False
     import torch
@@ -166,7 +166,7 @@ def release_memory() -> None:
         pass
 
 
-def _generate_vllm(model_path: str, tokenizer: Any, prompts: list[str], index: list[int], gen: StudentGeneration,
+def generate_vllm(model_path: str, tokenizer: Any, prompts: list[str], index: list[int], gen: StudentGeneration,
                    seed: int, dtype: str = "auto"):  # pragma: no cover - needs a GPU and vLLM
     from vllm import LLM, SamplingParams
 

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             "world_size": world, "resumed": resume, "train_loss": result.training_loss,
             "global_step": result.global_step, "padding_fraction": collator.padding_fraction,
             "train_runtime_s": result.metrics.get("train_runtime"), "real_tokens": collator.real_tokens,
+            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
             "sampling": args.sampling,
             "log_history": trainer.state.log_history,
             "training_args": json.loads(targs.to_json_string()),
