@@ -26,6 +26,7 @@ from lion_core.results import EvaluationResult, RunEvaluation, RunResult
 from lion_core.store import RunStore, validate_run_id
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
+from tasks.orphans import crash_orphaned_runs
 from tasks.pools import open_run
 from tasks.report import publish_final_report
 from tasks.results import result_storage
@@ -60,6 +61,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     config = load_config(config_path)
     # No run id: take the flow run's, so the UI's Retry of this flow run resumes the same run.
     run_id = validate_run_id(run_id) if run_id else f"run-{flow_run.id}"
+    crash_orphaned_runs(run_id, flow_run.id, flow_run.name)  # sub-flows a killed attempt left Running
     total = iterations or config.loop.iterations
     opened = open_run(config, run_id, seed)
     ensure_limits(config)

@@ -10,7 +10,8 @@
 4. Runs one more, stops its container (`docker stop`) while the referee is answering, resumes it through a
    new flow run of the deployment, and checks that it completes with no finished request answered again
    (at most the ones in flight when the container stopped).
-5. Checks that the API key reached no log, file or artifact; prints the flow runs and their states; stops
+5. Checks that the API key reached no log, file or artifact and that no flow run is left Running (the
+   stopped attempt's sub-flows are closed by the resumed run); prints the flow runs and their states; stops
    and removes what it started (the image stays: it is the build's product).
 
 Not part of `make test` (CI has no Docker daemon). Needs a running Docker daemon (see the README).
@@ -271,8 +272,11 @@ class Check:
                               capture_output=True, text=True).stdout.split()
         check(not hits, f"the API key is in {hits}")
 
+        runs = self.flow_runs()
+        left = [f"{fr['name']} {fr['state']['type']}" for fr in runs if fr["state"]["type"] not in TERMINAL]
+        check(not left, f"flow runs left unfinished: {left}")
         print("\nflow runs:")
-        for fr in self.flow_runs():
+        for fr in runs:
             print(f"  {fr['name']:<40} {fr['state']['type']:<10} {json.dumps(fr['parameters'].get('run_id'))}")
         stats = self.api.stats
         print(f"\nAPI: {sum(stats.successes.values())} answers, outcomes {dict(stats.outcomes)}; "
