@@ -61,12 +61,14 @@ worker: $(STAMP)
 
 # Register lion-distill and lion-evaluate from prefect.yaml with the server, and the API limits.
 # Docker and Kubernetes pools run the image of this code: lion-distill:$(LION_IMAGE_TAG) (make image).
+# LION_PROJECT_DIR is left out of `prefect deploy`, which would write this checkout's path into the
+# deployment's pull step: it is filled where a run starts (the worker's checkout, or /opt/lion in the image).
 deploy: $(STAMP)
 	LION_IMAGE_TAG=$${LION_IMAGE_TAG:-$$($(BIN)/python -c 'from lion_core.version import image_tag; print(image_tag())')} \
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PREFECT_PORT)/api} bash -c '\
 	  $(BIN)/prefect work-pool inspect $(WORK_POOL) >/dev/null 2>&1 || \
 	  $(BIN)/prefect work-pool create $(WORK_POOL) --type process --base-job-template $(POOL_TEMPLATE); \
-	  $(BIN)/prefect --no-prompt deploy --all && \
+	  env -u LION_PROJECT_DIR $(BIN)/prefect --no-prompt deploy --all && \
 	  $(BIN)/lion limits apply --config configs/embedded.yaml'
 
 # The image of deployments/Dockerfile, tagged with the code version (lion-distill:0.1.0-g<commit>).

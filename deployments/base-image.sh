@@ -4,9 +4,10 @@
 # reached (this project's build machines), then build deployments/Dockerfile with
 #   --build-arg BASE_IMAGE=local/bookworm:base
 #
-# On a machine whose TLS goes through an inspecting proxy, pip in the image trusts only what the
-# image holds: HOST_CA (default: this host's bundle) is copied into the base and named by PIP_CERT.
-# Set HOST_CA= (empty) to leave it out.
+# On a machine whose TLS goes through an inspecting proxy, pip in the build trusts only what the
+# image holds: HOST_CA (default: this host's bundle) is copied into the base as
+# /usr/local/share/ca-bundle/host.crt, which build-image.sh hands to pip for the build only (PIP_CERT is a
+# build argument, not part of the image's environment). Set HOST_CA= (empty) to leave it out.
 #
 # Needs: docker (daemon running), mmdebstrap (apt-get install -y mmdebstrap), root.
 set -euo pipefail
@@ -28,7 +29,6 @@ changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]')
 if [[ -n "$HOST_CA" ]]; then
   [[ -r "$HOST_CA" ]] || { echo "base-image.sh: HOST_CA=$HOST_CA cannot be read" >&2; exit 1; }
   hooks=(--customize-hook="mkdir -p \"\$1/usr/local/share/ca-bundle\" && cp '$HOST_CA' \"\$1/usr/local/share/ca-bundle/host.crt\"")
-  changes+=(--change 'ENV PIP_CERT=/usr/local/share/ca-bundle/host.crt')
 fi
 mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates "${hooks[@]}" \
   "$SUITE" "$work/base.tar"

@@ -12,8 +12,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 IMAGE=${IMAGE:-lion-distill}
-TAG=${IMAGE_TAG:-$("$PY" -c 'from lion_core.version import image_tag; print(image_tag())')}
 CODE_VERSION=$("$PY" -c 'from lion_core.version import code_version; print(code_version())')
+# The image copies these folders whole: untracked files in them make it differ from the commit it is named
+# after, so the version says so (git's own dirty flag looks at tracked files only).
+untracked=$(git ls-files --others --exclude-standard -- lion_core flows tasks prompts configs deployments data bench \
+  2>/dev/null | head -5 || true)
+if [[ -n $untracked && $CODE_VERSION != *dirty* ]]; then
+  echo "build-image.sh: untracked files go into the image (${untracked//$'\n'/, }): tagged -dirty" >&2
+  CODE_VERSION="$CODE_VERSION.dirty"
+fi
+TAG=${IMAGE_TAG:-$("$PY" -c 'import sys; from lion_core.version import image_tag; print(image_tag(sys.argv[1]))' "$CODE_VERSION")}
 BASE_IMAGE=${BASE_IMAGE:-local/bookworm:base}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu}
 
@@ -45,7 +53,7 @@ links=() indexes=()
 # the first free port from 38700: the URLs are build arguments, so a port that stays the same keeps Docker's
 # layer cache valid from one build to the next
 port=$("$PY" - <<'EOF'
-import socket
+import socket, sys
 for port in range(38700, 38800):
     with socket.socket() as s:
         try:
@@ -54,6 +62,8 @@ for port in range(38700, 38800):
             continue
         print(port)
         break
+else:
+    sys.exit("build-image.sh: no free port in 38700-38799 to serve the pip sources on")
 EOF
 )
 for i in "${!sources[@]}"; do
@@ -63,7 +73,8 @@ for i in "${!sources[@]}"; do
     ln -s "$path" "$serve/links$i"
     links+=("http://127.0.0.1:$port/links$i/")
   else
-    # an index page links its files relative to the index's parent folder: serve that folder
+    # an index page links its files relative to the index's parent folder: serve that folder. A host
+    # index-url becomes an extra index here: the image's pip keeps PyPI, so it also builds on a GPU node.
     ln -s "$(dirname "$path")" "$serve/index$i"
     indexes+=("http://127.0.0.1:$port/index$i/$(basename "$path")")
   fi
@@ -75,6 +86,10 @@ if ((${#links[@]} + ${#indexes[@]})); then
   args+=(--build-arg "PIP_FIND_LINKS=${links[*]}" --build-arg "PIP_EXTRA_INDEX_URL=${indexes[*]}")
 fi
 [[ -n ${TORCH_INDEX_URL:-} ]] && args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
+# a CA bundle that base-image.sh put into the base, for pip during the build
+if docker run --rm --entrypoint test "$BASE_IMAGE" -f /usr/local/share/ca-bundle/host.crt 2>/dev/null; then
+  args+=(--build-arg "PIP_CERT=/usr/local/share/ca-bundle/host.crt")
+fi
 
 docker build --network host -f deployments/Dockerfile \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "TORCH_SPEC=$TORCH_SPEC" --build-arg "CODE_VERSION=$CODE_VERSION" \

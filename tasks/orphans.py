@@ -14,6 +14,8 @@ from uuid import UUID
 
 from prefect import get_client
 from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
     FlowRunFilterName,
     FlowRunFilterParentFlowRunId,
@@ -30,7 +32,10 @@ from prefect.states import Crashed
 log = logging.getLogger("lion.orphans")
 
 LIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
-ENDED = [StateType.CRASHED, StateType.FAILED, StateType.CANCELLED, StateType.COMPLETED]
+ENDED = [StateType.CRASHED, StateType.FAILED, StateType.CANCELLED]
+"""A top run that ended so; a Completed one finished its sub-flows itself."""
+PAGE = 200
+"""The API's default page size: every read pages on until a short page."""
 
 
 def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: str = "") -> int:
@@ -41,10 +46,11 @@ def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: s
     closed = 0
     try:
         with get_client(sync_client=True) as client:
-            roots = [r.id for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[f"lion-{run_id}"]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ENDED))))
-                if str(r.id) != str(current)]
+            roots = [r.id for r in _all(client.read_flow_runs, flow_filter=FlowFilter(name=FlowFilterName(any_=["lion"])),
+                                        flow_run_filter=FlowRunFilter(
+                                            name=FlowRunFilterName(any_=[f"lion-{run_id}"]),
+                                            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ENDED))))
+                     if str(r.id) != str(current)]
             # Called before this flow starts anything, so whatever already hangs under it is left from an
             # earlier attempt of this same flow run (the UI's Retry).
             roots += [UUID(str(current))] if current else []
@@ -55,7 +61,7 @@ def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: s
                     closed += 1
             flows = roots + [r.id for r in below]
             for i in range(0, len(flows), 200):
-                for t in client.read_task_runs(task_run_filter=TaskRunFilter(
+                for t in _all(client.read_task_runs, task_run_filter=TaskRunFilter(
                         flow_run_id=TaskRunFilterFlowRunId(any_=flows[i:i + 200]),
                         state=TaskRunFilterState(type=TaskRunFilterStateType(any_=LIVE)))):
                     client.set_task_run_state(t.id, Crashed(message=message), force=True)
@@ -70,8 +76,19 @@ def _descendants(client, roots: list[UUID]) -> list:
     """Every flow run below `roots`, level by level."""
     out, level = [], roots
     while level:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level)))
+        runs = [r for i in range(0, len(level), PAGE) for r in _all(client.read_flow_runs, flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level[i:i + PAGE])))]
         out += runs
         level = [r.id for r in runs]
     return out
+
+
+def _all(read, **filters) -> list:
+    """Every match of a paged read (`read_flow_runs`, `read_task_runs`)."""
+    out, offset = [], 0
+    while True:
+        page = read(**filters, limit=PAGE, offset=offset)
+        out += page
+        if len(page) < PAGE:
+            return out
+        offset += PAGE

@@ -73,7 +73,9 @@ class Check:
         self.key = "sk-docker-check-" + secrets.token_hex(12)
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "OPENAI_API_KEY"}
+        # LION_PROJECT_DIR (set by make) would be written into the deployment's pull step by `prefect deploy`
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("PREFECT_") and k not in ("OPENAI_API_KEY", "LION_PROJECT_DIR")}
         self.env.update(PREFECT_HOME=str(work / "prefect"), PREFECT_API_URL=self.api_url,
                         PREFECT_UI_API_URL=self.api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false",
                         PYTHONWARNINGS="ignore")
@@ -151,6 +153,8 @@ class Check:
         (dep,) = self.rest("POST", "/deployments/filter", {"deployments": {"name": {"any_": ["lion-distill"]}}})
         check(dep["job_variables"].get("image") == self.image,
               f"the deployment runs {dep['job_variables'].get('image')}, not {self.image}")
+        check("{{ $LION_PROJECT_DIR }}" in json.dumps(dep["pull_steps"]),
+              f"the pull step was filled in when deploying: {dep['pull_steps']}")
         self.deployment = dep["id"]
         say(f"pool {POOL} (docker), worker started, lion-distill deployed with image {self.image}")
 
@@ -268,9 +272,13 @@ class Check:
         # 3. the key went to the API server only
         leaked = [m for m in self.logs() if self.key in m]
         check(not leaked, f"the API key is in {len(leaked)} log lines")
-        hits = subprocess.run(["grep", "-rl", "--binary-files=text", self.key, str(self.srv), str(self.work / "prefect")],
+        # everything this check made: the runs volume, the Prefect home (the block's value is kept encrypted),
+        # the server's, worker's (the containers' output) and build logs
+        hits = subprocess.run(["grep", "-rl", "--binary-files=text", self.key, str(self.work)],
                               capture_output=True, text=True).stdout.split()
         check(not hits, f"the API key is in {hits}")
+        check(self.key not in json.dumps(self.rest("GET", f"/deployments/{self.deployment}")),
+              "the API key is in the deployment")
 
         runs = self.flow_runs()
         left = [f"{fr['name']} {fr['state']['type']}" for fr in runs if fr["state"]["type"] not in TERMINAL]
@@ -284,7 +292,7 @@ class Check:
         say(f"passed in {time.monotonic() - t0:.0f} s")
 
     def cleanup(self, failed: bool) -> None:
-        out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.prefect.flow-run-id"],
+        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.prefect.work-pool-name={POOL}"],
                              capture_output=True, text=True).stdout.split()
         for cid in out:
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
