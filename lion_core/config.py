@@ -97,6 +97,32 @@ class Price(_Frozen):
     """US dollars per million completion (output) tokens; 0: not costed."""
 
 
+class BatchSettings(_Frozen):
+    """How a role's requests go through the Batch API: a JSONL file of requests, answered within the
+    completion window at the batch price, outside the per-minute limits. (Used by lion_core.llm.batches; not
+    yet a field of a role: the flows do not send batches yet.)"""
+
+    max_requests_per_batch: PositiveInt = 50_000
+    """Requests in one batch file (OpenAI's limit: 50,000)."""
+    max_bytes_per_batch: PositiveInt = 200 * 1024 * 1024
+    """Bytes of one batch input file (OpenAI's limit: 200 MB)."""
+    max_enqueued_tokens: PositiveInt = 2_000_000
+    """Tokens (prompt estimate plus max_tokens) in this role's batches not yet finished, together; further
+    batches are submitted as earlier ones finish. Set it to your account's enqueued-token limit for the model."""
+    completion_window: Literal["24h"] = "24h"
+    """The window the provider is given to answer a batch."""
+    poll_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds between two looks at the batches in progress; nothing is held while waiting."""
+    max_attempts: PositiveInt = 3
+    """Batches a request may go through (an error line, an expired or cancelled batch, a failed upload count
+    one each) before `on_exhausted` applies."""
+    on_exhausted: Literal["interactive", "fail"] = "interactive"
+    """A request whose batch attempts are spent: ask it interactively (at the interactive price), or record
+    it as failed."""
+    price: Price | None = None
+    """Token prices of batch requests; None: half of `price`, the usual batch discount."""
+
+
 class ApiRole(_Frozen):
     """One OpenAI-compatible endpoint playing a role (teacher, referee or generator)."""
 

@@ -43,6 +43,19 @@ class FaultPlan:
     """After this many answered requests, every later request gets a 500: an outage mid-stage."""
     generator_refuses: bool = False
     """The generator declines every task (nothing is accepted, so the next Train Pool is empty)."""
+    # -- the Batch API (files and batches endpoints) --
+    batch_complete_after_s: float = 0.0
+    """A batch is in progress until this many seconds after its creation, then done on the next retrieve."""
+    batch_outcomes: tuple[str, ...] = ()
+    """What the n-th batch created comes to ("completed", "expired", "failed", "cancelled"); later ones complete.
+    An expired batch has answered the first half of its requests."""
+    batch_error_rate: float = 0.0
+    """Share of a completed batch's requests that end in the error file (a 500 for that request), drawn per
+    request and attempt."""
+    batch_retrieve_500: int = 0
+    """The first this many retrieves of a batch answer 500."""
+    upload_500: int = 0
+    """The first this many file uploads answer 500."""
 
 
 @dataclass
@@ -53,6 +66,9 @@ class ServerStats:
     seen: collections.Counter = field(default_factory=collections.Counter)  # by request fingerprint
     accepted_at: list[float] = field(default_factory=list)  # monotonic arrival times of answered requests
     arrivals: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))  # by last user message
+    batch_answered: collections.Counter = field(default_factory=collections.Counter)  # by request fingerprint
+    batches_created: int = 0
+    files_uploaded: int = 0
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
@@ -65,6 +81,9 @@ class FaultServer:
         self.stats = ServerStats()
         self._lock = threading.Lock()
         self._window: collections.deque[float] = collections.deque()
+        self.files: dict[str, dict] = {}  # id -> {"bytes": ..., "object": FileObject json}
+        self.batches: dict[str, dict] = {}  # id -> Batch json (+ private "_created_mono")
+        self._retrieves: collections.Counter = collections.Counter()
         if plan.requests_per_minute:
             self._window_n = math.ceil(plan.requests_per_minute / 60)
             self._window_s = self._window_n * 60.0 / plan.requests_per_minute
@@ -140,9 +159,11 @@ class FaultServer:
     @staticmethod
     async def send(writer: asyncio.StreamWriter, status: int, payload: bytes, extra: dict[str, str] | None = None) -> None:
         """Write one HTTP response (subclasses that script replies use it too)."""
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "content-type: application/json",
+        extra = dict(extra or {})
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
+                f"content-type: {extra.pop('content-type', 'application/json')}",
                 f"content-length: {len(payload)}", "connection: keep-alive"]
-        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        head += [f"{k}: {v}" for k, v in extra.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
         await writer.drain()
 
@@ -161,6 +182,14 @@ class FaultServer:
                                                           "invalid_api_key"))
             else:
                 await self.send(writer, 200, b'{"object":"list","data":[{"id":"fake-model","object":"model"}]}')
+            return True
+        if "/files" in path or "/batches" in path:
+            if self.plan.api_key is not None and headers.get("authorization") != f"Bearer {self.plan.api_key}":
+                await self.send(writer, 401, self._error("invalid_request_error", "Incorrect API key provided",
+                                                          "invalid_api_key"))
+                return True
+            status, payload, ctype = self._batch_api(method, path.split("?", 1)[0].rstrip("/"), headers, body)
+            await self.send(writer, status, payload, {"content-type": ctype} if ctype else None)
             return True
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             await self.send(writer, 404, self._error("not_found", f"no route {method} {path}"))
@@ -215,25 +244,136 @@ class FaultServer:
                 "invalid_request_error", "This model's maximum context length is exceeded. Please reduce the length "
                 "of the messages.", "context_length_exceeded"))
             return True
-        answer = canned_reply(last, fp, refuse_generation=plan.generator_refuses)
-        finish = "stop"
-        if req.get("max_tokens") and tokens(answer) > req["max_tokens"]:  # cut off, as a real endpoint does
-            answer, finish = answer[:4 * req["max_tokens"]], "length"
-        prompt_tokens = sum(tokens(m["content"]) for m in messages)
-        completion_tokens = tokens(answer)
-        payload = {
-            "id": f"chatcmpl-{fp[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": req.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }
+        payload = self._completion(req, fp)
         with self._lock:
             self.stats.successes[last] += 1
             self.stats.answered[fp] += 1
             self.stats.accepted_at.append(time.monotonic())
         await self.send(writer, 200, json.dumps(payload).encode())
         return True
+
+    def _completion(self, req: dict, fp: str) -> dict:
+        """The chat.completion body this server answers `req` with."""
+        messages = req.get("messages", [])
+        last = messages[-1]["content"] if messages else ""
+        answer = canned_reply(last, fp, refuse_generation=self.plan.generator_refuses)
+        finish = "stop"
+        if req.get("max_tokens") and tokens(answer) > req["max_tokens"]:  # cut off, as a real endpoint does
+            answer, finish = answer[:4 * req["max_tokens"]], "length"
+        prompt_tokens = sum(tokens(m["content"]) for m in messages)
+        completion_tokens = tokens(answer)
+        return {
+            "id": f"chatcmpl-{fp[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": req.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }
+
+    # -- the Batch API -------------------------------------------------------------------------------
+    def _batch_api(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str | None]:
+        """files: upload, retrieve, content; batches: create, retrieve, cancel, list (as OpenAI's)."""
+        parts = path.split("/")
+        with self._lock:
+            if method == "POST" and parts[-1] == "files":
+                self.stats.files_uploaded += 1
+                if self.stats.files_uploaded <= self.plan.upload_500:
+                    return 500, self._error("server_error", "The server had an error while uploading"), None
+                content, filename, purpose = _multipart_file(headers.get("content-type", ""), body)
+                fid = f"file-{hashlib.sha256(content + str(len(self.files)).encode()).hexdigest()[:24]}"
+                obj = {"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                       "filename": filename, "purpose": purpose, "status": "processed"}
+                self.files[fid] = {"bytes": content, "object": obj}
+                return 200, json.dumps(obj).encode(), None
+            if method == "GET" and len(parts) >= 2 and parts[-2] == "files" and parts[-1] in self.files:
+                return 200, json.dumps(self.files[parts[-1]]["object"]).encode(), None
+            if method == "GET" and parts[-1] == "content" and parts[-2] in self.files:
+                return 200, self.files[parts[-2]]["bytes"], "application/octet-stream"
+            if method == "POST" and parts[-1] == "batches":
+                req = json.loads(body)
+                if req.get("input_file_id") not in self.files:
+                    return 400, self._error("invalid_request_error", f"no file {req.get('input_file_id')}"), None
+                n = self.stats.batches_created
+                self.stats.batches_created += 1
+                bid = f"batch_{n:04d}{hashlib.sha256(req['input_file_id'].encode()).hexdigest()[:12]}"
+                total = len(self.files[req["input_file_id"]]["bytes"].splitlines())
+                now = int(time.time())
+                self.batches[bid] = {
+                    "id": bid, "object": "batch", "endpoint": req.get("endpoint"), "errors": None,
+                    "input_file_id": req["input_file_id"], "completion_window": req.get("completion_window", "24h"),
+                    "status": "in_progress", "output_file_id": None, "error_file_id": None, "created_at": now,
+                    "in_progress_at": now, "expires_at": now + 86400, "completed_at": None, "failed_at": None,
+                    "expired_at": None, "cancelled_at": None,
+                    "request_counts": {"total": total, "completed": 0, "failed": 0},
+                    "metadata": req.get("metadata"), "_n": n, "_created": time.monotonic(),
+                }
+                return 200, self._batch_json(bid), None
+            if method == "GET" and parts[-1] == "batches":
+                data = [json.loads(self._batch_json(b)) for b in reversed(list(self.batches))]
+                return 200, json.dumps({"object": "list", "data": data, "has_more": False,
+                                        "first_id": data[0]["id"] if data else None,
+                                        "last_id": data[-1]["id"] if data else None}).encode(), None
+            if parts[-1] == "cancel" and parts[-2] in self.batches and method == "POST":
+                b = self.batches[parts[-2]]
+                if b["status"] in ("validating", "in_progress"):
+                    b.update(status="cancelled", cancelled_at=int(time.time()))
+                return 200, self._batch_json(parts[-2]), None
+            if method == "GET" and parts[-1] in self.batches:
+                bid = parts[-1]
+                self._retrieves[bid] += 1
+                if self._retrieves[bid] <= self.plan.batch_retrieve_500:
+                    return 500, self._error("server_error", "The server had an error while retrieving"), None
+                self._advance(bid)
+                return 200, self._batch_json(bid), None
+        return 404, self._error("not_found", f"no route {method} {path}"), None
+
+    def _batch_json(self, bid: str) -> bytes:
+        return json.dumps({k: v for k, v in self.batches[bid].items() if not k.startswith("_")}).encode()
+
+    def _advance(self, bid: str) -> None:
+        """Finish an in-progress batch once its time has come: run its requests, write its files."""
+        b = self.batches[bid]
+        if b["status"] != "in_progress" or time.monotonic() - b["_created"] < self.plan.batch_complete_after_s:
+            return
+        n = b["_n"]
+        outcome = self.plan.batch_outcomes[n] if n < len(self.plan.batch_outcomes) else "completed"
+        now = int(time.time())
+        if outcome in ("failed", "cancelled"):
+            b.update(status=outcome, **{f"{outcome}_at": now})
+            if outcome == "failed":
+                b["errors"] = {"object": "list", "data": [{"code": "invalid_file", "message": "the input was refused"}]}
+            return
+        lines = self.files[b["input_file_id"]]["bytes"].decode().splitlines()
+        if outcome == "expired":
+            lines = lines[: len(lines) // 2]
+        out, err = [], []
+        for i, line in enumerate(lines):
+            item = json.loads(line)
+            req = item["body"]
+            fp = hashlib.sha256(json.dumps([req.get(k) for k in ("model", "messages", "temperature", "top_p", "max_tokens")],
+                                           sort_keys=True).encode()).hexdigest()
+            attempt = self.stats.seen[f"batch:{fp}"]
+            self.stats.seen[f"batch:{fp}"] += 1
+            if random.Random(f"{self.plan.seed}:batch:{fp}:{attempt}").random() < self.plan.batch_error_rate:
+                err.append({"id": f"batch_req_{i}", "custom_id": item["custom_id"],
+                            "response": {"status_code": 500, "request_id": f"req_{i}",
+                                         "body": json.loads(self._error("server_error", "The server had an error"))},
+                            "error": None})
+                continue
+            self.stats.batch_answered[fp] += 1
+            out.append({"id": f"batch_req_{i}", "custom_id": item["custom_id"],
+                        "response": {"status_code": 200, "request_id": f"req_{i}", "body": self._completion(req, fp)},
+                        "error": None})
+        for name, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                content = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                fid = f"file-{bid}-{name[:3]}"
+                self.files[fid] = {"bytes": content, "object": {
+                    "id": fid, "object": "file", "bytes": len(content), "created_at": now,
+                    "filename": f"{bid}_{name[:-8]}.jsonl", "purpose": "batch_output", "status": "processed"}}
+                b[name] = fid
+        b["request_counts"].update(completed=len(out), failed=len(err))
+        b.update(status=outcome, **{f"{outcome}_at": now})
 
     def _count(self, outcome: str) -> None:
         with self._lock:
@@ -258,6 +398,22 @@ class FaultServer:
                 return name
             x -= rate
         return "ok"
+
+
+def _multipart_file(content_type: str, body: bytes) -> tuple[bytes, str, str]:
+    """The `file` part (content, filename) and the `purpose` field of a multipart/form-data upload."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    content, filename, purpose = b"", "upload.jsonl", ""
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name == "file":
+            content, filename = part.get_payload(decode=True) or b"", part.get_filename() or filename
+        elif name == "purpose":
+            purpose = (part.get_payload(decode=True) or b"").decode()
+    return content, filename, purpose
 
 
 _WORDS = (

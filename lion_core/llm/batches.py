@@ -1,0 +1,378 @@
+"""Requests answered through a provider's Batch API, durable at every step.
+
+A role in `mode: batch` hands its requests to a `BatchRunner` instead of chatting: they are written to
+JSONL files, uploaded, submitted as batches, and their answers land in the same response store under the
+same request keys, so the stages read them exactly as they read interactive answers.
+
+Each batch is a row of `batch_jobs` (in the response store's SQLite file) that moves through
+
+    prepared (input file written)  ->  uploaded (file id)  ->  submitted (batch id)  ->  ended (the API's
+    final status and result files)  ->  collected (every request answered or recorded as failed)
+
+and every step is recorded before the next one starts. A process killed anywhere resumes from the row:
+an upload is repeated (files cost nothing), a batch whose creation was not recorded is found again by the
+job id it carries in its metadata before another is created, results are saved idempotently. So a resume
+never submits a second batch for the same requests and loses no result.
+
+`advance()` makes one pass and returns at once: waiting for batches is the caller's, and holds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from lion_core.config import BatchSettings
+from lion_core.llm.requests import ChatRequest, ChatResult
+from lion_core.llm.responses import ResponseStore, StoredCall
+
+log = logging.getLogger("lion.batches")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('prepared', 'uploaded', 'submitted', 'ended', 'collected')),
+    input_path TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    est_tokens INTEGER NOT NULL,
+    file_id TEXT,
+    batch_id TEXT,
+    status TEXT,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_members (
+    job TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (job, key)
+);
+CREATE INDEX IF NOT EXISTS batch_members_key ON batch_members (key);
+"""
+LIVE = ("prepared", "uploaded", "submitted", "ended")
+FINAL_STATUS = ("completed", "expired", "failed", "cancelled")
+METADATA_KEY = "lion_job"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a set of requests stands: answered, recorded as failed for good, still in batches, or spent
+    their batch attempts (for the caller to ask interactively or leave failed)."""
+
+    total: int
+    answered: int
+    failed: int
+    pending: int
+    exhausted: tuple[str, ...]
+    batches_live: int
+    batches_submitted_now: int
+
+    @property
+    def done(self) -> bool:
+        return self.pending == 0
+
+
+def request_line(custom_id: str, request: ChatRequest, api_model: str) -> dict[str, Any]:
+    """One line of a batch input file: the same body an interactive call sends."""
+    body: dict[str, Any] = {"model": api_model, "messages": request.api_messages(), "temperature": request.temperature,
+                            "top_p": request.top_p}
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def plan_batches(items: Sequence[tuple[str, ChatRequest]], api_model: str, settings: BatchSettings,
+                 token_room: int) -> list[list[tuple[str, ChatRequest]]]:
+    """Split (key, request) pairs into batches within the per-file request and byte limits, using at most
+    `token_room` estimated tokens in all; what does not fit waits for a later pass."""
+    batches: list[list[tuple[str, ChatRequest]]] = []
+    current: list[tuple[str, ChatRequest]] = []
+    size = tokens = 0
+    for key, req in items:
+        est = req.estimated_tokens()
+        if tokens + est > token_room and (batches or current):
+            break
+        line = len(json.dumps(request_line(key, req, api_model), ensure_ascii=False).encode()) + 1
+        if current and (len(current) >= settings.max_requests_per_batch or size + line > settings.max_bytes_per_batch):
+            batches.append(current)
+            current, size = [], 0
+        current.append((key, req))
+        size += line
+        tokens += est
+    if current:
+        batches.append(current)
+    return batches
+
+
+class BatchRunner:
+    """One role's batches on one endpoint. `client` is an `openai.OpenAI` for the endpoint (the real SDK:
+    files and batches); `folder` keeps the input files until their batch is collected."""
+
+    def __init__(self, client: openai.OpenAI, store: ResponseStore, call: StoredCall, api_model: str,
+                 settings: BatchSettings, folder: str | os.PathLike):
+        self.client, self.store, self.call, self.api_model, self.settings = client, store, call, api_model, settings
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # its own connection to the store's file: the ledger's steps are transactions of their own
+        self._db = sqlite3.connect(store.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- the pass ---------------------------------------------------------------------------------------
+    def advance(self, requests: Sequence[ChatRequest]) -> BatchProgress:
+        """Move every batch of these requests one step or more, submit batches for requests in none, save
+        what has come back. Returns at once."""
+        unique: dict[str, ChatRequest] = {}
+        for r in requests:
+            unique.setdefault(r.key(self.call.endpoint, self.call.model), r)
+        for job in self._live_jobs():
+            self._drive(job, unique)
+        answered = self.store.successes(unique)
+        claimed = self._claimed(unique)
+        attempts = self._batch_attempts(unique)
+        exhausted = tuple(k for k in unique if k not in answered and k not in claimed
+                          and attempts.get(k, 0) >= self.settings.max_attempts)
+        todo = [(k, r) for k, r in unique.items() if k not in answered and k not in claimed and k not in exhausted]
+        submitted = 0
+        enqueued = self._enqueued_tokens()
+        room = self.settings.max_enqueued_tokens - enqueued
+        if todo and (room > 0 or not enqueued):  # with nothing enqueued, one batch goes even if over the cap
+            for members in plan_batches(todo, self.api_model, self.settings, room):
+                self._drive(self._prepare(members), unique)
+                submitted += 1
+        # where things stand after this pass (a batch may have been submitted and collected within it)
+        answered = self.store.successes(unique)
+        claimed = self._claimed(unique)
+        attempts = self._batch_attempts(unique)
+        exhausted = tuple(k for k in unique if k not in answered and k not in claimed
+                          and attempts.get(k, 0) >= self.settings.max_attempts)
+        failed_for_good = len(exhausted) if self.settings.on_exhausted == "fail" else 0
+        pending = sum(1 for k in unique if k not in answered and k not in exhausted)
+        return BatchProgress(total=len(unique), answered=len(answered), failed=failed_for_good, pending=pending,
+                             exhausted=exhausted, batches_live=len(self._live_jobs()), batches_submitted_now=submitted)
+
+    # -- the steps --------------------------------------------------------------------------------------
+    def _prepare(self, members: list[tuple[str, ChatRequest]]) -> dict:
+        """Write the input file (atomically), then record the job and its members in one transaction."""
+        keys = sorted(k for k, _ in members)
+        round_ = max(self._batch_attempts(dict(members)).values(), default=0)
+        job = hashlib.sha256(json.dumps([self.call.endpoint, self.call.model, keys, round_]).encode()).hexdigest()[:32]
+        content = "".join(json.dumps(request_line(k, r, self.api_model), ensure_ascii=False) + "\n" for k, r in members)
+        data = content.encode()
+        path = self.folder / f"{job}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        now = _now()
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO batch_jobs (job, role, stage, endpoint, model, state, input_path, input_sha256, "
+                "requests, est_tokens, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'prepared', ?, ?, ?, ?, ?, ?)",
+                (job, self.call.role, self.call.stage, self.call.endpoint, self.call.model, str(path),
+                 hashlib.sha256(data).hexdigest(), len(members), sum(r.estimated_tokens() for _, r in members), now, now))
+            self._db.executemany("INSERT OR IGNORE INTO batch_members (job, key) VALUES (?, ?)", [(job, k) for k in keys])
+        return self._job(job)
+
+    def _drive(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
+        """Take one job as far as it goes now. A failed API call leaves it where it was, for the next pass;
+        a job that cannot be uploaded or created `max_attempts` times in a row is given up, its requests
+        recorded as failed with the reason (one batch attempt each)."""
+        try:
+            if job["state"] == "prepared":
+                job = self._upload(job)
+            if job["state"] == "uploaded":
+                job = self._submit(job)
+            if job["state"] == "submitted":
+                job = self._poll(job)
+            if job["state"] == "ended":
+                self._collect(job, known)
+        except (openai.APIStatusError, openai.APIConnectionError) as err:
+            message = f"{type(err).__name__}: {str(err)[:300]}"
+            if job["state"] in ("prepared", "uploaded"):  # no batch exists yet: a bounded number of tries
+                job = self._update(job["job"], tries=job["tries"] + 1, reason=f"{job['state']} step failed: {message}")
+                if job["tries"] >= self.settings.max_attempts:
+                    log.warning("%s batch %s given up after %d failed tries: %s", self.call.role, job["job"][:12],
+                                job["tries"], message)
+                    self._update(job["job"], state="ended", status="not_submitted")
+                    self._collect(self._job(job["job"]), known)
+                    return
+            log.warning("%s batch %s (%s): %s; tried again on the next pass", self.call.role, job["job"][:12],
+                        job["state"], message)
+
+    def _upload(self, job: dict) -> dict:
+        data = Path(job["input_path"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != job["input_sha256"]:
+            raise RuntimeError(f"batch input {job['input_path']} changed since it was written")
+        f = self.client.files.create(file=(Path(job["input_path"]).name, data), purpose="batch")
+        return self._update(job["job"], state="uploaded", file_id=f.id)
+
+    def _submit(self, job: dict) -> dict:
+        found = self._find_batch(job["job"], job["created_at"])
+        if found is None:
+            found = self.client.batches.create(input_file_id=job["file_id"], endpoint="/v1/chat/completions",
+                                               completion_window=self.settings.completion_window,
+                                               metadata={METADATA_KEY: job["job"]})
+        else:
+            log.info("%s batch %s was created before the last stop: %s", self.call.role, job["job"][:12], found.id)
+        return self._update(job["job"], state="submitted", batch_id=found.id, status=found.status)
+
+    def _find_batch(self, job: str, created_at: str) -> Any | None:
+        """A batch created for `job` whose creation was not recorded (killed right after the call): the
+        provider's batches, newest first, back to the job's own creation."""
+        since = dt.datetime.fromisoformat(created_at).timestamp() - 300
+        for b in self.client.batches.list(limit=100):  # the SDK pages on
+            if (b.metadata or {}).get(METADATA_KEY) == job:
+                return b
+            if b.created_at and b.created_at < since:
+                break
+        return None
+
+    def _poll(self, job: dict) -> dict:
+        b = self.client.batches.retrieve(job["batch_id"])
+        counts = b.request_counts
+        fields = {"status": b.status, "completed": getattr(counts, "completed", 0) or 0,
+                  "failed": getattr(counts, "failed", 0) or 0}
+        if b.status in FINAL_STATUS:
+            reason = None
+            if b.status == "failed" and b.errors and b.errors.data:
+                reason = "; ".join(f"{e.code}: {e.message}" for e in b.errors.data)[:2000]
+            fields.update(state="ended", output_file_id=b.output_file_id, error_file_id=b.error_file_id, reason=reason)
+        return self._update(job["job"], **fields)
+
+    def _collect(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
+        """Save every answer and every per-request error; requests the batch never answered (expired,
+        cancelled, failed) are recorded as failed with the batch's status. Idempotent."""
+        members = {k for (k,) in self._db.execute("SELECT key FROM batch_members WHERE job = ?", (job["job"],))}
+        lines = {json.loads(x)["custom_id"]: json.loads(x) for x in Path(job["input_path"]).read_text().splitlines()}
+        seen: set[str] = set()
+        for file_id in (job["output_file_id"], job["error_file_id"]):
+            if not file_id:
+                continue
+            for raw in self.client.files.content(file_id).text.splitlines():
+                if not raw.strip():
+                    continue
+                item = json.loads(raw)
+                key = item.get("custom_id")
+                if key not in members:
+                    continue
+                seen.add(key)
+                self._save(key, known.get(key) or _request_of(lines[key]), item)
+        unanswered = members - seen
+        reason = job["reason"] or f"the batch ended {job['status']} before answering it"
+        for key in unanswered:
+            kind = "Batch" + "".join(w.capitalize() for w in (job["status"] or "ended").split("_"))
+            self._failure(key, known.get(key) or _request_of(lines[key]), kind, reason)
+        self._update(job["job"], state="collected")
+        Path(job["input_path"]).unlink(missing_ok=True)
+        log.info("%s batch %s %s: %d answered, %d errors, %d unanswered", self.call.role, job["job"][:12],
+                 job["status"], job["completed"], job["failed"], len(unanswered))
+
+    def _save(self, key: str, request: ChatRequest, item: dict) -> None:
+        response = item.get("response") or {}
+        body = response.get("body") or {}
+        status = response.get("status_code")
+        choices = body.get("choices") or []
+        text = ((choices[0].get("message") or {}).get("content") if choices else None) or ""
+        if status == 200 and text.strip():
+            usage = body.get("usage") or {}
+            result = ChatResult(key=key, ok=True, text=text, finish_reason=choices[0].get("finish_reason"),
+                                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                completion_tokens=int(usage.get("completion_tokens") or 0),
+                                attempts=self.store.previous_attempts(key) + 1)
+            self.store.put_success(self.call, request, result, latency_s=0.0)
+            return
+        err = item.get("error") or body.get("error") or {}
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        kind = "EmptyCompletion" if status == 200 else f"BatchRequestError{status or ''}"
+        self._failure(key, request, kind, message or f"status {status}")
+
+    def _failure(self, key: str, request: ChatRequest, error_class: str, message: str) -> None:
+        if self.store.successes([key]):
+            return
+        result = ChatResult(key=key, ok=False, attempts=self.store.previous_attempts(key) + 1, error_class=error_class,
+                            error_message=str(message)[:2000])
+        self.store.put_failure(self.call, request, result)
+
+    # -- the ledger -------------------------------------------------------------------------------------
+    def _job(self, job: str) -> dict:
+        cur = self._db.execute("SELECT * FROM batch_jobs WHERE job = ?", (job,))
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+
+    def _update(self, job: str, **fields: Any) -> dict:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._db:
+            self._db.execute(f"UPDATE batch_jobs SET {sets}, updated_at = ? WHERE job = ?",
+                             (*fields.values(), _now(), job))
+        return self._job(job)
+
+    def _live_jobs(self) -> list[dict]:
+        cur = self._db.execute(
+            f"SELECT * FROM batch_jobs WHERE endpoint = ? AND model = ? AND state IN ({','.join('?' * len(LIVE))}) "
+            "ORDER BY created_at", (self.call.endpoint, self.call.model, *LIVE))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def _claimed(self, keys: dict[str, ChatRequest]) -> set[str]:
+        """Keys in a batch not yet collected."""
+        return self._keys_where(keys, f"j.state IN ({','.join(repr(s) for s in LIVE)})")
+
+    def _batch_attempts(self, keys: dict[str, ChatRequest]) -> dict[str, int]:
+        """Collected batches each key went through."""
+        out: dict[str, int] = {}
+        ks = list(keys)
+        for i in range(0, len(ks), 500):
+            chunk = ks[i:i + 500]
+            for key, n in self._db.execute(
+                    "SELECT m.key, COUNT(*) FROM batch_members m JOIN batch_jobs j ON j.job = m.job "
+                    f"WHERE j.state = 'collected' AND m.key IN ({','.join('?' * len(chunk))}) GROUP BY m.key", chunk):
+                out[key] = n
+        return out
+
+    def _keys_where(self, keys: dict[str, ChatRequest], condition: str) -> set[str]:
+        out: set[str] = set()
+        ks = list(keys)
+        for i in range(0, len(ks), 500):
+            chunk = ks[i:i + 500]
+            out |= {k for (k,) in self._db.execute(
+                f"SELECT m.key FROM batch_members m JOIN batch_jobs j ON j.job = m.job WHERE {condition} "
+                f"AND m.key IN ({','.join('?' * len(chunk))})", chunk)}
+        return out
+
+    def _enqueued_tokens(self) -> int:
+        (n,) = self._db.execute(
+            "SELECT COALESCE(SUM(est_tokens), 0) FROM batch_jobs WHERE endpoint = ? AND model = ? "
+            "AND state IN ('prepared', 'uploaded', 'submitted')", (self.call.endpoint, self.call.model)).fetchone()
+        return int(n)
+
+
+def _request_of(line: dict) -> ChatRequest:
+    body = line["body"]
+    return ChatRequest.of(body["messages"], temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
+                          max_tokens=body.get("max_tokens"))
