@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from prefect import Task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
-from lion_core.results import Shard, ShardResult, UsageRow, merge_usage
+from lion_core.limits import role_config
+from lion_core.results import BatchWork, Shard, ShardResult, UsageRow, merge_usage
 from lion_core.stages import shard_bounds
 from lion_core.store import PoolRef
-from tasks.api import answers_shard
+from tasks.api import answers_shard, batch_pass
 from tasks.common import RunContext, configured
 from tasks.pools import merge_parts
 
@@ -35,7 +38,33 @@ def run_shards(task_obj: Task, ctx: RunContext, label: str, shards: list[Shard],
 def answer_pool(ctx: RunContext, k: int, name: str, pool: PoolRef, role: str = "teacher",
                 stage: str = "imitation") -> tuple[PoolRef, list[UsageRow]]:
     """An API role's answers for a whole pool: shards of `orchestration.shard_size` rows, merged and committed."""
+    batched = through_batches(ctx, role, stage, BatchWork(kind="answers", k=k, pool=pool))
     shards = shards_of(k, name, pool, ctx.config.orchestration.shard_size)
     results = run_shards(answers_shard, ctx, name, shards, role=role, stage=stage)
     ref = merge_parts(ctx, k, name, [r.part for r in results], [pool])
-    return ref, merge_usage(r.usage for r in results)
+    return ref, merge_usage([batched, *(r.usage for r in results)])
+
+
+def through_batches(ctx: RunContext, role: str, stage: str, work: BatchWork) -> list[UsageRow]:
+    """For a role in batch mode: look at the stage's batches every `batch.poll_interval_s` until the
+    response store holds every answer the stage needs, so its tasks then only read. Between looks the
+    flow sleeps and holds no slot, thread or GPU; a run stopped here resumes with the same batches. The
+    UI's progress artifact shows answered, failed and pending. Other roles: nothing to do."""
+    settings = role_config(ctx.config, role)
+    if settings.mode != "batch" or not work.pool.rows:
+        return []
+    label = f"iteration {work.k} {role} {stage} batches"
+    progress = create_progress_artifact(0.0, description=f"{label}: starting")
+    looks = []
+    look_task = configured(batch_pass, ctx.config)
+    while True:
+        look = look_task(ctx, role=role, stage=stage, work=work)
+        looks.append(look.usage)
+        if look.done:
+            update_progress_artifact(progress, 100.0, description=f"{label}: done")
+            return merge_usage(looks)
+        share = 100.0 * (look.answered + look.failed) / look.total if look.total else 0.0
+        update_progress_artifact(progress, share, description=(
+            f"{label}: {look.answered} answered, {look.failed} failed, {look.pending} pending of {look.total} "
+            f"in this round; {look.batches_live} batches in progress"))
+        time.sleep(settings.batch.poll_interval_s)

@@ -99,8 +99,8 @@ class Price(_Frozen):
 
 class BatchSettings(_Frozen):
     """How a role's requests go through the Batch API: a JSONL file of requests, answered within the
-    completion window at the batch price, outside the per-minute limits. (Used by lion_core.llm.batches; not
-    yet a field of a role: the flows do not send batches yet.)"""
+    completion window at the batch price, outside the per-minute limits (a role's `batch`, used with
+    `mode: batch`)."""
 
     max_requests_per_batch: PositiveInt = 50_000
     """Requests in one batch file (OpenAI's limit: 50,000)."""
@@ -147,6 +147,20 @@ class ApiRole(_Frozen):
     """On a context-length error: fail the request, or cut the longest message and ask once more."""
     truncate_keep_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.5
     """With context_overflow `truncate`: the fraction of the longest message's characters kept (its start)."""
+    mode: Literal["interactive", "batch"] = "interactive"
+    """How this role's requests are delivered: `interactive` (one chat call each, paced by `rate_limits`) or
+    `batch` (the provider's Batch API: JSONL files answered within 24 hours at the batch price, outside the
+    per-minute limits; the flow waits between looks and holds nothing meanwhile). Answers land in the same
+    response store either way, so a resume or a later iteration may switch modes without paying twice."""
+    batch: BatchSettings = BatchSettings()
+    """With `mode: batch`: file limits, the enqueued-token cap, polling, attempts and the batch price."""
+
+    def batch_price(self) -> Price:
+        """What a batch request costs: `batch.price`, or half of `price` (the usual batch discount)."""
+        if self.batch.price is not None:
+            return self.batch.price
+        return Price(prompt_per_million=self.price.prompt_per_million / 2,
+                     completion_per_million=self.price.completion_per_million / 2)
 
     @field_validator("base_url")
     @classmethod
@@ -167,6 +181,9 @@ class ApiRole(_Frozen):
         if self.base_url == EMBEDDED and self.model not in EMBEDDED_MODELS:
             raise ValueError(f"model {self.model!r} is not embedded; with base_url '{EMBEDDED}' use one of "
                              f"{', '.join(EMBEDDED_MODELS)}")
+        if self.base_url == EMBEDDED and self.mode == "batch":
+            raise ValueError(f"mode 'batch' needs a provider with a Batch API (files and batches endpoints); the "
+                             f"'{EMBEDDED}' server has none: use mode 'interactive' or a base_url that has one")
         return self
 
     @field_validator("api_key_env")
@@ -514,7 +531,8 @@ class RunConfig(_Frozen):
 
 _API_ROLES = ("teacher", "referee", "generator", "evaluation.reference", "evaluation.judge")
 OPERATIONS = (
-    *(f"{role}.{field}" for role in _API_ROLES for field in ("base_url", "api_key_env", "rate_limits", "retry", "price")),
+    *(f"{role}.{field}" for role in _API_ROLES for field in ("base_url", "api_key_env", "rate_limits", "retry", "price",
+                                                                     "mode", "batch")),
     "training.timeout_s", "training.hostfile", "training.master_addr", "training.master_port",
     "training.multinode_launcher",
     "training.deepspeed_config", "evaluation.eval_set",  # locations, absolute once loaded: a moved checkout resumes

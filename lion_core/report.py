@@ -104,10 +104,10 @@ def summary_markdown(s: IterationSummary) -> str:
     if s.rejected_by_reason:
         lines += ["", "| rejected because | candidates |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in sorted(s.rejected_by_reason.items(), key=lambda x: -x[1])]
-    lines += ["", "## API usage", "| role | requests | from store | calls | retries | failures | prompt tokens "
-              "| completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## API usage", "| role | mode | requests | from store | calls | retries | failures | prompt tokens "
+              "| completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in s.usage_by_role:
-        lines.append(f"| {r.role} | {r.requests} | {r.cached} | {r.calls} | {r.retries} | {r.failures} "
+        lines.append(f"| {r.role} | {r.mode} | {r.requests} | {r.cached} | {r.calls} | {r.retries} | {r.failures} "
                      f"| {r.prompt_tokens} | {r.completion_tokens} | {r.cost_usd:.4f} |")
     status = s.checkpoint_status
     carried = (f" (carried from iteration {s.checkpoint_carried_from}: {s.checkpoint_reason})"
@@ -209,10 +209,10 @@ def final_markdown(run_id: str, final: str, info: Mapping[str, Any], usage: Sequ
     else:
         what = f"carried from iteration {info.get('source_iteration')}: {info.get('reason')}"
     lines = [f"# Lion run `{run_id}`: final checkpoint", "", f"`{final}`", "", f"- {what}",
-             "", "## API usage of the final imitation", "| role | requests | from store | calls | prompt tokens "
-             "| completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|"]
+             "", "## API usage of the final imitation", "| role | mode | requests | from store | calls "
+             "| prompt tokens | completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|---|"]
     for r in per_role(usage):
-        lines.append(f"| {r.role} | {r.requests} | {r.cached} | {r.calls} | {r.prompt_tokens} "
+        lines.append(f"| {r.role} | {r.mode} | {r.requests} | {r.cached} | {r.calls} | {r.prompt_tokens} "
                      f"| {r.completion_tokens} | {r.cost_usd:.4f} |")
     if resumes:
         lines += ["", "## Resumed with changed operations settings", "| resumed at | field | before | after |",

@@ -29,6 +29,8 @@ class UsageRow(Result):
     role: str
     stage: str = "all"
     """The stage the requests were made for; `all` in a row summed over stages (per_role)."""
+    mode: str = "interactive"
+    """How the calls were made: `interactive` chat calls, or `batch` (the Batch API, at the batch price)."""
     requests: int = 0
     """Requests asked for (after removing duplicates within a batch)."""
     cached: int = 0
@@ -46,18 +48,18 @@ USAGE_FIELDS = ("requests", "cached", "calls", "retries", "failures", "prompt_to
 
 
 def merge_usage(tables: Iterable[Sequence[UsageRow]]) -> list[UsageRow]:
-    """Sum usage rows of several tasks per (role, stage), sorted by role then stage."""
-    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    """Sum usage rows of several tasks per (role, stage, mode), sorted by role, stage, then mode."""
+    acc: dict[tuple[str, str, str], dict[str, Any]] = {}
     for table in tables:
         for row in table:
-            cur = acc.setdefault((row.role, row.stage), {"role": row.role, "stage": row.stage})
+            cur = acc.setdefault((row.role, row.stage, row.mode), {"role": row.role, "stage": row.stage, "mode": row.mode})
             for f in USAGE_FIELDS:
                 cur[f] = cur.get(f, 0) + getattr(row, f)
     return [UsageRow(**acc[k]) for k in sorted(acc)]
 
 
 def per_role(usage: Sequence[UsageRow]) -> list[UsageRow]:
-    """Usage summed over stages, one row per role (stage `all`)."""
+    """Usage summed over stages, one row per role and mode (stage `all`)."""
     return merge_usage([[r.model_copy(update={"stage": "all"}) for r in usage]])
 
 
@@ -93,6 +95,32 @@ class Judging(Result):
     student: PoolRef
     role: str = "referee"
     silent_student: str | None = None
+
+
+class BatchWork(Result):
+    """What a stage in batch mode asks the API for, by reference: `answers` of the `role` for `pool`;
+    `judgments` of `pool` (`judging`); or iteration k's `generation` from `pool` (the Cache Pool) and
+    `judgments`."""
+
+    kind: Literal["answers", "judgments", "generation"]
+    k: int
+    pool: PoolRef
+    judging: Judging | None = None
+    judgments: PoolRef | None = None
+
+
+class BatchPassResult(Result):
+    """One look at a stage in batch mode (lion_core.llm.replay.BatchLook) and the usage it recorded."""
+
+    done: bool
+    answered: int = 0
+    failed: int = 0
+    pending: int = 0
+    total: int = 0
+    batches_live: int = 0
+    batches_submitted: int = 0
+    asked_interactively: int = 0
+    usage: list[UsageRow] = []
 
 
 class TrainingInputs(Result):

@@ -23,7 +23,15 @@ from lion_core.llm.requests import ChatRequest
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
 from lion_core.prompts import teacher_messages
 from lion_core.referee import REQUEST_FAILED, JudgeItem, discriminate, discrimination_report
-from lion_core.results import DiscriminationReport, GenerationReport, Judging, Pools, Shard, TrainingInputs
+from lion_core.results import (
+    BatchWork,
+    DiscriminationReport,
+    GenerationReport,
+    Judging,
+    Pools,
+    Shard,
+    TrainingInputs,
+)
 from lion_core.store import PoolRef, RunStore, read_pool, read_table, resolve_uri
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
@@ -66,16 +74,20 @@ def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: Po
                      config: RunConfig) -> tuple[PoolRef, GenerationReport]:
     """New instructions for iteration k+1 from iteration k's hard and easy items: every candidate,
     committed as iteration k's `candidates`, and the figures."""
+    result = _generate(k, cache_pool, judgments, gateway, config)
+    table = pa.Table.from_pylist(result.candidates, schema=CANDIDATES_SCHEMA)
+    ref = _commit(store, k, "candidates", table, CANDIDATES_SCHEMA_VERSION, [cache_pool, judgments])
+    return ref, GenerationReport.model_validate(result.report)
+
+
+def _generate(k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: Gateway, config: RunConfig) -> Any:
     pool = read_pool(cache_pool).to_dict("records")
     by_id = {r["id"]: r for r in pool}
     labels = {r["id"]: r["label"] for r in read_table(judgments).to_pylist()}
     hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
     easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
-    result = generate(gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=k + 1,
-                      loop=config.loop, cfg=config.generator)
-    table = pa.Table.from_pylist(result.candidates, schema=CANDIDATES_SCHEMA)
-    ref = _commit(store, k, "candidates", table, CANDIDATES_SCHEMA_VERSION, [cache_pool, judgments])
-    return ref, GenerationReport.model_validate(result.report)
+    return generate(gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=k + 1,
+                    loop=config.loop, cfg=config.generator)
 
 
 def accepted_rows(candidates: PoolRef, next_iteration: int) -> list[dict[str, Any]]:
@@ -142,15 +154,7 @@ def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway
     """Judgments of the shard's rows (Cache Pool items; an evaluation's questions), written as an
     uncommitted part; items lacking an answer are labelled `missing_answer`."""
     referee = role_config(config, judging.role)
-    t = {r["id"]: r for r in read_table(judging.teacher).to_pylist() if r["status"] == "ok"}
-    # An empty student answer is an answer (the item is hard); a failed one is missing.
-    s = {r["id"]: r for r in read_table(judging.student).to_pylist() if r["status"] in ("ok", "empty")}
-    pool = read_pool(shard.pool).iloc[shard.lo:shard.hi].to_dict("records")
-    if judging.silent_student is not None:
-        s = {r["id"]: (a if (a := s.get(r["id"])) and (a["answer"] or "").strip() else {"answer": judging.silent_student})
-             for r in pool}
-    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"] or "")
-             for r in pool if r["id"] in t and r["id"] in s]
+    pool, t, items = _judge_items(read_pool(shard.pool).iloc[shard.lo:shard.hi].to_dict("records"), judging)
     rows = discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks)
     failed = sum(r["raw_t_first"].startswith(REQUEST_FAILED) or r["raw_s_first"].startswith(REQUEST_FAILED)
                  for r in rows)
@@ -163,6 +167,34 @@ def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway
     table = pa.Table.from_pylist(rows + missing, schema=JUDGMENTS_SCHEMA)
     return store.write_table(shard.k, part_name(shard), table, schema_version=JUDGMENTS_SCHEMA_VERSION,
                              parents=[shard.pool, judging.teacher, judging.student])
+
+
+def _judge_items(pool: list[dict[str, Any]], judging: Judging) -> tuple[list[dict[str, Any]], dict, list[JudgeItem]]:
+    t = {r["id"]: r for r in read_table(judging.teacher).to_pylist() if r["status"] == "ok"}
+    # An empty student answer is an answer (the item is hard); a failed one is missing.
+    s = {r["id"]: r for r in read_table(judging.student).to_pylist() if r["status"] in ("ok", "empty")}
+    if judging.silent_student is not None:
+        s = {r["id"]: (a if (a := s.get(r["id"])) and (a["answer"] or "").strip() else {"answer": judging.silent_student})
+             for r in pool}
+    items = [JudgeItem(r["id"], r["instruction"], r["input"], t[r["id"]]["answer"], s[r["id"]]["answer"] or "")
+             for r in pool if r["id"] in t and r["id"] in s]
+    return pool, t, items
+
+
+def replay_requests(work: BatchWork, gateway: Any, config: RunConfig, stage: str) -> None:
+    """Run the stage's requests (the whole pool's, every round) through `gateway` and discard the
+    outcome: with a store-only gateway this completes, or names what the store still lacks."""
+    if work.kind == "answers":
+        teacher_answers(gateway, read_pool(work.pool).to_dict("records"), stage)
+    elif work.kind == "judgments":
+        assert work.judging is not None
+        referee = role_config(config, work.judging.role)
+        _, _, items = _judge_items(read_pool(work.pool).to_dict("records"), work.judging)
+        discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks,
+                     stage=stage)
+    else:
+        assert work.judgments is not None
+        _generate(work.k, work.pool, work.judgments, gateway, config)
 
 
 def merge_parts(store: RunStore, k: int, name: str, parts: Sequence[PoolRef], parents: Sequence[PoolRef]) -> PoolRef:

@@ -5,9 +5,15 @@ from __future__ import annotations
 from prefect import task
 
 from lion_core import stages
-from lion_core.results import Candidates, Judging, Shard, ShardResult
+from lion_core.limits import limit_name, role_config
+from lion_core.llm.accounting import Accounting
+from lion_core.llm.gateway import Gateway
+from lion_core.llm.replay import batch_pass as look_at_batches
+from lion_core.llm.replay import batch_runner
+from lion_core.llm.responses import ResponseStore
+from lion_core.results import BatchPassResult, BatchWork, Candidates, Judging, Shard, ShardResult
 from lion_core.store import PoolRef
-from tasks.common import RunContext, api_gateway, backoff, input_cache_key, transient
+from tasks.common import RunContext, SlottedGateway, api_gateway, backoff, input_cache_key, role_endpoint, transient
 
 # Defaults; flows apply the run's orchestration settings with tasks.common.configured().
 _API = dict(retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0.5, retry_condition_fn=transient,
@@ -45,3 +51,26 @@ def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgment
     with api_gateway(ctx, "generator") as (gateway, accounting):
         ref, report = stages.generation_stage(ctx.store(), k, cache_pool, judgments, gateway, ctx.config)
     return Candidates(candidates=ref, report=report, usage=accounting.table())
+
+
+@task(name="batch-pass", tags=["lion", "api", "batch"], task_run_name="iter-{work.k}-{role}-{stage}-batches",
+      retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0.5, retry_condition_fn=transient)
+def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> BatchPassResult:
+    """One look at a stage whose role is in batch mode: move its batches, save what came back, submit
+    what it still needs. Never cached: every look asks the provider afresh. Holds no API slot except
+    while asking interactively the requests whose batch attempts are spent (`on_exhausted: interactive`)."""
+    cfg = ctx.config
+    endpoint = role_endpoint(ctx, role)
+    accounting = Accounting()
+    with ResponseStore(cfg.storage.response_store_path()) as responses:
+        runner = batch_runner(endpoint, responses, stage, accounting)
+        interactive = SlottedGateway(Gateway(endpoint, responses, accounting), limit_name(role_config(cfg, role)),
+                                     cfg.orchestration.shard_size)
+        try:
+            look = look_at_batches(lambda gw: stages.replay_requests(work, gw, cfg, stage), endpoint, responses, runner,
+                                   ask_interactively=lambda reqs: interactive.run_sync(reqs, stage))
+        finally:
+            runner.close()
+    return BatchPassResult(done=look.done, answered=look.answered, failed=look.failed, pending=look.pending,
+                           total=look.total, batches_live=look.batches_live, batches_submitted=look.batches_submitted,
+                           asked_interactively=look.asked_interactively, usage=accounting.table())

@@ -24,6 +24,7 @@ from lion_core.errors import LionError, ShardIncomplete
 from lion_core.limits import limit_name, role_config, shard_role
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.gateway import Endpoint, EndpointUnreachable, Gateway
+from lion_core.llm.replay import StoreGateway, batch_runner
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef, RunStore
@@ -127,16 +128,30 @@ def api_slot(limit: str) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[SlottedGateway, Accounting]]:
-    """The role's gateway for one task: the shard's share of the key's rate limits, the run's response
-    store, and a fresh accounting table that the task returns."""
+def role_endpoint(ctx: RunContext, role: str) -> Endpoint:
+    """The role's endpoint with the shard's share of the key's rate limits."""
     cfg = ctx.config
     role_cfg = shard_role(role_config(cfg, role), cfg.orchestration.shards_in_flight_per_key)
     embedded = ctx.embedded if role_cfg.base_url == "embedded" else None
-    endpoint = Endpoint.from_config(role, role_cfg, embedded=embedded)
+    return Endpoint.from_config(role, role_cfg, embedded=embedded)
+
+
+@contextmanager
+def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[SlottedGateway | StoreGateway, Accounting]]:
+    """The role's gateway for one task: the shard's share of the key's rate limits, the run's response
+    store, and a fresh accounting table that the task returns. A role in batch mode reads the answers
+    its batches left in the store (the flow's batch passes come first) and sends nothing."""
+    cfg = ctx.config
+    endpoint = role_endpoint(ctx, role)
     accounting = Accounting()
     with ResponseStore(cfg.storage.response_store_path()) as responses:
+        if endpoint.config.mode == "batch":
+            runner = batch_runner(endpoint, responses, "read")
+            try:
+                yield StoreGateway(endpoint, responses, runner.settled, accounting), accounting
+            finally:
+                runner.close()
+            return
         gateway = Gateway(endpoint, responses, accounting)
         yield SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size), accounting
 

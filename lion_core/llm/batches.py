@@ -32,7 +32,8 @@ from typing import Any
 
 import openai
 
-from lion_core.config import BatchSettings
+from lion_core.config import BatchSettings, Price
+from lion_core.llm.accounting import Accounting
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 
@@ -130,11 +131,15 @@ def plan_batches(items: Sequence[tuple[str, ChatRequest]], api_model: str, setti
 
 class BatchRunner:
     """One role's batches on one endpoint. `client` is an `openai.OpenAI` for the endpoint (the real SDK:
-    files and batches); `folder` keeps the input files until their batch is collected."""
+    files and batches); `folder` keeps the input files until their batch is collected. `accounting` gets a
+    `batch` row for the role and stage: requests placed in batches (`calls`, of them `retries` placed again
+    after a failed batch attempt), per-request failures, and the tokens of the answers at `price`."""
 
     def __init__(self, client: openai.OpenAI, store: ResponseStore, call: StoredCall, api_model: str,
-                 settings: BatchSettings, folder: str | os.PathLike):
+                 settings: BatchSettings, folder: str | os.PathLike, accounting: Accounting | None = None,
+                 price: Price | None = None):
         self.client, self.store, self.call, self.api_model, self.settings = client, store, call, api_model, settings
+        self.accounting, self.price = accounting or Accounting(), price or Price()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         # its own connection to the store's file: the ledger's steps are transactions of their own
@@ -156,9 +161,7 @@ class BatchRunner:
             self._drive(job, unique)
         answered = self.store.successes(unique)
         claimed = self._claimed(unique)
-        attempts = self._batch_attempts(unique)
-        exhausted = tuple(k for k in unique if k not in answered and k not in claimed
-                          and attempts.get(k, 0) >= self.settings.max_attempts)
+        exhausted = self._exhausted(unique, answered, claimed)
         todo = [(k, r) for k, r in unique.items() if k not in answered and k not in claimed and k not in exhausted]
         submitted = 0
         enqueued = self._enqueued_tokens()
@@ -169,14 +172,31 @@ class BatchRunner:
                 submitted += 1
         # where things stand after this pass (a batch may have been submitted and collected within it)
         answered = self.store.successes(unique)
-        claimed = self._claimed(unique)
-        attempts = self._batch_attempts(unique)
-        exhausted = tuple(k for k in unique if k not in answered and k not in claimed
-                          and attempts.get(k, 0) >= self.settings.max_attempts)
+        exhausted = self._exhausted(unique, answered, self._claimed(unique))
         failed_for_good = len(exhausted) if self.settings.on_exhausted == "fail" else 0
         pending = sum(1 for k in unique if k not in answered and k not in exhausted)
         return BatchProgress(total=len(unique), answered=len(answered), failed=failed_for_good, pending=pending,
                              exhausted=exhausted, batches_live=len(self._live_jobs()), batches_submitted_now=submitted)
+
+    def exhausted(self, keys: Sequence[str]) -> set[str]:
+        """Keys not answered and in no live batch whose batch attempts are spent (`on_exhausted` applies)."""
+        unique = dict.fromkeys(keys)
+        return set(self._exhausted(unique, self.store.successes(unique), self._claimed(unique)))
+
+    def settled(self, keys: Sequence[str]) -> set[str]:
+        """Unanswered keys that no further batch will be placed for: their batch attempts are spent and,
+        with `on_exhausted: interactive`, they were asked interactively since (and failed there too)."""
+        out = self.exhausted(keys)
+        if self.settings.on_exhausted == "interactive" and out:
+            attempts = self._batch_attempts(dict.fromkeys(out))
+            # every collected batch adds one attempt to a key's stored count; more means an interactive try
+            out = {k for k in out if self.store.previous_attempts(k) > attempts.get(k, 0)}
+        return out
+
+    def _exhausted(self, unique: Mapping[str, Any], answered: Mapping[str, Any], claimed: set[str]) -> tuple[str, ...]:
+        attempts = self._batch_attempts(unique)
+        return tuple(k for k in unique if k not in answered and k not in claimed
+                     and attempts.get(k, 0) >= self.settings.max_attempts)
 
     # -- the steps --------------------------------------------------------------------------------------
     def _prepare(self, members: list[tuple[str, ChatRequest]]) -> dict:
@@ -198,6 +218,10 @@ class BatchRunner:
                 (job, self.call.role, self.call.stage, self.call.endpoint, self.call.model, str(path),
                  hashlib.sha256(data).hexdigest(), len(members), sum(r.estimated_tokens() for _, r in members), now, now))
             self._db.executemany("INSERT OR IGNORE INTO batch_members (job, key) VALUES (?, ?)", [(job, k) for k in keys])
+        usage = self.accounting.row(self.call.role, self.call.stage, "batch")
+        usage.requests += len(members)
+        usage.calls += len(members)
+        usage.retries += len(members) if round_ else 0
         return self._job(job)
 
     def _drive(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
@@ -306,6 +330,9 @@ class BatchRunner:
                                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                                 completion_tokens=int(usage.get("completion_tokens") or 0),
                                 attempts=self.store.previous_attempts(key) + 1)
+            if not self.store.successes([key]):
+                self.accounting.add_tokens(self.call.role, self.call.stage, result.prompt_tokens,
+                                           result.completion_tokens, self.price, mode="batch")
             self.store.put_success(self.call, request, result, latency_s=0.0)
             return
         err = item.get("error") or body.get("error") or {}
@@ -316,6 +343,7 @@ class BatchRunner:
     def _failure(self, key: str, request: ChatRequest, error_class: str, message: str) -> None:
         if self.store.successes([key]):
             return
+        self.accounting.row(self.call.role, self.call.stage, "batch").failures += 1
         result = ChatResult(key=key, ok=False, attempts=self.store.previous_attempts(key) + 1, error_class=error_class,
                             error_message=str(message)[:2000])
         self.store.put_failure(self.call, request, result)

@@ -67,7 +67,7 @@ def test_the_markdown_report_names_every_figure_the_ui_needs():
     md = summary_markdown(_summary())
     for text in ("| Train Pool | 10 | 3 |", "| Cache Pool | 10 | 13 |", "**4 hard**, 5 easy, 1 unresolved",
                  "teacher first 90.0%", "order inconsistency 25.0%", "accepted 3 of 4", "| rouge_l | 4 |",
-                 "| unparseable | 1 |", "| teacher | 3 | 0 | 3 | 1 | 0 | 30 | 60 | 0.0020 |", "/ck/iter-0/final",
+                 "| unparseable | 1 |", "| teacher | interactive | 3 | 0 | 3 | 1 | 0 | 30 | 60 | 0.0020 |", "/ck/iter-0/final",
                  "score_gap.png"):
         assert text in md, text
     table = summary_text_table([_summary()])

@@ -224,7 +224,7 @@ def test_cost_comes_from_the_price_table(store):
     pt, ct = sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)
     assert (row.prompt_tokens, row.completion_tokens) == (pt, ct) and pt > 0
     assert row.cost_usd == pytest.approx((pt * 1000 + ct * 2000) / 1e6)
-    assert "| teacher | imitation | 4 | 0 | 4 | 0 | 0 |" in gw.accounting.markdown()
+    assert "| teacher | imitation | interactive | 4 | 0 | 4 | 0 | 0 |" in gw.accounting.markdown()
 
 
 def test_progress_logs_lines_when_not_a_terminal(caplog):
