@@ -188,6 +188,42 @@ def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools
             assert pool_rows(folder / "runs", "ref", k, name) == pool_rows(ref_runs, "ref", k, name), (k, name)
 
 
+def test_teacher_referee_and_generator_in_batch_mode_end_with_the_interactive_pools(uninterrupted, tiny_model,
+                                                                                   tmp_path):
+    folder = tmp_path / "batched"
+    batch = {"mode": "batch", "batch": {"poll_interval_s": 0.2, "max_requests_per_batch": 5}}
+    started = datetime.now(timezone.utc)
+    with FaultServer(FaultPlan(api_key=SECRET, batch_complete_after_s=0.5)) as api:
+        config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV,
+                                   roles={role: batch for role in ("teacher", "referee", "generator")})
+        result = lion(config_path=str(config), run_id="ref")
+    # every answer came through a batch, none from a chat call, and each was paid for once
+    assert sum(api.stats.answered.values()) == 0 and api.stats.outcomes["401"] == 0
+    assert sum(api.stats.batch_answered.values()) == uninterrupted["answered"]
+    assert max(api.stats.batch_answered.values()) == 1 and api.stats.batches_created >= 6
+    ref_runs = uninterrupted["folder"] / "runs"
+    for k in (1, 2):
+        for name in ("train_pool", "cache_pool"):
+            assert pool_rows(folder / "runs", "ref", k, name) == pool_rows(ref_runs, "ref", k, name), (k, name)
+    def verdicts(runs, k):
+        return [(r["id"], r["label"], r["d"]) for r in read_table(RunStore(str(runs), "ref").ref(k, "judgments")).to_pylist()]
+
+    for k in (0, 1):
+        assert verdicts(folder / "runs", k) == verdicts(ref_runs, k)
+    # accounted as batch calls, per role
+    usage = {(u.role, u.mode): u for u in result.iterations[0].usage_by_role}
+    for role in ("teacher", "referee", "generator"):
+        assert usage[(role, "batch")].calls > 0 and usage[(role, "batch")].prompt_tokens > 0, role
+        assert (role, "interactive") not in usage or usage[(role, "interactive")].calls == 0, role
+    # the UI saw the batches' progress
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    seen = [a.description for a in artifacts if a.created >= started and "batches" in (a.description or "")]
+    assert any("iteration 0 referee discrimination batches: done" in d for d in seen), seen
+
+
 @pytest.fixture(scope="module")
 def silent_model(tiny_model, tmp_path_factory):
     """The tiny student, made to say nothing: every token but end-of-sequence is suppressed."""
