@@ -235,3 +235,24 @@ def test_operations_fields_do_not_change_the_config_hash_and_results_fields_do()
         data = base.to_json_dict()
         data[section][field] = value
         assert parse_config(data).config_hash() != base.config_hash(), (section, field)
+
+
+def test_batch_mode_is_refused_on_the_embedded_server_naming_the_role():
+    with pytest.raises(ConfigError, match=r"referee.*Batch API"):
+        parse_config({"referee": {"mode": "batch"}})
+
+
+def test_batch_requests_cost_half_the_price_unless_a_batch_price_is_set():
+    from lion_core.config import ApiRole, BatchSettings, Price
+
+    role = ApiRole(base_url="http://api.example/v1", model="m", mode="batch",
+                   price=Price(prompt_per_million=2.0, completion_per_million=6.0))
+    assert role.batch_price() == Price(prompt_per_million=1.0, completion_per_million=3.0)
+    own = Price(prompt_per_million=0.7, completion_per_million=0.9)
+    assert role.model_copy(update={"batch": BatchSettings(price=own)}).batch_price() == own
+
+
+def test_a_resume_may_switch_a_role_to_batch_mode():
+    base = {"teacher": {"base_url": "http://api.example/v1", "model": "m"}}
+    batched = {"teacher": {**base["teacher"], "mode": "batch", "batch": {"poll_interval_s": 5}}}
+    assert parse_config(base).config_hash() == parse_config(batched).config_hash()

@@ -33,6 +33,9 @@ def _flatten(data: dict, prefix: str = "") -> set[str]:
 def test_every_leaf_is_found():
     dumped = RunConfig().model_dump(mode="json")
     dumped["evaluation"]["judge"] = RefereeConfig().model_dump(mode="json")  # None by default: its fields too
+    for role in (dumped["teacher"], dumped["referee"], dumped["generator"], *dumped["evaluation"].values()):
+        if isinstance(role, dict) and "batch" in role:  # batch.price: None by default (half of price)
+            role["batch"]["price"] = {"prompt_per_million": 0.0, "completion_per_million": 0.0}
     assert _flatten(dumped) == set(LEAVES)
     # the subclass-specific fields of each role
     for path in ("referee.prompt_style", "referee.max_reasks", "generator.max_tokens_per_seed_word",
