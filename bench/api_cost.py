@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lion_core.config import BatchSettings, Price, RunConfig
+from lion_core.config import ApiRole, BatchSettings, Price, RunConfig
 from lion_core.generation import generator_request
 from lion_core.llm.batches import plan_batches
 from lion_core.llm.requests import ChatRequest
@@ -120,7 +120,8 @@ def main() -> None:
     measured["referee"]["completion"] = args.referee_reply_tokens
     calls = plan(args.seeds, args.new_per_iteration, args.iterations, args.acceptance, args.reask_rate)
     interactive = Price(prompt_per_million=args.prompt_price, completion_per_million=args.completion_price)
-    batch = Price(prompt_per_million=args.prompt_price / 2, completion_per_million=args.completion_price / 2)
+    # the config's own rule (batch.price, default half of price), as a run would account it
+    batch = ApiRole(base_url="https://api.openai.com/v1", model="gpt-3.5-turbo", mode="batch", price=interactive).batch_price()
     settings = BatchSettings()
     roles = {}
     for role in ("teacher", "referee", "generator"):
@@ -150,7 +151,7 @@ def main() -> None:
         "rpm": args.rpm, "roles": roles, "cache_pool_sizes": calls["cache_pool_sizes"],
         "final_instructions": calls["final_instructions"], "measured_rows": len(rows),
         "prices_per_million": {"interactive": [args.prompt_price, args.completion_price],
-                               "batch": [args.prompt_price / 2, args.completion_price / 2]},
+                               "batch": [batch.prompt_per_million, batch.completion_per_million]},
         "max_enqueued_tokens": settings.max_enqueued_tokens,
         "assumptions": {"acceptance": args.acceptance, "reask_rate": args.reask_rate,
                         "referee_reply_tokens": args.referee_reply_tokens},

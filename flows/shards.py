@@ -9,6 +9,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from lion_core.limits import role_config
+from lion_core.llm.batches import live_batch_count
 from lion_core.results import BatchWork, Shard, ShardResult, UsageRow, merge_usage
 from lion_core.stages import shard_bounds
 from lion_core.store import PoolRef
@@ -49,9 +50,16 @@ def through_batches(ctx: RunContext, role: str, stage: str, work: BatchWork) -> 
     """For a role in batch mode: look at the stage's batches every `batch.poll_interval_s` until the
     response store holds every answer the stage needs, so its tasks then only read. Between looks the
     flow sleeps and holds no slot, thread or GPU; a run stopped here resumes with the same batches. The
-    UI's progress artifact shows answered, failed and pending. Other roles: nothing to do."""
+    UI's progress artifact shows answered, failed and pending. A role switched back to interactive first
+    waits for the batches it left (they are paid for; their answers are not asked again). Other roles:
+    nothing to do."""
     settings = role_config(ctx.config, role)
-    if settings.mode != "batch" or not work.pool.rows:
+    if not work.pool.rows:
+        return []
+    if settings.mode != "batch" and settings.base_url == "embedded":
+        return []
+    if settings.mode != "batch" and not live_batch_count(ctx.config.storage.response_store_path(), settings.base_url,
+                                                         settings.model):
         return []
     label = f"iteration {work.k} {role} {stage} batches"
     progress = create_progress_artifact(0.0, description=f"{label}: starting")

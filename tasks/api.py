@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from lion_core import stages
 from lion_core.limits import limit_name, role_config
@@ -54,16 +55,24 @@ def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgment
 
 
 @task(name="batch-pass", tags=["lion", "api", "batch"], task_run_name="iter-{work.k}-{role}-{stage}-batches",
-      retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0.5, retry_condition_fn=transient)
+      retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0.5, retry_condition_fn=transient,
+      cache_policy=NO_CACHE, persist_result=False)
 def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> BatchPassResult:
     """One look at a stage whose role is in batch mode: move its batches, save what came back, submit
     what it still needs. Never cached: every look asks the provider afresh. Holds no API slot except
-    while asking interactively the requests whose batch attempts are spent (`on_exhausted: interactive`)."""
+    while asking interactively the requests whose batch attempts are spent (`on_exhausted: interactive`).
+    For a role switched back to interactive: only moves the batches it left, submitting none."""
     cfg = ctx.config
     endpoint = role_endpoint(ctx, role)
     accounting = Accounting()
     with ResponseStore(cfg.storage.response_store_path()) as responses:
         runner = batch_runner(endpoint, responses, stage, accounting)
+        if endpoint.config.mode == "interactive":  # switched back: collect the batches already paid for
+            try:
+                live = runner.drive_live()
+            finally:
+                runner.close()
+            return BatchPassResult(done=not live, batches_live=live, usage=accounting.table())
         interactive = SlottedGateway(Gateway(endpoint, responses, accounting), limit_name(role_config(cfg, role)),
                                      cfg.orchestration.shard_size)
         try:

@@ -31,9 +31,10 @@ from lion_core.store import PoolRef, RunStore
 from lion_core.student.launch import TrainingError
 from tasks.limits import SLOT_LEASE_S, SLOT_WAIT_S, reclaim_expired_slots
 
-CACHE_VERSION = "lion-tasks/4"
+CACHE_VERSION = "lion-tasks/5"
 """Bump when a task's output format changes, so old cached results are not reused (2: judgments/2,
-checkpoint records, cards; 3: the config hash covers the run's identity only; 4: typed results)."""
+checkpoint records, cards; 3: the config hash covers the run's identity only; 4: typed results; 5: usage rows
+carry their mode)."""
 
 
 class RunContext(BaseModel):

@@ -52,6 +52,8 @@ class FaultPlan:
     batch_error_rate: float = 0.0
     """Share of a completed batch's requests that end in the error file (a 500 for that request), drawn per
     request and attempt."""
+    batch_error_status: int = 500
+    """The status of those error lines (400 with a context-length message: a request refused as it is)."""
     batch_retrieve_500: int = 0
     """The first this many retrieves of a batch answer 500."""
     upload_500: int = 0
@@ -355,9 +357,12 @@ class FaultServer:
             attempt = self.stats.seen[f"batch:{fp}"]
             self.stats.seen[f"batch:{fp}"] += 1
             if random.Random(f"{self.plan.seed}:batch:{fp}:{attempt}").random() < self.plan.batch_error_rate:
+                status = self.plan.batch_error_status
+                body = (self._error("server_error", "The server had an error") if status >= 500 else
+                        self._error("invalid_request_error", "This model's maximum context length is 4096 tokens",
+                                    "context_length_exceeded"))
                 err.append({"id": f"batch_req_{i}", "custom_id": item["custom_id"],
-                            "response": {"status_code": 500, "request_id": f"req_{i}",
-                                         "body": json.loads(self._error("server_error", "The server had an error"))},
+                            "response": {"status_code": status, "request_id": f"req_{i}", "body": json.loads(body)},
                             "error": None})
                 continue
             self.stats.batch_answered[fp] += 1

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from typing import Any
 import openai
 
 from lion_core.config import BatchSettings, Price
+from lion_core.errors import LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
@@ -69,10 +71,35 @@ CREATE TABLE IF NOT EXISTS batch_members (
     PRIMARY KEY (job, key)
 );
 CREATE INDEX IF NOT EXISTS batch_members_key ON batch_members (key);
+CREATE TABLE IF NOT EXISTS batch_fallback (
+    key TEXT PRIMARY KEY,
+    asked_at TEXT NOT NULL
+);
 """
 LIVE = ("prepared", "uploaded", "submitted", "ended")
 FINAL_STATUS = ("completed", "expired", "failed", "cancelled")
 METADATA_KEY = "lion_job"
+
+
+class BatchJobError(LionError):
+    """The provider refuses to show a submitted batch or its results (a 4xx other than 429): waiting cannot
+    help, and a new batch would pay again for requests the provider may still answer."""
+
+
+def live_batch_count(store_path: str, endpoint: str, model: str) -> int:
+    """Batches of an endpoint and model not yet collected, read from the response store's ledger (0 when
+    the store has none): a role switched back to interactive collects these before asking anything again."""
+    if not os.path.exists(store_path):
+        return 0
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=60)
+    try:
+        (n,) = db.execute(f"SELECT COUNT(*) FROM batch_jobs WHERE endpoint = ? AND model = ? AND state IN "
+                          f"({','.join('?' * len(LIVE))})", (endpoint, model, *LIVE)).fetchone()
+    except sqlite3.OperationalError:  # no ledger yet
+        return 0
+    finally:
+        db.close()
+    return int(n)
 
 
 def _now() -> str:
@@ -133,7 +160,7 @@ class BatchRunner:
     """One role's batches on one endpoint. `client` is an `openai.OpenAI` for the endpoint (the real SDK:
     files and batches); `folder` keeps the input files until their batch is collected. `accounting` gets a
     `batch` row for the role and stage: requests placed in batches (`calls`, of them `retries` placed again
-    after a failed batch attempt), per-request failures, and the tokens of the answers at `price`."""
+    after a failed batch attempt) and the tokens of the answers collected, at `price`."""
 
     def __init__(self, client: openai.OpenAI, store: ResponseStore, call: StoredCall, api_model: str,
                  settings: BatchSettings, folder: str | os.PathLike, accounting: Accounting | None = None,
@@ -149,6 +176,19 @@ class BatchRunner:
 
     def close(self) -> None:
         self._db.close()
+        self.client.close()
+
+    def drive_live(self) -> int:
+        """Move the endpoint's batches in progress without submitting any; the count still live."""
+        for job in self._live_jobs():
+            self._drive(job, {})
+        return len(self._live_jobs())
+
+    def mark_asked_interactively(self, keys: Sequence[str]) -> None:
+        """Keys whose batch attempts were spent and that were then asked interactively: settled."""
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO batch_fallback (key, asked_at) VALUES (?, ?)",
+                                 [(k, _now()) for k in keys])
 
     # -- the pass ---------------------------------------------------------------------------------------
     def advance(self, requests: Sequence[ChatRequest]) -> BatchProgress:
@@ -188,15 +228,28 @@ class BatchRunner:
         with `on_exhausted: interactive`, they were asked interactively since (and failed there too)."""
         out = self.exhausted(keys)
         if self.settings.on_exhausted == "interactive" and out:
-            attempts = self._batch_attempts(dict.fromkeys(out))
-            # every collected batch adds one attempt to a key's stored count; more means an interactive try
-            out = {k for k in out if self.store.previous_attempts(k) > attempts.get(k, 0)}
+            out &= self._keys_in("batch_fallback", out)
         return out
+
+    def _keys_in(self, table: str, keys: set[str]) -> set[str]:
+        ks, found = list(keys), set()
+        for i in range(0, len(ks), 500):
+            chunk = ks[i:i + 500]
+            found |= {k for (k,) in self._db.execute(
+                f"SELECT key FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk)}
+        return found
 
     def _exhausted(self, unique: Mapping[str, Any], answered: Mapping[str, Any], claimed: set[str]) -> tuple[str, ...]:
         attempts = self._batch_attempts(unique)
         return tuple(k for k in unique if k not in answered and k not in claimed
-                     and attempts.get(k, 0) >= self.settings.max_attempts)
+                     and (attempts.get(k, 0) >= self.settings.max_attempts or (k in attempts and self._hopeless(k))))
+
+    def _hopeless(self, key: str) -> bool:
+        """A request the provider refused as it is (a 4xx other than 429, e.g. a prompt over the context
+        length): another batch would be refused too, so its batch attempts are spent at once."""
+        row = self.store.row(key) or {}
+        m = re.fullmatch(r"BatchRequestError(\d+)", row.get("error_class") or "")
+        return bool(m) and 400 <= int(m.group(1)) < 500 and int(m.group(1)) not in (408, 409, 429)
 
     # -- the steps --------------------------------------------------------------------------------------
     def _prepare(self, members: list[tuple[str, ChatRequest]]) -> dict:
@@ -219,9 +272,8 @@ class BatchRunner:
                  hashlib.sha256(data).hexdigest(), len(members), sum(r.estimated_tokens() for _, r in members), now, now))
             self._db.executemany("INSERT OR IGNORE INTO batch_members (job, key) VALUES (?, ?)", [(job, k) for k in keys])
         usage = self.accounting.row(self.call.role, self.call.stage, "batch")
-        usage.requests += len(members)
         usage.calls += len(members)
-        usage.retries += len(members) if round_ else 0
+        usage.retries += sum(1 for n in self._batch_attempts(dict(members)).values() if n)
         return self._job(job)
 
     def _drive(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
@@ -239,6 +291,11 @@ class BatchRunner:
                 self._collect(job, known)
         except (openai.APIStatusError, openai.APIConnectionError) as err:
             message = f"{type(err).__name__}: {str(err)[:300]}"
+            status = getattr(err, "status_code", None)
+            if job["state"] in ("submitted", "ended") and status and 400 <= status < 500 and status not in (408, 409, 429):
+                raise BatchJobError(
+                    f"{self.call.role}: batch {job['batch_id']} ({job['state']}): {message}. Its requests stay claimed "
+                    "by it; resume with the key and endpoint that created it") from None
             if job["state"] in ("prepared", "uploaded"):  # no batch exists yet: a bounded number of tries
                 job = self._update(job["job"], tries=job["tries"] + 1, reason=f"{job['state']} step failed: {message}")
                 if job["tries"] >= self.settings.max_attempts:
@@ -343,7 +400,6 @@ class BatchRunner:
     def _failure(self, key: str, request: ChatRequest, error_class: str, message: str) -> None:
         if self.store.successes([key]):
             return
-        self.accounting.row(self.call.role, self.call.stage, "batch").failures += 1
         result = ChatResult(key=key, ok=False, attempts=self.store.previous_attempts(key) + 1, error_class=error_class,
                             error_message=str(message)[:2000])
         self.store.put_failure(self.call, request, result)

@@ -118,6 +118,7 @@ def batch_pass(replay: Callable[[StoreGateway], object], endpoint: Endpoint, sto
             if exhausted and runner.settings.on_exhausted == "interactive" and ask_interactively is not None:
                 redo = [r for r in need.requests if r.key(endpoint.endpoint_id, endpoint.model) in exhausted]
                 ask_interactively(redo)
+                runner.mark_asked_interactively([r.key(endpoint.endpoint_id, endpoint.model) for r in redo])
                 asked += len(redo)
                 continue
             if progress.pending:

@@ -19,6 +19,7 @@ def test_the_cost_benchmark_prices_the_papers_calls_interactive_and_in_batches()
     assert roles["generator"]["calls"] == 3 * 12_000
     assert figures["calls_total"] == sum(r["calls"] for r in roles.values())
     assert 0 < figures["cost_batch_usd"] < figures["cost_interactive_usd"]
+    assert figures["prices_per_million"]["batch"] == [0.25, 0.75]  # the config's default: half of the price
     assert abs(figures["cost_batch_usd"] * 2 - figures["cost_interactive_usd"]) < 0.05
     assert all(r["prompt_tokens_mean"] > 0 and r["completion_tokens_mean"] > 0 for r in roles.values())
     assert "baseline (interactive" in out

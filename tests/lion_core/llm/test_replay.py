@@ -118,3 +118,48 @@ def test_spent_requests_stay_recorded_failures_when_the_config_says_fail(tmp_pat
         assert two_rounds(gw) == ["failed: BatchRequestError500"] * 3
         assert sum(srv.stats.answered.values()) == 0  # never interactively
         runner.close()
+
+
+def test_a_request_refused_as_it_is_is_not_batched_again_but_asked_interactively(tmp_path):
+    # a 400 (context length) per request: another batch would be refused too; the interactive path can cut it
+    with FaultServer(FaultPlan(batch_error_rate=1.0, batch_error_status=400)) as srv, \
+            ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        ep = _endpoint(srv.url, max_attempts=3, on_exhausted="interactive")
+        runner = batch_runner(ep, store, "s")
+        look = batch_pass(two_rounds, ep, store, runner, ask_interactively=lambda reqs: Gateway(ep, store).run_sync(reqs, "s"))
+        assert look.done and srv.stats.batches_created == 2  # one batch per round, none repeated
+        assert look.asked_interactively == 6 and sum(srv.stats.answered.values()) == 6
+        runner.close()
+
+
+def test_a_batch_the_provider_no_longer_shows_stops_the_look_with_its_id(tmp_path):
+    from lion_core.llm.batches import BatchJobError
+
+    with FaultServer(FaultPlan(batch_complete_after_s=60)) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        ep = _endpoint(srv.url)
+        runner = batch_runner(ep, store, "s")
+        assert not batch_pass(two_rounds, ep, store, runner).done
+        (bid,) = list(srv.batches)
+        del srv.batches[bid]  # e.g. a resume with another project's key: the batch is a 404 now
+        with pytest.raises(BatchJobError, match=bid):
+            batch_pass(two_rounds, ep, store, runner)
+        assert srv.stats.batches_created == 1  # its requests were not submitted again
+        runner.close()
+
+
+def test_a_role_switched_back_to_interactive_collects_its_batches_before_asking_again(tmp_path):
+    from lion_core.llm.batches import live_batch_count
+
+    with FaultServer(FaultPlan(batch_complete_after_s=0.5)) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
+        ep = _endpoint(srv.url)
+        runner = batch_runner(ep, store, "s")
+        assert not batch_pass(two_rounds, ep, store, runner).done
+        assert live_batch_count(store.path, "api", "m") == 1 and live_batch_count(store.path, "other", "m") == 0
+        time.sleep(0.6)
+        assert runner.drive_live() == 0 and live_batch_count(store.path, "api", "m") == 0
+        # the first round's answers are in the store: an interactive gateway asks only the second round
+        interactive = Gateway(_endpoint(srv.url), store)
+        two_rounds(interactive)
+        assert sum(srv.stats.answered.values()) == 3 and srv.stats.batches_created == 1
+        runner.close()
+    assert live_batch_count(str(tmp_path / "none.sqlite"), "api", "m") == 0
