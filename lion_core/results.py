@@ -110,7 +110,8 @@ class BatchWork(Result):
 
 
 class BatchPassResult(Result):
-    """One look at a stage in batch mode (lion_core.llm.replay.BatchLook) and the usage it recorded."""
+    """One look at a stage in batch mode (lion_core.llm.replay.batch_pass). `done`: the stage completes from
+    the response store; otherwise the counts are those of the round it waits for. With the usage it recorded."""
 
     done: bool
     answered: int = 0

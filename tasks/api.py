@@ -80,6 +80,4 @@ def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> Batch
                                    ask_interactively=lambda reqs: interactive.run_sync(reqs, stage))
         finally:
             runner.close()
-    return BatchPassResult(done=look.done, answered=look.answered, failed=look.failed, pending=look.pending,
-                           total=look.total, batches_live=look.batches_live, batches_submitted=look.batches_submitted,
-                           asked_interactively=look.asked_interactively, usage=accounting.table())
+    return look.model_copy(update={"usage": accounting.table()})

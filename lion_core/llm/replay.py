@@ -12,7 +12,7 @@ stage complete, the stage's own tasks run through a `StoreGateway` and read ever
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import openai
@@ -23,6 +23,7 @@ from lion_core.llm.batches import BatchRunner
 from lion_core.llm.gateway import Endpoint
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
+from lion_core.results import BatchPassResult
 
 MAX_REPLAYS = 100
 """Replays within one look: each one completes a round whose answers are all in; a bound, not a target."""
@@ -71,22 +72,6 @@ class StoreGateway:
         return out
 
 
-@dataclass(frozen=True)
-class BatchLook:
-    """One look at a stage in batch mode. `done`: the stage completes from the store; otherwise the
-    counts are those of the round it waits for."""
-
-    done: bool
-    answered: int = 0
-    failed: int = 0
-    pending: int = 0
-    total: int = 0
-    batches_live: int = 0
-    batches_submitted: int = 0
-    asked_interactively: int = 0
-    replays: int = 0
-
-
 def batch_client(endpoint: Endpoint) -> openai.OpenAI:
     """The SDK's client for the endpoint's files and batches; result files can be large, so a long read timeout."""
     return openai.OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=2,
@@ -103,12 +88,12 @@ def batch_runner(endpoint: Endpoint, store: ResponseStore, stage: str, accountin
 
 
 def batch_pass(replay: Callable[[StoreGateway], object], endpoint: Endpoint, store: ResponseStore, runner: BatchRunner,
-               ask_interactively: Callable[[list[ChatRequest]], object] | None = None) -> BatchLook:
+               ask_interactively: Callable[[list[ChatRequest]], object] | None = None) -> BatchPassResult:
     """One look at a stage in batch mode: replay it against the store, move its batches, submit what it
     still needs, and replay again while the answers are already in. Requests whose batch attempts are
     spent are asked through `ask_interactively` when the role's `on_exhausted` is `interactive`."""
     submitted = asked = 0
-    for replays in range(1, MAX_REPLAYS + 1):
+    for _ in range(MAX_REPLAYS):
         try:
             replay(StoreGateway(endpoint, store, runner.settled))
         except NeedAnswers as need:
@@ -122,9 +107,10 @@ def batch_pass(replay: Callable[[StoreGateway], object], endpoint: Endpoint, sto
                 asked += len(redo)
                 continue
             if progress.pending:
-                return BatchLook(done=False, answered=progress.answered, failed=progress.failed,
-                                 pending=progress.pending, total=progress.total, batches_live=progress.batches_live,
-                                 batches_submitted=submitted, asked_interactively=asked, replays=replays)
+                return BatchPassResult(done=False, answered=progress.answered, failed=progress.failed,
+                                       pending=progress.pending, total=progress.total,
+                                       batches_live=progress.batches_live, batches_submitted=submitted,
+                                       asked_interactively=asked)
             continue  # this round is settled: the stage can go on
-        return BatchLook(done=True, batches_submitted=submitted, asked_interactively=asked, replays=replays)
+        return BatchPassResult(done=True, batches_submitted=submitted, asked_interactively=asked)
     raise LionError(f"{endpoint.role}: the stage still asked for new requests after {MAX_REPLAYS} replays in one look")
