@@ -182,10 +182,11 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
     was trained on (sizes per iteration), how, with which config, and its evaluation when known."""
     t = config.training
     hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", base_model) and not Path(base_model).exists()
+    adapter = t.method != "full"
     lines = [
         "---",
         *([f"base_model: {base_model}"] if hub_id else []),
-        "library_name: transformers",
+        f"library_name: {'peft' if adapter else 'transformers'}",
         "pipeline_tag: text-generation",
         "tags: [lion, distillation]",
         "---",
@@ -197,6 +198,19 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
     ]
     if note:
         lines += ["", note]
+    if adapter:
+        lr = t.lora
+        targets = lr.target_modules if isinstance(lr.target_modules, str) else ", ".join(lr.target_modules)
+        lines += [
+            "",
+            "## Adapter",
+            "",
+            f"A {t.method.upper()} adapter (rank {lr.rank}, alpha {lr.alpha:g}, dropout {lr.dropout:g}, on {targets}"
+            + (f"; {', '.join(lr.modules_to_save)} trained in full" if lr.modules_to_save else "")
+            + f") of the base model `{base_model}`: load it with `peft.AutoPeftModelForCausalLM.from_pretrained`, "
+            "or write a merged model that `transformers` and vLLM load as it is with "
+            f"`lion export-model {run_id} --merge --out DIR`.",
+        ]
     lines += [
         "",
         "## Prompt format",
@@ -224,7 +238,7 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
         f"- effective batch {t.effective_batch_size} (per device {t.per_device_batch_size}), max length {t.max_length}, "
         f"bf16 {t.bf16}",
         f"- launcher `{t.launcher}` on {t.world_size} process(es), DeepSpeed config `{t.deepspeed_config}`, "
-        f"starting from `{t.init_from}`",
+        f"starting from `{t.init_from}`, method `{t.method}`",
         "",
         "## Provenance",
         "",

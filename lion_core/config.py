@@ -274,6 +274,32 @@ class StudentConfig(_Frozen):
     """How the student answers the Cache Pool (discrimination) and evaluation questions."""
 
 
+class LoraSettings(_Frozen):
+    """Low-rank adapters (LoRA, Hu et al. 2021, through `peft`) for `training.method: lora | qlora`: the base
+    weights stay frozen and each targeted linear layer learns a rank-`rank` update, so gradients and
+    optimizer state exist only for the adapters."""
+
+    rank: PositiveInt = 16
+    """Rank r of each adapter's update matrices."""
+    alpha: Annotated[float, Field(gt=0)] = 32.0
+    """LoRA alpha: the update is scaled by alpha / rank."""
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """Dropout on the adapters' input during training."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names (or name suffixes) that get adapters, e.g. [q_proj, v_proj]; `all-linear`: every linear
+    layer of the decoder except the output head (QLoRA's choice)."""
+    modules_to_save: list[str] = []
+    """Modules trained in full and saved beside the adapters, e.g. [lm_head] or [embed_tokens] when the
+    prompt format adds tokens the base model never saw."""
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and (not v or any(not m.strip() for m in v)):
+            raise ValueError("name at least one module, with no empty names, or give `all-linear`")
+        return v
+
+
 class TrainingConfig(_Frozen):
     learning_rate: Annotated[float, Field(gt=0)] = 2e-5
     """Peak learning rate of the student's fine-tune. Paper: 2e-5."""
@@ -329,6 +355,13 @@ class TrainingConfig(_Frozen):
     freeze_embeddings: bool = False
     """Keep the input embedding (and a head tied to it) fixed: a quarter of a 135M model's weights, and
     their gradients and optimizer state, out of training memory. The paper trains every weight."""
+    method: Literal["full", "lora", "qlora"] = "full"
+    """`full`: every weight is trained (the paper's); `lora`: low-rank adapters on a frozen base (`lora`),
+    checkpoints hold the adapter; `qlora`: the same on a 4-bit base (bitsandbytes; needs a CUDA GPU).
+    With `init_from: previous` iteration k+1 goes on training iteration k's adapter; with `base` it
+    trains a new adapter on the base model."""
+    lora: LoraSettings = LoraSettings()
+    """Adapter settings of `method: lora | qlora` (not used by `full`)."""
 
     @property
     def world_size(self) -> int:
@@ -350,6 +383,9 @@ class TrainingConfig(_Frozen):
             raise ValueError("num_nodes > 1 with launcher deepspeed needs a hostfile")
         if self.num_nodes > 1 and self.launcher == "torchrun" and not self.master_addr:
             raise ValueError("num_nodes > 1 with launcher torchrun needs master_addr (the rendezvous host)")
+        if self.method != "full" and self.freeze_embeddings and "embed_tokens" in self.lora.modules_to_save:
+            raise ValueError("freeze_embeddings with embed_tokens in lora.modules_to_save: the embedding is "
+                             "either frozen or trained, not both")
         if self.num_nodes > 1 and self.launcher in ("accelerate", "python"):
             raise ValueError(f"launcher {self.launcher} runs on one node; for num_nodes > 1 use deepspeed "
                              "(with a hostfile) or torchrun (with master_addr)")

@@ -5,6 +5,7 @@ its config field, so a run never fails at training after paying for the teacher'
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import os
 import urllib.error
@@ -113,5 +114,33 @@ def _probe(base_url: str, key: str | None, timeout_s: float) -> str | None:
         return f"{base_url} answered with something that is not HTTP: {type(err).__name__}"
 
 
+def training_problems(config: RunConfig, cuda_available: bool | None = None) -> list[str]:
+    """What this machine lacks for the configured fine-tune: QLoRA's 4-bit base needs a CUDA GPU and
+    bitsandbytes, and cannot have its parameters offloaded by ZeRO-3 (4-bit weights do not move to the CPU)."""
+    t = config.training
+    if t.method != "qlora":
+        return []
+    found = []
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        found.append("training.method: qlora loads the base model in 4 bits with bitsandbytes, which needs a CUDA "
+                     "GPU, and this machine has none; use method lora here, or check the config on the GPU machine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        found.append("training.method: qlora needs bitsandbytes, which is not installed "
+                     "(pip install 'lion-distill[qlora]')")
+    if t.deepspeed_config and _local(t.deepspeed_config) and Path(t.deepspeed_config).is_file():
+        try:
+            zero = json.loads(Path(t.deepspeed_config).read_text()).get("zero_optimization", {})
+        except (OSError, ValueError):
+            zero = {}  # reported by file_problems
+        if isinstance(zero, dict) and (zero.get("offload_param") or {}).get("device", "none") != "none":
+            found.append(f"training.deepspeed_config: {t.deepspeed_config} offloads parameters to the CPU, which a "
+                         "4-bit QLoRA base cannot do; use zero2.json or zero3.json with method qlora")
+    return found
+
+
 def preflight_problems(config: RunConfig, new_run: bool = True, probe: bool = True) -> list[str]:
-    return file_problems(config, new_run) + endpoint_problems(config, probe=probe)
+    return file_problems(config, new_run) + training_problems(config) + endpoint_problems(config, probe=probe)

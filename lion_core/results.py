@@ -343,3 +343,30 @@ class RunResult(Result):
     final: dict[str, Any] | None
     """The final checkpoint's report (`final.json`), None before it exists."""
     evaluation: RunEvaluation | None
+
+
+class ModelExport(Result):
+    """What `lion export-model` wrote."""
+
+    source: str
+    out: str
+    kind: Literal["full", "adapter", "merged"]
+    adapter_base: str | None
+    """The base model an adapter (or a merged model) was made from; None for a full fine-tune."""
+    files: list[str]
+
+
+class DatasetExport(Result):
+    """What `lion export-dataset` (and the `lion-export` flow) wrote, and where it was pushed."""
+
+    run_id: str
+    out: str
+    data_file: str
+    rows: int
+    answered: int
+    """Rows with a teacher answer (the others are listed with their failure)."""
+    by_origin: dict[str, int]
+    by_iteration: dict[int, int]
+    sha256: str
+    """Of the Parquet file."""
+    pushed_to: str | None = None

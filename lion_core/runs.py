@@ -72,7 +72,7 @@ def check_resume(store: RunStore, config: RunConfig) -> list[tuple[str, Any, Any
     import json
 
     info = store.read_run_info()
-    old, new = info.get("config") or {}, config.to_json_dict()
+    old, new = _with_defaults(info.get("config") or {}), config.to_json_dict()
     differ = config_changes(identity_of(old), identity_of(new))
     if differ:
         lines = "\n".join(f"  - {path}: {_show(a)} -> {_show(b)}" for path, a, b in differ)
@@ -87,6 +87,20 @@ def check_resume(store: RunStore, config: RunConfig) -> list[tuple[str, Any, Any
                         "changed": entry})
         write_bytes_atomic(join_uri(store.run_uri, "resumes.json"), json.dumps(history, indent=2, ensure_ascii=False).encode())
     return changed
+
+
+def recorded_config(store: RunStore) -> RunConfig:
+    """The config a run was made with (run.json), for commands given only its id."""
+    return RunConfig.model_validate(store.read_run_info()["config"])
+
+
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded config with the fields added since it was made set to their defaults (which keep
+    the behaviour it was made with), so a newer version of the project still resumes it."""
+    try:
+        return RunConfig.model_validate(old).to_json_dict()
+    except ValueError:  # made by a version whose fields no longer validate: compared as recorded
+        return old
 
 
 def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedRun:

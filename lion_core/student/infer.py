@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from lion_core.lifeline import follow_parent
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 from lion_core.prompts import checkpoint_prompt
+from lion_core.student.lora import ADAPTER_CONFIG, adapter_base, is_adapter, load_student
 
 log = logging.getLogger("lion.student")
 
@@ -32,6 +34,8 @@ def weights_sha256(model_path: str | Path) -> str:
     """Identity of a checkpoint: the hash of its weight files, so a retrained folder never reuses old answers."""
     h = hashlib.sha256()
     files = sorted(Path(model_path).glob("*.safetensors")) or sorted(Path(model_path).glob("*.bin"))
+    if is_adapter(model_path):  # the same adapter weights on another base (or rank layout) answer differently
+        files.append(Path(model_path) / ADAPTER_CONFIG)
     for f in files:
         h.update(f.name.encode())
         with open(f, "rb") as fh:
@@ -119,11 +123,11 @@ def generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list
                  seed: int, dtype: str = "auto"):
     """Yields (row index, text, finish_reason, prompt tokens, new tokens) batch by batch, longest prompts first."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+    # a LoRA checkpoint answers as its base with the adapter applied in memory, never merged to disk
+    model = load_student(model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     model = model.to(device).eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -170,10 +174,19 @@ def generate_vllm(model_path: str, tokenizer: Any, prompts: list[str], index: li
                    seed: int, dtype: str = "auto"):  # pragma: no cover - needs a GPU and vLLM
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model_path, seed=seed, dtype=dtype)
+    adapter = None
+    if is_adapter(model_path):  # vLLM applies the adapter itself, on the base model it names
+        from vllm.lora.request import LoRARequest
+
+        rank = json.loads((Path(model_path) / ADAPTER_CONFIG).read_text())["r"]
+        llm = LLM(model=adapter_base(model_path), tokenizer=model_path, seed=seed, dtype=dtype, enable_lora=True,
+                  max_lora_rank=max(rank, 8))
+        adapter = LoRARequest("student", 1, model_path)
+    else:
+        llm = LLM(model=model_path, seed=seed, dtype=dtype)
     params = SamplingParams(temperature=gen.temperature if gen.do_sample else 0.0, top_p=gen.top_p,
                             max_tokens=gen.max_new_tokens)
     for b in range(0, len(prompts), 256):  # chunks, so answers are persisted as they come
-        for j, out in enumerate(llm.generate(prompts[b:b + 256], params)):
+        for j, out in enumerate(llm.generate(prompts[b:b + 256], params, lora_request=adapter)):
             o = out.outputs[0]
             yield index[b + j], o.text.strip(), o.finish_reason, len(out.prompt_token_ids), len(o.token_ids)

@@ -33,6 +33,28 @@ def last_complete_checkpoint(trainer_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.rsplit("-", 1)[-1]))) if done else None
 
 
+def peak_rss_bytes() -> int:
+    """The most resident memory this process has held (on the CPU, the fine-tune's peak memory)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+def quantized_loading(compute_dtype, place: bool) -> dict:
+    """from_pretrained arguments of a QLoRA base: 4-bit NF4 weights with double quantisation (the QLoRA
+    paper's), computing in `compute_dtype`, stored in it too so ZeRO-3 can partition them. `place`
+    (no DeepSpeed): each rank loads its own copy onto its own GPU."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        sys.exit("training.method: qlora needs a CUDA GPU (bitsandbytes 4-bit weights), and this machine has none")
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype),
+        **({"device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}} if place else {})}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config-json", required=True, help="the run config, as JSON")
@@ -61,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     from lion_core.stages import ANSWERS_SCHEMA_VERSION
     from lion_core.store import PoolRef, read_table
     from lion_core.student.data import ListDataset, PadCollator, build_examples
+    from lion_core.student.lora import adapter_base, is_adapter, parameter_counts, with_adapter
     from lion_core.student.models import CHECKPOINT_INFO
     from lion_core.version import code_version
 
@@ -119,10 +142,30 @@ def main(argv: list[str] | None = None) -> None:
     # bf16 weights only under DeepSpeed, which keeps fp32 master weights; HF Trainer alone trains the
     # weights it is given, and bf16 weights would round small AdamW updates away: there it loads fp32 and
     # computes in bf16 under autocast (measured on the demo: a first checkpoint below its base student).
-    weights = torch.bfloat16 if bf16 and t.deepspeed_config else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.base_model, dtype=weights)
+    # A LoRA base is frozen, so it may stay bf16 either way (peft keeps the adapters in fp32).
+    weights = torch.bfloat16 if bf16 and (t.deepspeed_config or t.method != "full") else torch.float32
+    # A LoRA fine-tune that continues an earlier adapter starts from that adapter's base model.
+    base_model = adapter_base(args.base_model) if is_adapter(args.base_model) else args.base_model
+    if is_adapter(args.base_model) and t.method == "full":
+        sys.exit(f"{args.base_model} is a LoRA adapter, and training.method is full: train it on with method "
+                 f"{json.loads((Path(args.base_model) / CHECKPOINT_INFO).read_text()).get('method', 'lora')}, "
+                 "or export it merged (lion export-model --merge) and start a new run from that")
+    load: dict = {"dtype": weights}
+    if t.method == "qlora":
+        load.update(quantized_loading(weights, place=not t.deepspeed_config))
+    model = AutoModelForCausalLM.from_pretrained(base_model, **load)
     if t.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)  # a tied head is the same tensor
+    if t.method != "full":
+        if t.method == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
+        elif t.gradient_checkpointing:
+            model.enable_input_require_grads()  # the frozen embedding's output must carry gradients back
+        model = with_adapter(model, args.base_model, t.lora)
+    trainable, total = parameter_counts(model)
+    print(json.dumps({"method": t.method, "trainable_parameters": trainable, "parameters": total}), flush=True)
 
     ref = PoolRef(uri=args.answers_uri, sha256=args.answers_sha256, rows=args.answers_rows,
                   schema_version=ANSWERS_SCHEMA_VERSION)
@@ -142,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer.save_pretrained(str(final))
         info = {
             "run_id": args.run_id, "iteration": args.iteration, "base_model": args.base_model,
+            "method": t.method, "adapter_base": base_model if t.method != "full" else None,
+            "trainable_parameters": trainable, "parameters": total, "peak_rss_bytes": peak_rss_bytes(),
             "prompt_format": cfg.student.prompt_format,
             "train_data": ref.model_dump(), "examples": len(examples.items),
             "skipped_prompt_too_long": examples.skipped_prompt_too_long, "truncated": examples.truncated,

@@ -103,6 +103,24 @@ def test_config_check(tmp_path):
         assert field in r.stderr
 
 
+def test_qlora_on_a_machine_without_a_gpu_is_refused_at_config_check(config):
+    """QLoRA's 4-bit base needs CUDA: on this CPU machine `config check` says so before anything is paid,
+    and names the field; the same config with LoRA passes."""
+    import torch
+
+    assert not torch.cuda.is_available()  # this check is about a CPU-only machine
+    text = config.read_text().replace("training:\n", "training:\n  method: qlora\n", 1)
+    qlora = config.with_name("qlora.yaml")
+    qlora.write_text(text)
+    r = lion("config", "check", "--no-probe", qlora)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "training.method: qlora" in r.stderr and "needs a CUDA GPU" in r.stderr and "use method lora" in r.stderr
+    lora = config.with_name("lora.yaml")
+    lora.write_text(text.replace("method: qlora", "method: lora"))
+    r = lion("config", "check", "--no-probe", lora)
+    assert r.returncode == 0, r.stderr
+
+
 def test_config_explain():
     r = lion("config", "explain", "loop")
     assert r.returncode == 0, r.stderr

@@ -256,3 +256,47 @@ def test_a_resume_may_switch_a_role_to_batch_mode():
     base = {"teacher": {"base_url": "http://api.example/v1", "model": "m"}}
     batched = {"teacher": {**base["teacher"], "mode": "batch", "batch": {"poll_interval_s": 5}}}
     assert parse_config(base).config_hash() == parse_config(batched).config_hash()
+
+
+def test_lora_settings_are_validated_and_documented():
+    from lion_core.config_help import explain
+
+    cfg = parse_config({"training": {"method": "lora", "lora": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"],
+                                                                "modules_to_save": ["lm_head"]}}})
+    assert cfg.training.method == "lora" and cfg.training.lora.rank == 8 and cfg.training.lora.target_modules == ["q_proj", "v_proj"]
+    assert parse_config({}).training.method == "full" and parse_config({}).training.lora.target_modules == "all-linear"
+    for bad, field in ((({"method": "lorax"}), "training.method"), ({"lora": {"rank": 0}}, "training.lora.rank"),
+                       ({"lora": {"dropout": 1.0}}, "training.lora.dropout"),
+                       ({"lora": {"target_modules": []}}, "training.lora.target_modules"),
+                       ({"lora": {"ranks": 4}}, "training.lora.ranks")):
+        with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+            parse_config({"training": bad})
+    with pytest.raises(ConfigError, match="either frozen or trained"):
+        parse_config({"training": {"method": "lora", "freeze_embeddings": True, "lora": {"modules_to_save": ["embed_tokens"]}}})
+    text = explain("training.lora")
+    assert "training.lora.rank" in text and "alpha / rank" in text
+
+
+def test_a_lora_config_changes_the_run_identity_and_an_older_run_resumes():
+    """method and lora are what the student becomes (part of the config hash); a run recorded before these
+    fields existed is read with their defaults, which keep its behaviour, so it still resumes."""
+    full, lora = parse_config({}), parse_config({"training": {"method": "lora"}})
+    assert full.config_hash() != lora.config_hash()
+    assert full.config_hash() != parse_config({"training": {"lora": {"rank": 4}}}).config_hash()
+
+
+def test_qlora_needs_a_gpu_bitsandbytes_and_no_parameter_offload(tmp_path):
+    from lion_core.preflight import training_problems
+
+    offload = tmp_path / "offload.json"
+    offload.write_text('{"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}}')
+    cfg = parse_config({"training": {"method": "qlora", "deepspeed_config": str(offload)}})
+    found = "\n".join(training_problems(cfg, cuda_available=False))
+    assert "needs a CUDA GPU" in found and "offloads parameters to the CPU" in found
+    on_gpu = training_problems(cfg.model_copy(update={"training": cfg.training.model_copy(update={"deepspeed_config": None})}),
+                               cuda_available=True)
+    import importlib.util
+
+    assert on_gpu == ([] if importlib.util.find_spec("bitsandbytes") else
+                      ["training.method: qlora needs bitsandbytes, which is not installed (pip install 'lion-distill[qlora]')"])
+    assert training_problems(parse_config({"training": {"method": "lora"}}), cuda_available=False) == []

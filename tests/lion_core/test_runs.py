@@ -167,6 +167,23 @@ def test_a_resume_that_changes_results_is_refused_naming_every_field(tmp_path):
     assert not (tmp_path / "runs" / "r1" / "resumes.json").exists()
 
 
+def test_a_run_recorded_before_newer_fields_existed_still_resumes(tmp_path):
+    """run.json of a run made by an older version lacks `training.method` and `training.lora`: read with
+    their defaults (full fine-tuning, as it was made) it resumes; asking it for LoRA is refused."""
+    from lion_core.runs import check_resume
+
+    cfg = _config(tmp_path / "runs")
+    init_run(cfg, _seed_file(tmp_path), run_id="r1")
+    run_json = tmp_path / "runs" / "r1" / "run.json"
+    info = json.loads(run_json.read_text())
+    del info["config"]["training"]["method"], info["config"]["training"]["lora"]
+    run_json.write_text(json.dumps(info))
+    store = RunStore(cfg.storage.runs_root, "r1")
+    assert check_resume(store, cfg) == []
+    with pytest.raises(ConfigError, match="training.method: None -> 'lora'|training.method: 'full' -> 'lora'"):
+        check_resume(store, _with(cfg, training__method="lora"))
+
+
 def test_a_repeated_resume_with_the_same_changes_is_recorded_once(tmp_path):
     from lion_core.runs import check_resume, read_resumes
 
