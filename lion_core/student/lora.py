@@ -82,10 +82,11 @@ def merged_model(path: str | Path) -> Any:
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
-    """(trainable, all) parameters; a 4-bit weight counts as the parameters it stands for."""
+    """(trainable, all) parameters; a 4-bit weight counts as the parameters it stands for, a ZeRO-3
+    partitioned one as its whole size (its local tensor is empty)."""
     trainable = total = 0
     for p in model.parameters():
-        n = p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)  # two 4-bit values per stored byte
+        n = getattr(p, "ds_numel", None) or p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total

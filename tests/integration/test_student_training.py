@@ -1,6 +1,7 @@
 """The student's fine-tune on CPU through real launchers and real DeepSpeed, with a tiny model."""
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -136,3 +137,82 @@ def test_a_trainer_checkpoint_cut_short_is_skipped_on_resume(tmp_path, tiny_mode
     info = checkpoint_info(second)
     assert info["resumed"] is True and info["global_step"] == 3
     assert [h["step"] for h in info["log_history"] if "loss" in h][-2:] == [2, 3]  # steps 2 and 3 ran again after 1
+
+
+def _lora_config(tmp_path, repo, ds, launcher="deepspeed", **lora):
+    return _config(tmp_path, launcher=launcher, num_gpus=1, deepspeed_config=str(repo / ds) if ds else None,
+                   method="lora", lora={"rank": 4, "alpha": 8, **lora})
+
+
+@pytest.mark.parametrize("ds", ["deployments/deepspeed/zero2.json", "deployments/deepspeed/zero3.json"])
+def test_lora_through_the_deepspeed_launcher_trains_an_adapter_and_the_next_iteration_continues_it(
+        tmp_path, tiny_model, answers, repo, ds):
+    """LoRA under the real `deepspeed` launcher with ZeRO-2 and ZeRO-3: the checkpoint is an adapter
+    (no full weights) on a base that did not move; the next iteration starts from it and trains it on."""
+    from safetensors.torch import load_file
+
+    from lion_core.student.lora import adapter_base, is_adapter
+
+    cfg = _lora_config(tmp_path, repo, ds)
+    first = train_student(cfg, answers, str(tiny_model), tmp_path / "iter-0", run_id="t", iteration=0,
+                          options=TrainOptions(max_steps=2, timeout_s=600))
+    assert is_adapter(first) and not (first / "model.safetensors").exists()
+    info = checkpoint_info(first)
+    assert info["method"] == "lora" and info["adapter_base"] == str(tiny_model) and adapter_base(first) == str(tiny_model)
+    assert 0 < info["trainable_parameters"] < info["parameters"] / 5 and info["peak_rss_bytes"] > 0
+    assert "DeepSpeed" in (tmp_path / "iter-0" / "train.log").read_text()
+    adapter = load_file(first / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items()), "lora_B is still zero"
+    second = train_student(cfg, answers, str(first), tmp_path / "iter-1", run_id="t", iteration=1,
+                           options=TrainOptions(max_steps=2, timeout_s=600))
+    again = checkpoint_info(second)
+    assert again["base_model"] == str(first) and again["adapter_base"] == str(tiny_model)
+    later = load_file(second / "adapter_model.safetensors")
+    assert later.keys() == adapter.keys() and any(not torch.equal(later[k], adapter[k]) for k in adapter)
+    steps = [h["loss"] for h in again["log_history"] if "loss" in h]
+    first_steps = [h["loss"] for h in info["log_history"] if "loss" in h]
+    assert steps[0] < first_steps[0], "the second fine-tune did not start where the first ended"
+
+
+def test_a_full_fine_tune_refuses_to_start_from_an_adapter(tmp_path, tiny_model, answers, repo):
+    from lion_core.student.launch import TrainingError
+
+    lora = train_student(_lora_config(tmp_path, repo, None, launcher="python"), answers, str(tiny_model),
+                         tmp_path / "lora", options=TrainOptions(max_steps=1, timeout_s=600))
+    with pytest.raises(TrainingError, match="is a LoRA adapter, and training.method is full"):
+        train_student(_config(tmp_path, launcher="python", deepspeed_config=None), answers, str(lora),
+                      tmp_path / "full", options=TrainOptions(max_steps=1, timeout_s=600))
+
+
+def test_lora_of_the_embedded_student_exports_a_merged_model_that_serves_the_alpaca_prompt(tmp_path, answers, repo):
+    """The embedded SmolLM2 with a LoRA adapter, trained through the deepspeed launcher (ZeRO-2) on CPU:
+    the merged export loads with plain transformers (no adapter files), answers as base + adapter does,
+    and its tokenizer renders the Alpaca prompt it was trained on."""
+    from lion_core.model_export import export_model
+    from lion_core.student.lora import load_student
+    from lion_core.student.models import resolve_model
+
+    cfg = _lora_config(tmp_path, repo, "deployments/deepspeed/zero2.json", target_modules=["q_proj", "v_proj"])
+    ckpt = train_student(cfg, answers, resolve_model("embedded:smollm2-135m-instruct"), tmp_path / "student",
+                         options=TrainOptions(max_steps=1, timeout_s=900))
+    merged = export_model(ckpt, tmp_path / "merged", merge=True)
+    out = Path(merged.out)
+    assert merged.kind == "merged" and not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(model).__name__ == "LlamaForCausalLM"
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.apply_chat_template([{"role": "user", "content": "Name 2 colours.", "input": "in English"}],
+                                   tokenize=False, add_generation_prompt=True) == student_prompt("Name 2 colours.", "in English")
+    ids = tok(student_prompt("Name 2 colours.", ""), return_tensors="pt")
+    with torch.no_grad():
+        adapted = load_student(ckpt, dtype=torch.float32).eval()(**ids).logits
+        plain = model(**ids).logits
+    assert torch.allclose(adapted, plain, atol=1e-3), (adapted - plain).abs().max()
+    card = (out / "README.md").read_text()
+    assert "library_name: transformers" in card and "## Merged" in card
+    assert json.loads((out / "lion_checkpoint.json").read_text())["exported"]["kind"] == "merged"
+    as_is = export_model(ckpt, tmp_path / "adapter")
+    assert as_is.kind == "adapter" and (Path(as_is.out) / "adapter_model.safetensors").is_file()
+    with pytest.raises(Exception, match="already exists and is not empty"):
+        export_model(ckpt, tmp_path / "merged", merge=True)

@@ -263,7 +263,8 @@ def test_lora_settings_are_validated_and_documented():
 
     cfg = parse_config({"training": {"method": "lora", "lora": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"],
                                                                 "modules_to_save": ["lm_head"]}}})
-    assert cfg.training.method == "lora" and cfg.training.lora.rank == 8 and cfg.training.lora.target_modules == ["q_proj", "v_proj"]
+    lora = cfg.training.lora
+    assert cfg.training.method == "lora" and lora.rank == 8 and lora.target_modules == ["q_proj", "v_proj"]
     assert parse_config({}).training.method == "full" and parse_config({}).training.lora.target_modules == "all-linear"
     for bad, field in ((({"method": "lorax"}), "training.method"), ({"lora": {"rank": 0}}, "training.lora.rank"),
                        ({"lora": {"dropout": 1.0}}, "training.lora.dropout"),
