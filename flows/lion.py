@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.evaluate import evaluate
+from flows.export import export
 from flows.imitation import final_imitation
 from flows.lion_iteration import lion_iteration
 from lion_core.checkpoints import final_text, is_current_final, read_final_info
@@ -47,7 +48,8 @@ def lion_run_name() -> str:
 
 
 @flow(name="lion", log_prints=True, flow_run_name=lion_run_name)
-def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None) -> RunResult:
+def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None,
+         export_dataset: bool = False, push_to_hub: str | None = None) -> RunResult:
     """Run (or resume) a Lion distillation run until it has `iterations` iterations.
 
     Args:
@@ -55,6 +57,9 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
         run_id: The run to start or continue; empty: a new run named after this flow run (its Retry resumes it).
         iterations: Lion iterations the run should have; empty: the config's `loop.iterations`.
         seed: Seed instructions for a new run (a file, an fsspec URI or `hf:<dataset>`); empty: the config's `data.seed`.
+        export_dataset: At the end, write what the run distilled as a Hugging Face dataset folder beside its
+            checkpoints (the `lion-export` flow, as a sub-flow).
+        push_to_hub: At the end, export the dataset and push it to this Hugging Face dataset repo (user/name).
     """
     logger = get_run_logger()
     logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
@@ -85,6 +90,8 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
             evaluation = evaluate_run(config_path, config, run_id)  # on the servers started above
     else:
         evaluation = evaluate_run(config_path, config, run_id)
+    if export_dataset or push_to_hub:
+        export(config_path, run_id, push_to_hub=push_to_hub)
     summaries = [s for s in read_summaries(store) if s.iteration < total]
     final_info = read_final_info(final)
     scored = RunEvaluation(eval_id=evaluation.eval_id, scores=run_scores(evaluation.scores, run_id)) if evaluation else None

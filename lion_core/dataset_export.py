@@ -42,6 +42,11 @@ SCHEMA = pa.schema([
 ])
 
 
+def default_export_dir(config: RunConfig, run_id: str) -> str:
+    """Where a run's dataset goes when no folder is given: `dataset` beside its checkpoints."""
+    return str(Path(config.storage.final_checkpoint_dir(run_id)).parent / "dataset")
+
+
 def last_pool_iteration(store: RunStore) -> int:
     """The last iteration with a committed Cache Pool (it holds every instruction the run has)."""
     last = None

@@ -9,9 +9,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int = 6, iterations: int = 2,
                       api_key_env: str | None = None, task_retries: int = 0, evaluation: dict | None = None,
-                      roles: dict[str, dict] | None = None) -> Path:
+                      roles: dict[str, dict] | None = None, training: dict | None = None) -> Path:
     """A tiny run: every API role on `api_url`, the tiny student, real DeepSpeed ZeRO-2 in one process.
-    `roles` adds settings to some roles ({"teacher": {"mode": "batch"}})."""
+    `roles` adds settings to some roles ({"teacher": {"mode": "batch"}}), `training` to the fine-tune."""
     folder.mkdir(parents=True, exist_ok=True)
     seeds = folder / "seeds.jsonl"
     lines = (REPO / "data" / "demo_seeds.jsonl").read_text().splitlines()[:n_seeds]
@@ -36,6 +36,7 @@ def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int
     }
     if evaluation is not None:
         data["evaluation"] = {"reference": api, **evaluation}
+    data["training"].update(training or {})
     for role, extra in (roles or {}).items():
         data[role] = {**data[role], **extra}
     path = folder / "lion.yaml"

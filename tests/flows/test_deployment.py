@@ -92,13 +92,18 @@ def test_deploy_and_run_lion_distill_on_a_process_worker(tmp_path, tiny_model):
             # transient fault a retry absorbs is reported below rather than failing it.
             config = write_flow_config(tmp_path / "run", api.url, tiny_model, iterations=1, task_retries=1)
             out = _prefect(env, "deployment", "run", "lion/lion-distill", "--param", f"config_path={config}",
-                           "--param", "run_id=deployed", "--watch", "--watch-timeout", "600", timeout=660,
+                           "--param", "run_id=deployed", "--param", "export_dataset=true",
+                           "--watch", "--watch-timeout", "600", timeout=660,
                            log=tmp_path / "worker.log")
         assert "Completed" in out, out + (tmp_path / "worker.log").read_text()[-5000:]
         if errors := _run_logs(api_url, level=40):
             warnings.warn(f"the deployed run completed after these errors:\n{errors[-6000:]}", stacklevel=1)
         store = RunStore(str(tmp_path / "run" / "runs"), "deployed")
         assert store.iterations() == [0, 1] and {"train_pool", "cache_pool"} <= set(store.manifest(1).files)
+        # one deployment parameter, and the run ends by exporting what it distilled
+        dataset = tmp_path / "run" / "runs" / "deployed" / "checkpoints" / "dataset"
+        exported = json.loads((dataset / "lion_dataset.json").read_text())
+        assert exported["rows"] == store.manifest(1).files["cache_pool"].rows
     finally:
         if worker is not None:
             _stop(worker)

@@ -13,7 +13,7 @@ from lion_core.llm.responses import ResponseStore
 from lion_core.report import summary_markdown
 from lion_core.store import RunStore, read_table, resolve_uri
 from tests.fault_server import FaultPlan, FaultServer
-from tests.flows.conftest import pool_rows, write_flow_config
+from tests.flows.conftest import load_json, pool_rows, write_flow_config
 from tests.helpers import task_runs
 
 pytestmark = pytest.mark.slow
@@ -222,6 +222,95 @@ def test_teacher_referee_and_generator_in_batch_mode_end_with_the_interactive_po
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
     seen = [a.description for a in artifacts if a.created >= started and "batches" in (a.description or "")]
     assert any("iteration 0 referee discrimination batches: done" in d for d in seen), seen
+
+
+def test_the_exported_dataset_round_trips_through_datasets_with_the_pools_rows_and_counts(uninterrupted, tmp_path):
+    """The `lion-export` flow on the finished two-iteration run: `datasets` loads the folder with every row of
+    the last Cache Pool (seeds, hard and easy generations, the iteration each entered), the teacher's answers
+    and the referee's scores of every iteration; the card's YAML header parses; a push without a reachable
+    Hub fails clearly and leaves the files as they were."""
+    from collections import Counter
+
+    import yaml
+    from datasets import load_dataset
+
+    from flows.export import export
+    from lion_core.dataset_export import DATA_FILE, push_to_hub
+    from lion_core.errors import LionError
+    from lion_core.llm.embedded import free_port
+
+    folder = uninterrupted["folder"]
+    store = RunStore(str(folder / "runs"), "ref")
+    out = tmp_path / "dataset"
+    done = export(config_path=str(folder / "lion.yaml"), run_id="ref", out=str(out))
+    rows = load_dataset("parquet", data_dir=str(out), cache_dir=str(tmp_path / "hf-cache"))["train"].to_list()
+    pool = pool_rows(folder / "runs", "ref", 2, "cache_pool")
+    assert [{k: r[k] for k in pool[0]} for r in rows] == pool
+    assert {"seed", "hard", "easy"} <= {r["origin"] for r in rows} and {0, 1, 2} <= {r["iteration"] for r in rows}
+    assert done.rows == len(pool) and done.by_origin == dict(sorted(Counter(r["origin"] for r in pool).items()))
+    assert done.by_iteration == dict(sorted(Counter(r["iteration"] for r in pool).items()))
+    teacher = {}
+    for k in (0, 1, 2):
+        for name in ("teacher_answers_train", "teacher_answers_cache"):
+            if name in store.manifest(k).files:
+                teacher.update({r["id"]: r["answer"] for r in read_table(store.ref(k, name)).to_pylist() if r["status"] == "ok"})
+    assert all(r["output"] == teacher[r["id"]] and r["answer_status"] == "ok" for r in rows)
+    assert done.answered == len(rows)
+    verdicts = {k: {r["id"]: r for r in read_table(store.ref(k, "judgments")).to_pylist()} for k in (0, 1)}
+    for r in rows:
+        judged_in = [k for k in (0, 1) if r["id"] in verdicts[k]]
+        assert [j["iteration"] for j in r["judgments"]] == judged_in == list(range(r["iteration"], 2))
+        if judged_in:
+            last = verdicts[judged_in[-1]][r["id"]]
+            assert (r["judged_iteration"], r["label"], r["score_gap"]) == (judged_in[-1], last["label"], last["d"])
+        else:  # entered with the last generation: answered, never judged
+            assert r["label"] is None and r["judged_iteration"] is None
+    card = (out / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["license"] == "other" and header["size_categories"] == ["n<1K"]
+    assert header["task_categories"] == ["text-generation"] and header["language"] == ["en"]
+    assert header["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+    config = load_json(out / "lion_dataset.json")
+    assert f"config hash `{config['config_hash']}`" in card and "fake-model" in card and "| hard |" in card
+    with get_client(sync_client=True) as client:
+        assert client.read_artifacts(limit=200) and any(a.key == "lion-ref-dataset" for a in client.read_artifacts(limit=200))
+    before = (out / DATA_FILE).read_bytes()
+    with pytest.raises(LionError, match="could not push .* The export on disk is complete"):
+        push_to_hub(out, "someone/lion-ref", endpoint=f"http://127.0.0.1:{free_port()}")
+    assert (out / DATA_FILE).read_bytes() == before and (out / "README.md").read_text() == card
+    # a repeated export replaces its own folder; any other folder is left alone
+    assert export(config_path=str(folder / "lion.yaml"), run_id="ref", out=str(out)).sha256 == done.sha256
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(LionError, match="already holds other files"):
+        export(config_path=str(folder / "lion.yaml"), run_id="ref", out=str(other))
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
+
+def test_a_lora_student_goes_through_the_loop_on_adapters(prefect_harness, tiny_model, tmp_path):
+    """`training.method: lora` in the same schedule: every checkpoint is an adapter of the base, the next
+    fine-tune continues the previous adapter, the student answers discrimination through it, and the
+    final one exports merged."""
+    from lion_core.model_export import export_model
+    from lion_core.student.lora import is_adapter
+    from lion_core.student.models import checkpoint_info
+
+    folder = tmp_path / "lora"
+    with FaultServer() as api:
+        config = write_flow_config(folder, api.url, tiny_model, iterations=1,
+                                   training={"method": "lora", "lora": {"rank": 4, "alpha": 8}})
+        result = lion(config_path=str(config), run_id="lora")
+    ckpts = folder / "runs" / "lora" / "checkpoints"
+    assert all(is_adapter(p) for p in (ckpts / "iter-0" / "final", ckpts / "iter-1" / "final", ckpts / "final"))
+    info = checkpoint_info(ckpts / "iter-1" / "final")
+    assert info["base_model"].endswith("iter-0/final") and info["adapter_base"] == str(tiny_model)
+    answered = read_table(RunStore(str(folder / "runs"), "lora").ref(0, "student_answers")).to_pylist()
+    assert answered and all(r["status"] == "ok" for r in answered)
+    assert result.iterations[0].judged == result.iterations[0].cache_pool
+    assert "library_name: peft" in (ckpts / "final" / "README.md").read_text()
+    merged = export_model(ckpts / "final", tmp_path / "merged", merge=True)
+    assert merged.kind == "merged" and (tmp_path / "merged" / "model.safetensors").is_file()
 
 
 @pytest.fixture(scope="module")
