@@ -10,6 +10,9 @@ package); about 3-6 minutes on one GPU, capped at 8.
 2. Student inference: the discrimination stage's batched generation (transformers) in tokens/s, and
    vLLM's when it is installed.
 3. Peak GPU memory of each.
+4. QLoRA (`training.method: qlora`, when bitsandbytes is installed: `pip install '.[qlora]'`): the same
+   fine-tune on a 4-bit base with rank-16 adapters, its tokens/s, peak memory and trainable parameters,
+   and the adapter merged into a plain model (`lion export-model --merge`) that loads and answers.
 
 Without a CUDA GPU it exits with status 2 and says so. `--model` takes any local model folder (or
 `embedded:smollm2-135m-instruct`, the default). `--peak-tflops` gives the peak of a GPU not in the table.
@@ -69,7 +72,7 @@ def training_rows(n: int) -> list[dict]:
              "error": None} for i, (a, b, c) in enumerate(items)]
 
 
-def fine_tune(model: str, tmp: str, steps: int, batch: int, max_length: int, timeout_s: int) -> dict:
+def fine_tune(model: str, tmp: str, steps: int, batch: int, max_length: int, timeout_s: int, method: str = "full") -> dict:
     import pyarrow as pa
 
     from lion_core.config import parse_config
@@ -82,19 +85,45 @@ def fine_tune(model: str, tmp: str, steps: int, batch: int, max_length: int, tim
         "storage": {"runs_root": tmp},
         "training": {"launcher": "deepspeed", "num_gpus": 1, "deepspeed_config": str(ZERO2), "bf16": True,
                      "gradient_checkpointing": False, "per_device_batch_size": batch, "effective_batch_size": batch,
-                     "max_length": max_length, "learning_rate": 2e-5, "timeout_s": timeout_s},
+                     "max_length": max_length, "learning_rate": 2e-5 if method == "full" else 2e-4,
+                     "timeout_s": timeout_s, "method": method},
     })
-    store = RunStore(tmp, "gpu-check", cfg)
+    store = RunStore(tmp, f"gpu-check-{method}", cfg)
     rows = training_rows(steps * batch)
     ref = store.write_table(0, "teacher_answers", pa.Table.from_pylist(rows, schema=ANSWERS_SCHEMA),
                             schema_version=ANSWERS_SCHEMA_VERSION)
     t0 = time.perf_counter()
-    ckpt = train_student(cfg, ref, model, Path(tmp) / "train",
+    ckpt = train_student(cfg, ref, model, Path(tmp) / f"train-{method}",
                          options=TrainOptions(max_steps=steps, save_steps=10**6, timeout_s=timeout_s))
     info = checkpoint_info(ckpt)
     return {"checkpoint": str(ckpt), "steps": info["global_step"], "wall_s": time.perf_counter() - t0,
             "train_runtime_s": info["train_runtime_s"], "real_tokens": info["real_tokens"],
-            "padding_fraction": info["padding_fraction"], "peak_bytes": info.get("peak_gpu_memory_bytes")}
+            "padding_fraction": info["padding_fraction"], "peak_bytes": info.get("peak_gpu_memory_bytes"),
+            "trainable_parameters": info.get("trainable_parameters")}
+
+
+def qlora_check(model: str, tmp: str, steps: int, batch: int, max_length: int, timeout_s: int) -> dict:
+    """A QLoRA fine-tune and its merged export, loaded and asked one question."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return {"qlora": "skipped: bitsandbytes is not installed (pip install '.[qlora]')"}
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lion_core.model_export import export_model
+    from lion_core.prompts import student_prompt
+
+    train = fine_tune(model, tmp, steps, batch, max_length, timeout_s, method="qlora")
+    merged = export_model(train["checkpoint"], Path(tmp) / "qlora-merged", merge=True)
+    tok = AutoTokenizer.from_pretrained(merged.out)
+    lm = AutoModelForCausalLM.from_pretrained(merged.out, dtype=torch.bfloat16).to("cuda")
+    ids = tok(student_prompt("Name three colours.", ""), return_tensors="pt").to("cuda")
+    answer = tok.decode(lm.generate(**ids, max_new_tokens=24, do_sample=False)[0, ids["input_ids"].shape[1]:],
+                        skip_special_tokens=True)
+    return {"qlora_tokens_per_s": round(train["real_tokens"] / train["train_runtime_s"], 1),
+            "qlora_peak_gpu_mem_gib": None if train["peak_bytes"] is None else round(train["peak_bytes"] / 2**30, 2),
+            "qlora_trainable_parameters": train["trainable_parameters"], "qlora_merged_answer": answer.strip()[:80]}
 
 
 def inference(model: str, prompts: list[str], batch: int, max_new: int) -> dict:
@@ -164,6 +193,8 @@ def main() -> int:
         print(f"student inference (batches of {args.infer_batch}): {infer['hf_tokens_per_s']:,.0f} tokens/s"
               + (f"; vLLM {infer['vllm_tokens_per_s']:,.0f} tokens/s" if infer["vllm_tokens_per_s"] else "; vLLM not installed"),
               flush=True)
+        qlora = qlora_check(model, tmp, min(args.steps, 20), args.batch, args.max_length, timeout_s=180)
+        print(f"QLoRA: {qlora}", flush=True)
 
     gib = 2**30
     result = {
@@ -178,6 +209,7 @@ def main() -> int:
         "infer_hf_tokens_per_s": round(infer["hf_tokens_per_s"], 1),
         "infer_vllm_tokens_per_s": None if infer["vllm_tokens_per_s"] is None else round(infer["vllm_tokens_per_s"], 1),
         "infer_peak_gpu_mem_gib": round(infer["hf_peak_bytes"] / gib, 2),
+        **qlora,
         "seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(result))

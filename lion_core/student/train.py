@@ -40,6 +40,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
+def current_rss_bytes() -> int | None:
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # not Linux
+        return None
+
+
 def quantized_loading(compute_dtype, place: bool) -> dict:
     """from_pretrained arguments of a QLoRA base: 4-bit NF4 weights with double quantisation (the QLoRA
     paper's), computing in `compute_dtype`, stored in it too so ZeRO-3 can partition them. `place`
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     from lion_core.version import code_version
 
     cfg = RunConfig.model_validate_json(Path(args.config_json).read_text())
+    rss_at_start = current_rss_bytes()  # python, torch and transformers loaded; no model yet
     t = cfg.training
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             "run_id": args.run_id, "iteration": args.iteration, "base_model": args.base_model,
             "method": t.method, "adapter_base": base_model if t.method != "full" else None,
             "trainable_parameters": trainable, "parameters": total, "peak_rss_bytes": peak_rss_bytes(),
+            "rss_at_start_bytes": rss_at_start,
             "prompt_format": cfg.student.prompt_format,
             "train_data": ref.model_dump(), "examples": len(examples.items),
             "skipped_prompt_too_long": examples.skipped_prompt_too_long, "truncated": examples.truncated,
