@@ -288,6 +288,35 @@ def test_the_exported_dataset_round_trips_through_datasets_with_the_pools_rows_a
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
+def test_the_export_commands_work_from_the_run_id_alone(uninterrupted, tmp_path):
+    """`lion export-dataset` and `lion export-model` as a user runs them, given the run id and its runs root
+    (the config is the one the run recorded); a target that holds something else is refused with exit 1."""
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    def lion_cli(*args):
+        return subprocess.run([str(Path(sys.executable).parent / "lion"), *map(str, args)], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+    runs = uninterrupted["folder"] / "runs"
+    r = lion_cli("export-dataset", "ref", "--runs-root", runs, "--out", tmp_path / "data", "--license", "cc-by-nc-4.0")
+    assert r.returncode == 0, r.stderr
+    rows = RunStore(str(runs), "ref").manifest(2).files["cache_pool"].rows
+    assert f"{rows} instructions" in r.stdout and (tmp_path / "data" / "data" / "train-00000-of-00001.parquet").is_file()
+    assert "license: cc-by-nc-4.0" in (tmp_path / "data" / "README.md").read_text()
+    r = lion_cli("export-model", "ref", "--runs-root", runs, "--out", tmp_path / "model", "--merge")
+    assert r.returncode == 0, r.stderr
+    assert "full model" in r.stdout and "no adapter to merge" in r.stdout
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "model") is not None
+    assert not (tmp_path / "model" / ".complete").exists()
+    r = lion_cli("export-model", "ref", "--runs-root", runs, "--out", tmp_path / "model")
+    assert r.returncode == 1 and "already exists and is not empty" in r.stderr and "Traceback" not in r.stderr
+    r = lion_cli("export-model", "nope", "--runs-root", runs, "--out", tmp_path / "other")
+    assert r.returncode == 1 and "no run 'nope'" in r.stderr and not (tmp_path / "other").exists()
+
+
 def test_a_lora_student_goes_through_the_loop_on_adapters(prefect_harness, tiny_model, tmp_path):
     """`training.method: lora` in the same schedule: every checkpoint is an adapter of the base, the next
     fine-tune continues the previous adapter, the student answers discrimination through it, and the

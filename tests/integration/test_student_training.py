@@ -96,8 +96,10 @@ def test_bf16_on_cpu_with_frozen_embeddings(tmp_path, tiny_model, answers, repo,
     assert any("mlp" in k for k in moved) and any("self_attn" in k for k in moved), moved
 
 
-def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, repo):
-    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"))
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, repo, method):
+    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"),
+                  method=method)
     out = tmp_path / "student"
     first = train_student(cfg, answers, str(tiny_model), out,
                           options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
