@@ -343,6 +343,10 @@ def config_check(
         key = f"key from ${r.api_key_env}" if r.api_key_env else "no key"
         typer.echo(f"  {role:<9} {r.model} @ {r.base_url}  ({key})")
     typer.echo(f"  student   {cfg.student.model}  ({cfg.student.prompt_format} prompts)")
+    t = cfg.training
+    adapters = f", rank {t.lora.rank} adapters on {t.lora.target_modules}" if t.method != "full" else ""
+    typer.echo(f"  training  {t.method}{adapters}, {t.launcher} on {t.world_size} process(es), "
+               f"DeepSpeed {Path(t.deepspeed_config).name if t.deepspeed_config else 'off'}")
     typer.echo(f"  loop      {cfg.loop.iterations} iterations, {cfg.loop.new_instructions_per_iteration} new per iteration, "
                f"tau {cfg.loop.tau}, ROUGE-L <= {cfg.loop.rouge_l_threshold}")
     typer.echo(f"  runs root {cfg.storage.runs_root}")

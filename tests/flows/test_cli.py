@@ -119,6 +119,7 @@ def test_qlora_on_a_machine_without_a_gpu_is_refused_at_config_check(config):
     lora.write_text(text.replace("method: qlora", "method: lora"))
     r = lion("config", "check", "--no-probe", lora)
     assert r.returncode == 0, r.stderr
+    assert "training  lora, rank 16 adapters on all-linear, python on 1 process(es), DeepSpeed zero2.json" in r.stdout
 
 
 def test_config_explain():
