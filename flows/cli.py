@@ -235,7 +235,10 @@ def _run_store(run_id: str, config: Path | None, runs_root: str | None):
         raise typer.BadParameter("give --config or --runs-root, not both")
     cfg = load_config(config) if config else None
     store = RunStore(cfg.storage.runs_root if cfg else runs_root or "runs", run_id, cfg)
-    return store, cfg or recorded_config(store)
+    if cfg is None:  # the recorded config names the root the run was made under; the run may have moved since
+        cfg = recorded_config(store)
+        cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"runs_root": store.runs_root})})
+    return store, cfg
 
 
 RunConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Locate the run with this config's storage "
@@ -259,7 +262,7 @@ def export_model_command(
     from lion_core.model_export import export_model, model_source
 
     store, cfg = _run_store(run_id, config, runs_root)
-    done = export_model(model_source(cfg, store.run_id, iteration), out, merge=merge)
+    done = export_model(model_source(store, cfg, iteration), out, merge=merge, student=cfg.student)
     what = {"full": "full model", "adapter": f"LoRA adapter of {done.adapter_base}",
             "merged": f"merged model (adapter folded into {done.adapter_base})"}[done.kind]
     typer.echo(f"{done.out}: {what}, from {done.source}")

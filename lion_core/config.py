@@ -591,6 +591,12 @@ def identity_of(config: dict[str, Any]) -> dict[str, Any]:
             node = node.get(name) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+    training = out.get("training")
+    if isinstance(training, dict) and training.get("method", "full") == "full":
+        # A full fine-tune ignores the adapter settings, and runs made before `method` existed were full:
+        # leaving both out keeps their hash, so their cached tasks and committed files still match.
+        training.pop("method", None)
+        training.pop("lora", None)
     return out
 
 

@@ -111,7 +111,7 @@ def dataset_card(*, config: RunConfig, run_id: str, pool_iteration: int, rows: S
     by_origin = Counter(r["origin"] for r in rows)
     by_iter = Counter(r["iteration"] for r in rows)
     answered = sum(r["answer_status"] == "ok" for r in rows)
-    judged = sum(r["judged_iteration"] is not None for r in rows)
+    judged = sum(any(j["label"] != "missing_answer" for j in r["judgments"]) for r in rows)
     header = {
         "license": license,
         "pretty_name": f"Lion distillation of {config.teacher.model} (run {run_id})",
@@ -134,11 +134,10 @@ def dataset_card(*, config: RunConfig, run_id: str, pool_iteration: int, rows: S
         "",
         "## Models",
         "",
-        "| role | model | endpoint |",
-        "|---|---|---|",
-        *(f"| {role} | `{getattr(config, role).model}` | `{getattr(config, role).base_url}` |"
-          for role in ("teacher", "referee", "generator")),
-        f"| student | `{config.student.model}` | trained with `{config.training.method}` fine-tuning |",
+        "| role | model |",
+        "|---|---|",
+        *(f"| {role} | `{getattr(config, role).model}` |" for role in ("teacher", "referee", "generator")),
+        f"| student | `{config.student.model}`, `{config.training.method}` fine-tuning |",
         "",
         "## Rows",
         "",
@@ -186,7 +185,7 @@ def write_dataset(store: RunStore, config: RunConfig, out: str | Path, *, licens
     (a scheduled run re-exports); any other non-empty folder is refused."""
     import datetime as dt
 
-    out = Path(out)
+    out = Path(out).resolve()
     _check_target(out, store.run_id)
     rows, n = distilled_rows(store)
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -204,7 +203,8 @@ def write_dataset(store: RunStore, config: RunConfig, out: str | Path, *, licens
         answered=sum(r["answer_status"] == "ok" for r in rows),
         by_origin=dict(sorted(Counter(r["origin"] for r in rows).items())),
         by_iteration=dict(sorted(Counter(r["iteration"] for r in rows).items())), sha256=digest)
-    (staging / MARKER).write_text(json.dumps({**result.model_dump(), "pool_iteration": n, "created_at": created,
+    # the marker travels with the upload: no local path in it
+    (staging / MARKER).write_text(json.dumps({**result.model_dump(exclude={"out"}), "pool_iteration": n, "created_at": created,
                                               "config_hash": config.config_hash(), "code_version": code_version()},
                                              indent=2))
     retired = out.with_name(out.name + ".old")
@@ -234,7 +234,8 @@ def push_to_hub(folder: str | Path, repo: str, *, private: bool = True, endpoint
     """Upload an export folder as the Hub dataset `repo` (created if missing); its URL. The token is
     huggingface_hub's own (HF_TOKEN, or `hf auth login`) unless given. Any failure is one clear error
     that says the folder on disk is complete."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(endpoint=endpoint, token=token)
     try:
@@ -243,7 +244,22 @@ def push_to_hub(folder: str | Path, repo: str, *, private: bool = True, endpoint
                           commit_message=f"Lion dataset export ({Path(folder).name})")
     except Exception as err:  # noqa: BLE001 - offline, refused, not found: one message, the export stays as it is
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise LionError(f"could not push {folder} to the Hugging Face Hub dataset {repo!r} "
-                        f"({endpoint or api.endpoint}): {type(err).__name__}: {first}. The export on disk is complete; "
-                        "push it again when the Hub is reachable (with HF_TOKEN set)") from err
+        for secret in filter(None, (token, get_token())):
+            first = first.replace(secret, "***")
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        refused = isinstance(err, HfHubHTTPError) and status is not None and 400 <= status < 500 and status != 429
+        raise HubPushError(f"could not push {folder} to the Hugging Face Hub dataset {repo!r} "
+                           f"({endpoint or api.endpoint}): {type(err).__name__}: {first}. The export on disk is "
+                           "complete; push it again " + ("once the repo, token (HF_TOKEN) or card is fixed" if refused
+                                                         else "when the Hub is reachable"),
+                           retryable=not refused) from err
     return str(url)
+
+
+class HubPushError(LionError):
+    """The upload failed; `retryable` when trying again later may succeed (network, 5xx, 429), not when
+    the Hub refused the request as it is (a bad token, repo name or card)."""
+
+    def __init__(self, message: str, *, retryable: bool):
+        super().__init__(message)
+        self.retryable = retryable

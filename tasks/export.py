@@ -6,7 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from lion_core.config import RunConfig
-from lion_core.dataset_export import push_to_hub, write_dataset
+from lion_core.dataset_export import HubPushError, push_to_hub, write_dataset
 from lion_core.report import artifact_key
 from lion_core.results import DatasetExport
 from lion_core.store import RunStore
@@ -19,7 +19,19 @@ def export_dataset(config: RunConfig, run_id: str, out: str, license: str, langu
                          languages=languages)
 
 
-@task(name="push-dataset", task_run_name="push-dataset-{repo}", retries=2, retry_delay_seconds=30, persist_result=False)
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry a push the network or the Hub's load failed, not one the Hub refused as it is."""
+    try:
+        state.result()
+    except HubPushError as err:
+        return err.retryable
+    except Exception:  # noqa: BLE001 - anything else is not ours to judge: retry as Prefect would
+        return True
+    return False
+
+
+@task(name="push-dataset", task_run_name="push-dataset-{repo}", retries=2, retry_delay_seconds=30,
+      retry_condition_fn=_worth_retrying, persist_result=False)
 def push_dataset(exported: DatasetExport, repo: str, private: bool) -> DatasetExport:
     url = push_to_hub(exported.out, repo, private=private)
     return exported.model_copy(update={"pushed_to": url})

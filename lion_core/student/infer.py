@@ -70,6 +70,9 @@ def student_answers(
     call = StoredCall(role="student", stage=stage, endpoint=endpoint, model=prompt_format)
     if todo:
         use_vllm = backend == "vllm" or (backend == "auto" and vllm_available())
+        if use_vllm and is_adapter(model_path) and _adapter_settings(model_path).get("modules_to_save"):
+            log.info("student: vLLM does not serve adapters with modules_to_save; answering with transformers")
+            use_vllm = False
         run = generate_vllm if use_vllm else generate_hf
         for i, text, finish, n_prompt, n_new in run(model_path, tokenizer, [prompts[i] for i in todo], todo, gen, seed,
                                                      dtype):
@@ -109,6 +112,14 @@ def _answers_in_child(model_path: str, rows: list[dict[str, Any]], gen: StudentG
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-7s | %(name)s - %(message)s")
     with ResponseStore(store_path) as store:
         return student_answers(model_path, rows, gen, store, **kwargs)
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The adapter ranks vLLM can be set up for (`max_lora_rank`); it serves any rank up to the one set."""
+
+
+def _adapter_settings(model_path: str | Path) -> dict[str, Any]:
+    return json.loads((Path(model_path) / ADAPTER_CONFIG).read_text())
 
 
 def vllm_available() -> bool:
@@ -178,9 +189,9 @@ def generate_vllm(model_path: str, tokenizer: Any, prompts: list[str], index: li
     if is_adapter(model_path):  # vLLM applies the adapter itself, on the base model it names
         from vllm.lora.request import LoRARequest
 
-        rank = json.loads((Path(model_path) / ADAPTER_CONFIG).read_text())["r"]
+        rank = _adapter_settings(model_path)["r"]
         llm = LLM(model=adapter_base(model_path), tokenizer=model_path, seed=seed, dtype=dtype, enable_lora=True,
-                  max_lora_rank=max(rank, 8))
+                  max_lora_rank=min(r for r in VLLM_LORA_RANKS if r >= rank))
         adapter = LoRARequest("student", 1, model_path)
     else:
         llm = LLM(model=model_path, seed=seed, dtype=dtype)

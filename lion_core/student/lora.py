@@ -26,10 +26,19 @@ def is_adapter(path: str | Path) -> bool:
 
 
 def adapter_base(path: str | Path) -> str:
-    """The base model an adapter checkpoint adapts: as its fine-tune recorded it, else as peft did."""
+    """The base model an adapter checkpoint adapts: as its fine-tune recorded it, else as peft did. A
+    recorded folder that is not on this machine (a run moved to another host, another model cache) is
+    made again from the run's student settings (`embedded:`, `keep_layers`), as the run made it."""
     folder = Path(path)
     info = folder / CHECKPOINT_INFO
-    if info.is_file() and (base := json.loads(info.read_text()).get("adapter_base")):
+    recorded = json.loads(info.read_text()) if info.is_file() else {}
+    if base := recorded.get("adapter_base"):
+        student = (recorded.get("config") or {}).get("student")
+        if Path(base).is_absolute() and not Path(base).exists() and student:
+            from lion_core.config import StudentConfig
+            from lion_core.student.models import student_base_model
+
+            return student_base_model(StudentConfig.model_validate(student))
         return str(base)
     base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
     if not base:
@@ -86,7 +95,9 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     partitioned one as its whole size (its local tensor is empty)."""
     trainable = total = 0
     for p in model.parameters():
-        n = getattr(p, "ds_numel", None) or p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1)
+        # a 4-bit tensor packs two values per byte of its storage dtype (peft counts them the same way)
+        packed = 2 * p.element_size() if p.__class__.__name__ == "Params4bit" else 1
+        n = getattr(p, "ds_numel", None) or p.numel() * packed
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total

@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     # A LoRA fine-tune that continues an earlier adapter starts from that adapter's base model.
     base_model = adapter_base(args.base_model) if is_adapter(args.base_model) else args.base_model
     if is_adapter(args.base_model) and t.method == "full":
-        sys.exit(f"{args.base_model} is a LoRA adapter, and training.method is full: train it on with method "
-                 f"{json.loads((Path(args.base_model) / CHECKPOINT_INFO).read_text()).get('method', 'lora')}, "
+        sys.exit(f"{args.base_model} is a LoRA adapter, and training.method is full: train it on with method lora, "
                  "or export it merged (lion export-model --merge) and start a new run from that")
     load: dict = {"dtype": weights}
     if t.method == "qlora":
@@ -172,6 +171,12 @@ def main(argv: list[str] | None = None) -> None:
         elif t.gradient_checkpointing:
             model.enable_input_require_grads()  # the frozen embedding's output must carry gradients back
         model = with_adapter(model, args.base_model, t.lora)
+        if not t.deepspeed_config:
+            # peft keeps the adapters in fp32, but the full copies of `modules_to_save` take the base's bf16;
+            # HF Trainer alone would round their small AdamW updates away (DeepSpeed keeps fp32 masters)
+            for p in model.parameters():
+                if p.requires_grad and p.dtype != torch.float32:
+                    p.data = p.data.float()
     trainable, total = parameter_counts(model)
     print(json.dumps({"method": t.method, "trainable_parameters": trainable, "parameters": total}), flush=True)
 

@@ -108,7 +108,8 @@ def test_qlora_on_a_machine_without_a_gpu_is_refused_at_config_check(config):
     and names the field; the same config with LoRA passes."""
     import torch
 
-    assert not torch.cuda.is_available()  # this check is about a CPU-only machine
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: QLoRA is allowed here (make gpu-check trains it)")
     text = config.read_text().replace("training:\n", "training:\n  method: qlora\n", 1)
     qlora = config.with_name("qlora.yaml")
     qlora.write_text(text)

@@ -141,28 +141,33 @@ def test_a_trainer_checkpoint_cut_short_is_skipped_on_resume(tmp_path, tiny_mode
     assert [h["step"] for h in info["log_history"] if "loss" in h][-2:] == [2, 3]  # steps 2 and 3 ran again after 1
 
 
-def _lora_config(tmp_path, repo, ds, launcher="deepspeed", **lora):
-    return _config(tmp_path, launcher=launcher, num_gpus=1, deepspeed_config=str(repo / ds) if ds else None,
+def _lora_config(tmp_path, repo, ds, launcher="deepspeed", gpus=1, **lora):
+    return _config(tmp_path, launcher=launcher, num_gpus=gpus, deepspeed_config=str(repo / ds) if ds else None,
                    method="lora", lora={"rank": 4, "alpha": 8, **lora})
 
 
-@pytest.mark.parametrize("ds", ["deployments/deepspeed/zero2.json", "deployments/deepspeed/zero3.json"])
-def test_lora_through_the_deepspeed_launcher_trains_an_adapter_and_the_next_iteration_continues_it(
-        tmp_path, tiny_model, answers, repo, ds):
-    """LoRA under the real `deepspeed` launcher with ZeRO-2 and ZeRO-3: the checkpoint is an adapter
-    (no full weights) on a base that did not move; the next iteration starts from it and trains it on."""
+@pytest.mark.parametrize("launcher,ds,gpus", [
+    ("deepspeed", "deployments/deepspeed/zero2.json", 1),
+    ("deepspeed", "deployments/deepspeed/zero3.json", 1),
+    # two ranks: ZeRO-3 partitions the frozen base and the adapters between them
+    ("torchrun", "deployments/deepspeed/zero3.json", 2),
+])
+def test_lora_through_real_launchers_trains_an_adapter_and_the_next_iteration_continues_it(
+        tmp_path, tiny_model, answers, repo, launcher, ds, gpus):
+    """LoRA under the real launchers with ZeRO-2 and ZeRO-3: the checkpoint is an adapter (no full
+    weights) on a base that did not move; the next iteration starts from it and trains it on."""
     from safetensors.torch import load_file
 
     from lion_core.student.lora import adapter_base, is_adapter
 
-    cfg = _lora_config(tmp_path, repo, ds)
+    cfg = _lora_config(tmp_path, repo, ds, launcher=launcher, gpus=gpus)
     first = train_student(cfg, answers, str(tiny_model), tmp_path / "iter-0", run_id="t", iteration=0,
                           options=TrainOptions(max_steps=2, timeout_s=600))
     assert is_adapter(first) and not (first / "model.safetensors").exists()
     info = checkpoint_info(first)
     assert info["method"] == "lora" and info["adapter_base"] == str(tiny_model) and adapter_base(first) == str(tiny_model)
     assert 0 < info["trainable_parameters"] < info["parameters"] / 5 and info["peak_rss_bytes"] > 0
-    assert "DeepSpeed" in (tmp_path / "iter-0" / "train.log").read_text()
+    assert info["world_size"] == gpus and "deepspeed" in (tmp_path / "iter-0" / "train.log").read_text().lower()
     adapter = load_file(first / "adapter_model.safetensors")
     assert adapter and all("lora_" in k for k in adapter)
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items()), "lora_B is still zero"
@@ -196,8 +201,9 @@ def test_lora_of_the_embedded_student_exports_a_merged_model_that_serves_the_alp
     from lion_core.student.models import resolve_model
 
     cfg = _lora_config(tmp_path, repo, "deployments/deepspeed/zero2.json", target_modules=["q_proj", "v_proj"])
+    # two steps: the first one's learning rate is 0 (warm-up)
     ckpt = train_student(cfg, answers, resolve_model("embedded:smollm2-135m-instruct"), tmp_path / "student",
-                         options=TrainOptions(max_steps=1, timeout_s=900))
+                         options=TrainOptions(max_steps=2, timeout_s=900))
     merged = export_model(ckpt, tmp_path / "merged", merge=True)
     out = Path(merged.out)
     assert merged.kind == "merged" and not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
@@ -210,7 +216,10 @@ def test_lora_of_the_embedded_student_exports_a_merged_model_that_serves_the_alp
     with torch.no_grad():
         adapted = load_student(ckpt, dtype=torch.float32).eval()(**ids).logits
         plain = model(**ids).logits
+        base = AutoModelForCausalLM.from_pretrained(resolve_model("embedded:smollm2-135m-instruct"),
+                                                    dtype=torch.float32).eval()(**ids).logits
     assert torch.allclose(adapted, plain, atol=1e-3), (adapted - plain).abs().max()
+    assert (plain - base).abs().max() > 1e-2, "the merged model answers as the base: the adapter was lost"
     card = (out / "README.md").read_text()
     assert "library_name: transformers" in card and "## Merged" in card
     assert json.loads((out / "lion_checkpoint.json").read_text())["exported"]["kind"] == "merged"

@@ -278,12 +278,17 @@ def test_lora_settings_are_validated_and_documented():
     assert "training.lora.rank" in text and "alpha / rank" in text
 
 
-def test_a_lora_config_changes_the_run_identity_and_an_older_run_resumes():
+def test_a_lora_config_changes_the_run_identity_and_a_full_run_keeps_its_old_hash():
     """method and lora are what the student becomes (part of the config hash); a run recorded before these
     fields existed is read with their defaults, which keep its behaviour, so it still resumes."""
     full, lora = parse_config({}), parse_config({"training": {"method": "lora"}})
     assert full.config_hash() != lora.config_hash()
-    assert full.config_hash() != parse_config({"training": {"lora": {"rank": 4}}}).config_hash()
+    assert lora.config_hash() != parse_config({"training": {"method": "lora", "lora": {"rank": 4}}}).config_hash()
+    # A full fine-tune's hash is the one it had before these fields existed (the default config's, as
+    # recorded by the previous version): every task cache key and committed file of a run made then
+    # carries it, so a changed hash would make its resume redo and then refuse to rewrite its files.
+    assert full.config_hash() == "709c3e69f7605363ca802e43d180bcd911b76dad1ca37d4321ceb88e76566c38"
+    assert parse_config({"training": {"lora": {"rank": 4}}}).config_hash() == full.config_hash()  # unused by full
 
 
 def test_qlora_needs_a_gpu_bitsandbytes_and_no_parameter_offload(tmp_path):
