@@ -53,7 +53,8 @@ def test_lion_distill_deployment():
     data = yaml.safe_load((REPO / "prefect.yaml").read_text())
     (d,) = [d for d in data["deployments"] if d["name"] == "lion-distill"]
     assert d["entrypoint"] == "flows/lion.py:lion" and d["concurrency_limit"] == 1
-    assert set(d["parameters"]) == {"config_path", "run_id", "iterations"}
+    assert set(d["parameters"]) == {"config_path", "run_id", "iterations", "export_dataset", "push_to_hub"}
+    assert d["parameters"]["export_dataset"] is False and d["parameters"]["push_to_hub"] is None
     assert d["work_pool"]["name"] == "lion-gpu" and d["schedules"][0]["cron"]
     assert (REPO / d["parameters"]["config_path"]).is_file()
 
@@ -63,6 +64,18 @@ def test_lion_evaluate_deployment():
     (d,) = [d for d in data["deployments"] if d["name"] == "lion-evaluate"]
     assert d["entrypoint"] == "flows/evaluate.py:evaluate" and d["work_pool"]["name"] == "lion-gpu"
     assert set(d["parameters"]) == {"config_path", "checkpoints", "eval_set", "name"}
+
+
+def test_lion_export_deployment_names_parameters_of_its_flow():
+    import inspect
+
+    from flows.export import export
+
+    data = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (d,) = [d for d in data["deployments"] if d["name"] == "lion-export"]
+    assert d["entrypoint"] == "flows/export.py:export" and d["work_pool"]["name"] == "lion-gpu"
+    assert set(d["parameters"]) <= set(inspect.signature(export.fn).parameters)
+    assert {"config_path", "run_id", "push_to_hub"} <= set(d["parameters"])
 
 
 # -- the Docker pool, rendered by prefect-docker's own job configuration ----------------------------------
