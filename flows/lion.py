@@ -24,6 +24,7 @@ from lion_core.evaluation import run_scores
 from lion_core.llm.roles import embedded_endpoints
 from lion_core.report import read_summaries, summary_text_table
 from lion_core.results import EvaluationResult, RunEvaluation, RunResult
+from lion_core.runs import run_lock
 from lion_core.store import RunStore, validate_run_id
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
@@ -61,13 +62,21 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
             checkpoints (the `lion-export` flow, as a sub-flow).
         push_to_hub: At the end, export the dataset and push it to this Hugging Face dataset repo (user/name).
     """
-    logger = get_run_logger()
     logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
     config = load_config(config_path)
     # No run id: take the flow run's, so the UI's Retry of this flow run resumes the same run.
     run_id = validate_run_id(run_id) if run_id else f"run-{flow_run.id}"
-    crash_orphaned_runs(run_id, flow_run.id, flow_run.name)  # sub-flows a killed attempt left Running
-    total = iterations or config.loop.iterations
+    with run_lock(config, run_id):  # one live process per run: an earlier attempt still shown Running is dead
+        crash_orphaned_runs(run_id, flow_run.id, flow_run.name, earlier_attempts_dead=True)
+        return run_iterations(config_path, config, run_id, iterations or config.loop.iterations, seed,
+                              export_dataset, push_to_hub)
+
+
+def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int, seed: str | None,
+                   export_dataset: bool, push_to_hub: str | None) -> RunResult:
+    """The body of `lion`, run while it holds the run: open it, run the iterations not yet finished, the
+    final imitation, the evaluation and the export."""
+    logger = get_run_logger()
     opened = open_run(config, run_id, seed)
     ensure_limits(config)
     # Task results of every iteration go where a retry in a fresh container finds them.

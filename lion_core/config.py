@@ -305,6 +305,10 @@ class TrainingConfig(_Frozen):
     """Peak learning rate of the student's fine-tune. Paper: 2e-5."""
     num_train_epochs: Annotated[float, Field(gt=0)] = 3
     """Passes over each iteration's training answers (a fraction is allowed). Paper: 3."""
+    max_steps: PositiveInt | None = None
+    """Stop each fine-tune after this many optimizer steps, whatever the epochs say (the schedule is fitted
+    to them); None: the epochs of `num_train_epochs`, the paper's. For trials and simulations that must go
+    through training without paying for it in full."""
     max_length: PositiveInt = 1024
     """Most tokens (prompt and answer) of a training example; longer ones are cut, and one whose prompt
     alone fills it is skipped. Paper: 1024."""
@@ -597,6 +601,8 @@ def identity_of(config: dict[str, Any]) -> dict[str, Any]:
         # leaving both out keeps their hash, so their cached tasks and committed files still match.
         training.pop("method", None)
         training.pop("lora", None)
+    if isinstance(training, dict) and training.get("max_steps") is None:
+        training.pop("max_steps", None)  # added later; left out when unset, so older runs keep their hash
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ def generate(
     accepted: list[dict[str, Any]] = []
     got: Counter[str] = Counter()
     candidates: list[dict[str, Any]] = []
-    spent, rounds = 0, 0
+    spent, rounds, filter_seconds = 0, 0, 0.0
     while rounds < cfg.max_rounds and spent < budget and any(got[o] < quota[o] for o in quota):
         rounds += 1
         plan: list[tuple[str, dict[str, Any]]] = []
@@ -188,7 +189,9 @@ def generate(
                 continue
             known_ids.add(cid)
             fresh.append(cand)
+        started = time.perf_counter()
         verdicts = filter_novel(pool_texts, [c["instruction"] for c in fresh], threshold, tokenizer_name)
+        filter_seconds += time.perf_counter() - started
         for cand, v in zip(fresh, verdicts):
             cand["max_rouge_l"] = v.max_rouge_l
             if v.most_similar is not None:
@@ -218,7 +221,7 @@ def generate(
         "truncated_by_reason": truncation_reasons(candidates, cfg),
         "by_seed_input": seed_input_figures(candidates),
         "fresh_draws": sum(not c["cached"] for c in candidates), "stored_draws": sum(c["cached"] for c in candidates),
-        "hard_seeds": len(hard_seeds), "easy_seeds": len(easy_seeds),
+        "hard_seeds": len(hard_seeds), "easy_seeds": len(easy_seeds), "filter_seconds": round(filter_seconds, 3),
     }
     return GeneratedInstructions(accepted=accepted, candidates=candidates, report=report)
 

@@ -50,7 +50,8 @@ def iteration_summary(run_id: str, k: int, pools: Pools, imitated: ImitationResu
         mean_teacher_score=d.mean_teacher_score, mean_student_score=d.mean_student_score,
         generation_target=g.target, accepted=g.accepted_total, accepted_hard=g.accepted.get("hard", 0),
         accepted_easy=g.accepted.get("easy", 0), generation_requests=g.requests, generation_outcome=g.outcome,
-        rejected_by_reason=g.rejected_by_reason, usage=usage, usage_by_role=per_role(usage), cost_usd=total_cost(usage),
+        rouge_filter_seconds=g.filter_seconds, rejected_by_reason=g.rejected_by_reason, usage=usage,
+        usage_by_role=per_role(usage), cost_usd=total_cost(usage),
         checkpoint=imitated.checkpoint,
         files={"teacher_answers_train": imitated.teacher_answers.uri, "judgments": judged.judgments.uri,
                "candidates": generated.candidates.uri, "next_train_pool": generated.next_pools.train_pool.uri,
@@ -95,6 +96,7 @@ def summary_markdown(s: IterationSummary) -> str:
         f"- accepted {s.accepted} of {s.generation_target} asked ({s.accepted_hard} hard, "
         f"{s.accepted_easy} easy) in {s.generation_requests} requests: {s.generation_outcome}",
         f"- draws: {s.fresh_draws} asked now, {s.stored_draws} from the store (a resume of this iteration)",
+        f"- ROUGE-L novelty filter: {s.rouge_filter_seconds:.1f} s",
         "- truncated replies by reason: " + (", ".join(f"{k} {v}" for k, v in s.truncated_by_reason.items())
                                              or "none"),
     ]

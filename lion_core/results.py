@@ -213,6 +213,8 @@ class GenerationReport(Result):
     stored_draws: int
     hard_seeds: int
     easy_seeds: int
+    filter_seconds: float = 0.0
+    """Time spent in the ROUGE-L novelty filter, all rounds together."""
 
 
 class Candidates(Result):
@@ -287,6 +289,7 @@ class IterationSummary(Result):
     hard_empty_answer: int = 0
     zero_scores: int = 0
     unresolved_by_reason: dict[str, int] = {}
+    rouge_filter_seconds: float = 0.0
     truncated_by_reason: dict[str, int] = {}
     by_seed_input: dict[str, SeedInputFigures] = {}
     fresh_draws: int = 0

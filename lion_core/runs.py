@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,3 +165,36 @@ def describe_run(runs_root: str, run_id: str) -> dict[str, Any]:
         "config_hash": info.get("config_hash"), "code_version": info.get("code_version"),
         "seed": info.get("seed"), "iterations": iterations,
     }
+
+
+class RunLocked(StoreError):
+    """Another live process on this machine is working on the run."""
+
+
+@contextlib.contextmanager
+def run_lock(config: RunConfig, run_id: str) -> Iterator[str]:
+    """Hold the run for this process: an exclusive lock beside the response store (a local file), which
+    the kernel drops when the process ends, however it ends. Two processes working on one run at once
+    would send the same requests twice; and while this lock is held, any earlier attempt of the run that
+    still shows Running in Prefect is known to be dead, so what it held can be given back at once."""
+    import fcntl
+
+    folder = os.path.join(os.path.dirname(config.storage.response_store_path()), ".lion-locks")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{run_id}.lock")
+    fh = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise RunLocked(f"run {run_id} is already running ({holder}; lock {path}): wait for it to end or "
+                            "stop it, then resume") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        yield path
+    finally:
+        fh.close()  # closing the file releases the lock

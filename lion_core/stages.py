@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lion_core.config import RunConfig
 from lion_core.errors import ShardIncomplete
@@ -140,7 +141,7 @@ def check_failures(n_failed: int, n: int, max_fraction: float, what: str) -> Non
 def answer_part(store: RunStore, shard: Shard, gateway: Gateway, stage: str, max_failed_fraction: float) -> PoolRef:
     """The gateway role's answers (the teacher's; an evaluation's reference) for the shard's rows,
     written as an uncommitted part; failed requests are kept as failures."""
-    rows = read_pool(shard.pool).iloc[shard.lo:shard.hi].to_dict("records")
+    rows = shard_rows(shard)
     answers = teacher_answers(gateway, rows, stage)
     check_failures(sum(a["status"] != "ok" for a in answers), len(answers), max_failed_fraction,
                    f"{shard.name} rows {shard.lo}-{shard.hi}")
@@ -154,7 +155,7 @@ def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway
     """Judgments of the shard's rows (Cache Pool items; an evaluation's questions), written as an
     uncommitted part; items lacking an answer are labelled `missing_answer`."""
     referee = role_config(config, judging.role)
-    pool, t, items = _judge_items(read_pool(shard.pool).iloc[shard.lo:shard.hi].to_dict("records"), judging)
+    pool, t, items = _judge_items(shard_rows(shard), judging)
     rows = discriminate(gateway, items, style=referee.prompt_style, tau=config.loop.tau, max_reasks=referee.max_reasks)
     failed = sum(r["raw_t_first"].startswith(REQUEST_FAILED) or r["raw_s_first"].startswith(REQUEST_FAILED)
                  for r in rows)
@@ -169,10 +170,22 @@ def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway
                              parents=[shard.pool, judging.teacher, judging.student])
 
 
+def shard_rows(shard: Shard) -> list[dict[str, Any]]:
+    """The shard's rows of its pool (the pool is read and verified once per process, see read_table)."""
+    return read_table(shard.pool).slice(shard.lo, shard.hi - shard.lo).to_pylist()
+
+
+def rows_with_ids(ref: PoolRef, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an artifact whose `id` is one of `ids` (a shard's share of a whole-pool table)."""
+    table = read_table(ref)
+    return table.filter(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string()))).to_pylist()
+
+
 def _judge_items(pool: list[dict[str, Any]], judging: Judging) -> tuple[list[dict[str, Any]], dict, list[JudgeItem]]:
-    t = {r["id"]: r for r in read_table(judging.teacher).to_pylist() if r["status"] == "ok"}
+    ids = [r["id"] for r in pool]
+    t = {r["id"]: r for r in rows_with_ids(judging.teacher, ids) if r["status"] == "ok"}
     # An empty student answer is an answer (the item is hard); a failed one is missing.
-    s = {r["id"]: r for r in read_table(judging.student).to_pylist() if r["status"] in ("ok", "empty")}
+    s = {r["id"]: r for r in rows_with_ids(judging.student, ids) if r["status"] in ("ok", "empty")}
     if judging.silent_student is not None:
         s = {r["id"]: (a if (a := s.get(r["id"])) and (a["answer"] or "").strip() else {"answer": judging.silent_student})
              for r in pool}

@@ -118,11 +118,18 @@ def api_slot(limit: str) -> Iterator[None]:
     """One slot of `limit`, under a short lease that Prefect renews while we hold it. The wait is cut
     into spells; after each, slots whose holder died are given back (tasks.limits), so a slot held by
     a killed run never blocks the runs after it."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import TaskRunContext
+
+    task_run = TaskRunContext.get()
+    # The lease names its task run, so a resume that knows the task run dead gives the slot back at once.
+    holder = ConcurrencyLeaseHolder(type="task_run", id=task_run.task_run.id) if task_run else None
     with ExitStack() as held:
         while True:
             try:
                 held.enter_context(concurrency(limit, occupy=1, strict=True, timeout_seconds=SLOT_WAIT_S,
-                                               lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False))
+                                               lease_duration=SLOT_LEASE_S, raise_on_lease_renewal_failure=False,
+                                               holder=holder))
                 break
             except TimeoutError:
                 reclaim_expired_slots(limit)

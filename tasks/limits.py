@@ -129,6 +129,28 @@ def release_expired_leases() -> int:
     return len(expired)
 
 
+def release_leases_held_by(task_runs: set) -> int:
+    """Release the slot leases of our local API that these (dead) task runs hold; returns how many. A real
+    server's leases are released by its repossessor when they expire."""
+    storage = _lease_storage()
+    if storage is None:
+        return 0
+
+    async def held() -> list:
+        leases = [await storage.read_lease(i) for i in await storage.read_active_lease_ids(limit=10_000)]
+        return [lease.id for lease in leases
+                if lease is not None and lease.metadata and lease.metadata.holder
+                and lease.metadata.holder.id in task_runs]
+
+    with _reclaim_lock(storage), get_client(sync_client=True) as client:
+        ids = _run(held())
+        for lease_id in ids:
+            client.release_concurrency_slots_with_lease(lease_id)
+    if ids:
+        log.warning("%d slot lease(s) of a dead attempt released", len(ids))
+    return len(ids)
+
+
 def reclaim_expired_slots(limit: str, settle_s: float = 1.0) -> int:
     """Give back the slots of `limit` that no live process holds; returns how many.
 

@@ -29,6 +29,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
+from tasks.limits import release_leases_held_by
+
 log = logging.getLogger("lion.orphans")
 
 LIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
@@ -38,19 +40,30 @@ PAGE = 200
 """The API's default page size: every read pages on until a short page."""
 
 
-def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: str = "") -> int:
+def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: str = "",
+                        earlier_attempts_dead: bool = False) -> int:
     """Set Crashed every unfinished flow and task run under an ended `lion-<run_id>` flow run, or already under
     `current` (the flow run starting now, before it starts anything); returns how many flow runs it closed.
-    Best effort: the run goes on if the API refuses."""
+    With `earlier_attempts_dead` (the caller holds the run's lock, lion_core.runs.run_lock) an earlier
+    `lion-<run_id>` still shown Running is dead too (a `kill -9` leaves it so): it is closed with what is
+    under it, and the API slots its task runs held are given back at once instead of when their leases
+    expire. Best effort: the run goes on if the API refuses."""
     message = f"its process ended with lion-{run_id}'s; the run continues in flow run {current_name or current}"
     closed = 0
+    states = ENDED + (LIVE if earlier_attempts_dead else [])
+    crashed_tasks: set[UUID] = set()
     try:
         with get_client(sync_client=True) as client:
-            roots = [r.id for r in _all(client.read_flow_runs, flow_filter=FlowFilter(name=FlowFilterName(any_=["lion"])),
-                                        flow_run_filter=FlowRunFilter(
-                                            name=FlowRunFilterName(any_=[f"lion-{run_id}"]),
-                                            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ENDED))))
-                     if str(r.id) != str(current)]
+            earlier = [r for r in _all(client.read_flow_runs, flow_filter=FlowFilter(name=FlowFilterName(any_=["lion"])),
+                                       flow_run_filter=FlowRunFilter(
+                                           name=FlowRunFilterName(any_=[f"lion-{run_id}"]),
+                                           state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))))
+                       if str(r.id) != str(current)]
+            for r in earlier:
+                if r.state_type in LIVE:
+                    client.set_flow_run_state(r.id, Crashed(message=message), force=True)
+                    closed += 1
+            roots = [r.id for r in earlier]
             # Called before this flow starts anything, so whatever already hangs under it is left from an
             # earlier attempt of this same flow run (the UI's Retry).
             roots += [UUID(str(current))] if current else []
@@ -65,6 +78,9 @@ def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: s
                         flow_run_id=TaskRunFilterFlowRunId(any_=flows[i:i + 200]),
                         state=TaskRunFilterState(type=TaskRunFilterStateType(any_=LIVE)))):
                     client.set_task_run_state(t.id, Crashed(message=message), force=True)
+                    crashed_tasks.add(t.id)
+        if crashed_tasks:
+            release_leases_held_by(crashed_tasks)
     except Exception as e:  # noqa: BLE001 - a tidy UI is not worth stopping a paid run for
         log.warning("could not close the runs left Running by an earlier attempt of %s: %s", run_id, e)
     if closed:

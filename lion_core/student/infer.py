@@ -150,9 +150,9 @@ def generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list
         batch = order[b:b + gen.batch_size]
         enc = tokenizer([prompts[j] for j in batch], return_tensors="pt", padding=True).to(device)
         kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
-                                  "do_sample": gen.do_sample, "use_cache": True}
+                                  "do_sample": False, "use_cache": True}
         if gen.do_sample:
-            kwargs.update(temperature=gen.temperature, top_p=gen.top_p)
+            kwargs["logits_processor"] = sampling_processors(model.generation_config, gen)
         with torch.no_grad():
             output = model.generate(**enc, **kwargs)
         new = output[:, enc["input_ids"].shape[1]:]
@@ -166,6 +166,41 @@ def generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list
                  made / max(time.monotonic() - started, 1e-9))
     del model
     release_memory()
+
+
+def sampling_processors(defaults: Any, gen: StudentGeneration) -> Any:
+    """Sampling as greedy decoding over one chosen token: transformers' temperature, top-k (the model's
+    generation config; unset there, transformers' default of 50) and top-p, then a draw by the Gumbel-max trick (the argmax of the
+    log-probabilities plus Gumbel noise is a draw from their softmax), on the top-k scores only. The same
+    distribution as transformers' sampling, without its cost on a CPU: `torch.multinomial` over SmolLM2's
+    49K-token vocabulary, like any draw of 49K random numbers, took 130 ms per step for 128 prompts
+    (measured), two thirds of the student's answering time; 50 numbers per prompt take microseconds."""
+    from transformers import LogitsProcessorList
+
+    top_k = getattr(defaults, "top_k", None)
+    return LogitsProcessorList([_TopKDraw(50 if top_k is None else top_k, gen.temperature, gen.top_p)])
+
+
+class _TopKDraw:
+    """Leaves one finite score per row: the token drawn from softmax(scores / temperature) restricted to
+    the top-k, then to the top-p of those (transformers' order: temperature, top-k, top-p)."""
+
+    def __init__(self, top_k: int, temperature: float, top_p: float):
+        self.top_k, self.temperature, self.top_p = top_k, temperature, top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        k = min(self.top_k or scores.size(-1), scores.size(-1))
+        values, index = scores.topk(k, dim=-1)  # sorted, largest first
+        values = values / self.temperature if self.temperature > 0 else values
+        if self.top_p < 1.0:
+            probs = values.softmax(-1)
+            before = probs.cumsum(-1) - probs  # mass of the better tokens
+            values = values.masked_fill(before >= self.top_p, -float("inf"))  # the first token always stays
+        noisy = values - torch.empty_like(values).exponential_().log()  # -log(Exp(1)) is Gumbel(0, 1)
+        choice = index.gather(-1, noisy.argmax(-1, keepdim=True))
+        return torch.full_like(scores, -float("inf")).scatter_(-1, choice, 0.0)
 
 
 def release_memory() -> None:

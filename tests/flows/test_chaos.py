@@ -169,12 +169,14 @@ def _chaos(stage: str, reference: Path, tiny_model: Path, tmp_path: Path, move: 
         r = _lion_run(config, home, "--resume", "chaos")
         resume_s = time.monotonic() - t0
         assert r.returncode == 0, killed_log[-2000:] + r.stdout[-3000:] + r.stderr[-3000:]
+        arrivals = [t for times in api.stats.arrivals.values() for t in times if t > t0]
+        first_request_s = round(min(arrivals) - t0, 1) if arrivals else None
         again = {fp: n - answered_before[fp] for fp, n in api.stats.answered.items()
                  if fp in answered_before and n > answered_before[fp]}
         figures = {"stage": stage, "requests_before": sum(answered_before.values()),
                    "requests_after": sum(api.stats.answered.values()) - sum(answered_before.values()),
                    "paid_twice": sum(again.values()), "processes_left": len(left), "all_ended_s": round(gone_s, 1),
-                   "resume_s": round(resume_s, 1)}
+                   "resume_s": round(resume_s, 1), "first_request_s": first_request_s}
     print("chaos:", json.dumps(figures))
     assert left == [], f"{len(left)} process(es) of the killed run still alive"
     assert figures["paid_twice"] <= IN_FLIGHT
@@ -204,6 +206,9 @@ def test_killed_in_the_referee_stage_then_moved_resumes_to_the_same_pools_with_n
                                                                                         tmp_path):
     figures = _chaos("referee", reference, tiny_model, tmp_path, move=True)
     assert figures["requests_after"] > 0
+    # The killed attempt's slot is given back when the resume starts (it holds the run, so the attempt still
+    # shown Running is dead), not when the slot's 60 s lease runs out.
+    assert figures["first_request_s"] is not None and figures["first_request_s"] < 40
 
 
 @pytest.mark.chaos

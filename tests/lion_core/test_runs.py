@@ -196,3 +196,31 @@ def test_a_repeated_resume_with_the_same_changes_is_recorded_once(tmp_path):
     assert len(read_resumes(store)) == 1
     check_resume(store, _with(cfg, orchestration__task_retries=6))
     assert [r["changed"][0]["new"] for r in read_resumes(store)] == [5, 6]
+
+
+def test_a_run_is_held_by_one_process_at_a_time(tmp_path):
+    """A second process is refused while the first lives, with who holds it; the kernel frees the lock
+    when the holder dies, even by SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+
+    from lion_core.runs import RunLocked, run_lock
+
+    config = RunConfig.model_validate({"storage": {"runs_root": str(tmp_path / "runs")}})
+    code = ("import sys, time; from lion_core.config import RunConfig; from lion_core.runs import run_lock\n"
+            f"c = RunConfig.model_validate({{'storage': {{'runs_root': {str(tmp_path / 'runs')!r}}}}})\n"
+            "with run_lock(c, 'r1'):\n    print('held', flush=True); time.sleep(600)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=rf"run r1 is already running \(pid {holder.pid} on "):
+            with run_lock(config, "r1"):
+                pass
+        with run_lock(config, "r2"):  # another run is not held
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock(config, "r1") as path:
+        assert path.endswith("r1.lock")

@@ -72,3 +72,18 @@ def test_no_api_is_a_warning_not_a_failure(monkeypatch, caplog):
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert crash_orphaned_runs("r3", None) == 0
     assert "could not close the runs" in caplog.text
+
+
+def test_a_killed_attempt_still_shown_running_is_closed_when_the_caller_holds_the_run(prefect_harness):
+    """`kill -9` of `lion` leaves its whole tree Running (its local API died with it); a resume that
+    holds the run's lock knows better. Without the lock the Running attempt may be alive: left alone."""
+    with get_client(sync_client=True) as client:
+        killed, (iteration,), leaf = _tree(client, "r4", Running(), [Running()])
+        current = client.create_flow_run(lion_stub, name="lion-r4", state=Running())
+        assert crash_orphaned_runs("r4", current.id) == 0
+        assert client.read_flow_run(killed.id).state.type.value == "RUNNING"
+        assert crash_orphaned_runs("r4", current.id, earlier_attempts_dead=True) == 2
+        assert client.read_flow_run(killed.id).state.type.value == "CRASHED"
+        assert client.read_flow_run(iteration.id).state.type.value == "CRASHED"
+        assert client.read_task_run(leaf.id).state.type.value == "CRASHED"
+        assert client.read_flow_run(current.id).state.type.value == "RUNNING"
