@@ -180,10 +180,19 @@ def lion_env(home: Path) -> dict[str, str]:
     return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONWARNINGS": "ignore"}
 
 
+def stored_ok(store: Path, role: str) -> int:
+    if not store.exists():
+        return 0
+    with sqlite3.connect(store) as db:
+        return db.execute("SELECT COUNT(*) FROM responses WHERE role = ? AND status = 'ok'", (role,)).fetchone()[0]
+
+
 def run_lion(config: Path, run_id: str, home: Path, log: Path, server: Server, kill_after_referee: int | None = None,
              resume: bool = False) -> dict:
     """`lion run` under a sampler of its process tree; with `kill_after_referee`, SIGKILL once the server has
-    answered that many referee requests. Returns wall time, peak memory, exit code and what the kill saw."""
+    answered that many referee requests in this run. Returns wall time, peak memory, exit code and what the
+    kill saw: the referee answers the server gave that the run had not stored when it died (sent back into
+    a dead socket, or read but not yet written): the requests in flight, which a resume must ask again."""
     lion = Path(sys.executable).parent / "lion"
     cmd = [str(lion), "run", "--config", str(config), "--resume" if resume else "--run-id", run_id]
     before = server.stats()
@@ -197,13 +206,14 @@ def run_lion(config: Path, run_id: str, home: Path, log: Path, server: Server, k
                 s = server.stats()
                 if resume and "first_request_s" not in out and s["arrived"] > before["arrived"]:
                     out["first_request_s"] = round(time.monotonic() - start, 1)
-                if kill_after_referee is not None and s["answered"].get("referee", 0) >= kill_after_referee:
+                referee = s["answered"].get("referee", 0) - before["answered"].get("referee", 0)
+                if kill_after_referee is not None and referee >= kill_after_referee:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
-                    time.sleep(0.2)  # what was in flight has been answered into a closed socket by now
-                    after = server.stats()
-                    out.update(killed_at_referee=after["answered"].get("referee", 0),
-                               in_flight_at_kill=s["in_flight"] + (after["arrived"] - s["arrived"]))
+                    time.sleep(0.5)  # what was in flight has been answered into a closed socket by now
+                    answered = server.stats()["answered"].get("referee", 0) - before["answered"].get("referee", 0)
+                    stored = stored_ok(Path(yaml.safe_load(config.read_text())["storage"]["response_store"]), "referee")
+                    out.update(killed_at_referee=answered, stored_at_kill=stored, in_flight_at_kill=answered - stored)
                     break
             rc = proc.wait()
     return {"rc": rc, "seconds": round(time.monotonic() - start, 1), **sampler.figures(), **out}
@@ -288,6 +298,25 @@ def gateway_rates(store: Path) -> dict:
     return out
 
 
+def referee_by_iteration(store: Path, home: Path) -> list[int]:
+    """The referee answers stored during each iteration's discrimination sub-flow (fewer than two per
+    Cache Pool item where the store already held a verdict: the same question and answers before)."""
+    import bisect
+    import datetime as dt
+
+    windows: dict[int, list[tuple[float, float]]] = {}  # a killed and resumed iteration has two attempts
+    with sqlite3.connect(home / "prefect.db") as db:
+        for name, start, end in db.execute(
+                "SELECT name, start_time, end_time FROM flow_run WHERE name LIKE 'iter-%-discrimination'"):
+            if start:
+                windows.setdefault(int(name.split("-")[1]), []).append((_ts(start), _ts(end) or time.time()))
+    with sqlite3.connect(store) as db:
+        times = sorted(dt.datetime.fromisoformat(t).timestamp() for (t,) in db.execute(
+            "SELECT created_at FROM responses WHERE role = 'referee' AND status = 'ok'"))
+    return [sum(bisect.bisect_right(times, b) - bisect.bisect_left(times, a) for a, b in windows[k])
+            for k in sorted(windows)]
+
+
 def summaries(runs_root: Path, run_id: str) -> list[dict]:
     from lion_core.report import read_summaries
     from lion_core.store import RunStore
@@ -339,15 +368,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[paper-scale] bare client: {result['bare_client']}", flush=True)
         reference = json.loads(args.reference.read_text()) if args.reference else None
         if args.kill_at and reference is None:
-            reference = main(_without_kill(argv))
+            reference = main([*_without_kill(argv), "--workdir", str(work / "reference")])
         run_id = "paper-scale"
         home = work / "prefect"
         log = work / "lion.log"
         answered_before = server.stats()["answered"]
         if args.kill_at:
-            n0 = reference["pools"][0]
-            n1 = reference["pools"][1]
-            target = 2 * n0 + n1  # iteration 0's referee requests, then half of iteration 1's (2 orders)
+            # iteration 0's referee answers, then half of iteration 1's, as the uninterrupted run got them
+            per_iteration = reference.get("referee_by_iteration") or [2 * n for n in reference["pools"]]
+            target = per_iteration[0] + per_iteration[1] // 2
             killed = run_lion(config, run_id, home, log, server, kill_after_referee=target)
             print(f"[paper-scale] killed: {killed}", flush=True)
             resumed = run_lion(config, run_id, home, log, server, resume=True)
@@ -355,6 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
                           wall_seconds=round(killed["seconds"] + resumed["seconds"], 1),
                           peak_rss_gb=round(max(killed["peak_rss_sum_mb"], resumed["peak_rss_sum_mb"]) / 1024, 2))
             ok = resumed["rc"] == 0
+            if "in_flight_at_kill" not in killed:
+                raise SystemExit(f"the run ended before {target} referee answers: nothing was killed; see {log}")
         else:
             ran = run_lion(config, run_id, home, log, server)
             result.update(run=ran, wall_seconds=ran["seconds"], peak_rss_gb=round(ran["peak_rss_sum_mb"] / 1024, 2))
@@ -366,12 +397,15 @@ def main(argv: list[str] | None = None) -> dict:
         result.update(store_figures(work / "responses.sqlite", work / "runs", run_id, args.iterations))
         result["iterations"] = summaries(work / "runs", run_id)
         result["prefect"] = prefect_figures(home)
+        result["referee_by_iteration"] = referee_by_iteration(work / "responses.sqlite", home)
         result["gateway"] = gateway_rates(work / "responses.sqlite")
         referee = result["gateway"].get("referee/discrimination", {}).get("per_second")
         result["gateway_fraction_of_bare"] = round(referee / result["bare_client"]["per_second"], 3) if referee else None
         if args.kill_at:
             extra = {r: answered.get(r, 0) - reference["answered_by_server"].get(r, 0) for r in answered}
-            result.update(paid_twice=sum(extra.values()), paid_twice_by_role=extra,
+            paid_twice = sum(extra.values())
+            result.update(paid_twice=paid_twice, paid_twice_by_role=extra,
+                          paid_twice_beyond_in_flight=max(0, paid_twice - result["killed"]["in_flight_at_kill"]),
                           pools_identical=result["pool_sha256"] == reference["pool_sha256"],
                           resume_first_request_s=result["resumed"].get("first_request_s"))
     finally:
@@ -404,8 +438,9 @@ def report(r: dict) -> None:
     for key in ("prefect", "gateway", "iterations", "response_store_mb", "run_folder_mb", "answered_by_server"):
         print(f"[paper-scale] {key}: {r.get(key)}")
     if "paid_twice" in r:
-        print(f"[paper-scale] kill: paid twice {r['paid_twice']} (in flight at the kill: "
-              f"{r['killed'].get('in_flight_at_kill')}); pools identical: {r['pools_identical']}; "
+        print(f"[paper-scale] kill: paid twice {r['paid_twice']}, beyond those in flight {r['paid_twice_beyond_in_flight']} "
+              f"(answered by the server but not stored when the run died: {r['killed'].get('in_flight_at_kill')}); "
+              f"pools identical: {r['pools_identical']}; "
               f"resume's first request after {r['resume_first_request_s']} s")
 
 

@@ -390,13 +390,13 @@ bytes: the shard tasks of one stage each read the same pool and answers, and at 
 
 def read_table(ref: PoolRef) -> pa.Table:
     """Read a stored artifact, verifying its sha256 and schema version first. A local file read before
-    and unchanged since (same size and mtime) is not read again."""
+    and unchanged since (the same inode, size and times: atomic writes replace the inode) is not read again."""
     path = resolve_uri(ref.uri)
     key = None
     if "://" not in path:
         try:
             st = os.stat(path)
-            key = (path, st.st_size, st.st_mtime_ns, ref.sha256, ref.schema_version, ref.rows)
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, ref.sha256, ref.schema_version, ref.rows)
         except OSError:
             pass  # read_bytes names the missing file
     if key is not None:

@@ -97,6 +97,27 @@ def test_altered_file_fails_verification(store):
         read_table(ref)
 
 
+def test_a_file_read_once_is_verified_again_once_it_changes(tmp_path):
+    """Reads of a local file are served from memory only while the file is the one verified: a file
+    altered in place (same size, same inode) after a read still fails verification."""
+    import os
+    import time
+
+    store = RunStore(str(tmp_path), "r1", RunConfig())
+    ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
+    first = read_table(ref)
+    assert read_table(ref) is first  # the shards of a stage read their pool once per process
+    path = resolve_uri(ref.uri)
+    data = bytearray(read_bytes(ref.uri))
+    data[len(data) // 2] ^= 0xFF
+    time.sleep(0.02)  # past the file system's timestamp granularity
+    with open(path, "r+b") as fh:  # in place: the inode and the size stay
+        fh.write(bytes(data))
+    assert os.path.getsize(path) == len(data)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        read_table(ref)
+
+
 def test_truncated_file_fails_verification(store):
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
     _corrupt(resolve_uri(ref.uri), read_bytes(ref.uri)[:-100])

@@ -1,0 +1,45 @@
+"""bench/paper_scale.py on a few hundred Alpaca seeds: the same harness as the paper-scale figures.
+
+An uninterrupted run, then the same run killed with SIGKILL halfway through iteration 1's referee stage
+and resumed: the pools come out exact and identical, nothing answered before the kill is paid again
+beyond what was in flight, the resume asks its first request without waiting out the killed attempt's
+slot leases, and the figures the issue asks for are all there."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_a_small_paper_scale_run_killed_in_the_referee_stage_resumes_to_the_same_pools(shared_data, tmp_path):
+    alpaca = shared_data / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
+    # 2 connections and 50 ms a request: iteration 1's referee stage lasts a few seconds, long enough to be
+    # killed halfway through
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "paper_scale.py"), "--alpaca", str(alpaca), "--seeds", "160",
+         "--iterations", "2", "--new", "40", "--train-steps", "1", "--bare-requests", "300", "--concurrency", "2",
+         "--latency-s", "0.05",
+         "--kill-at", "referee", "--workdir", str(tmp_path / "killed"), "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=840)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["pools"] == [160, 200, 240]  # seeds, then 40 new instructions per iteration
+    assert figures["pools_identical"] is True
+    # killed after iteration 0's verdicts and half of iteration 1's
+    per_iteration = figures["referee_by_iteration"]
+    assert figures["killed"]["rc"] == -9 and figures["killed"]["killed_at_referee"] >= per_iteration[0] + per_iteration[1] // 2
+    # every request paid again was in flight: answered by the server, never stored by the killed run
+    assert figures["paid_twice_beyond_in_flight"] == 0 and figures["paid_twice"] <= figures["killed"]["in_flight_at_kill"]
+    assert figures["resume_first_request_s"] is not None and figures["resume_first_request_s"] < 40
+    assert figures["bare_client"]["per_second"] > 0 and figures["gateway_fraction_of_bare"] > 0
+    assert figures["prefect"]["flow_runs"] > 0 and figures["prefect"]["task_runs"] > 0
+    assert {"iter-0-imitation", "iter-1-discrimination", "iter-1-generation"} <= set(figures["prefect"]["stages"])
+    assert [it["accepted"] for it in figures["iterations"]] == [40, 40]
+    assert all(it["rouge_filter_seconds"] >= 0 for it in figures["iterations"])
+    assert figures["peak_rss_gb"] > 0 and figures["response_store_mb"] > 0 and figures["run_folder_mb"] > 0
+    assert figures["server"]["outcomes"].get("500", 0) > 0  # faults were injected and ridden out
