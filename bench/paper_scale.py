@@ -112,7 +112,8 @@ def write_config(folder: Path, url: str, seeds: Path, student: Path, args: argpa
         "loop": {**shipped["loop"], "iterations": args.iterations, "new_instructions_per_iteration": args.new},
         "data": {"seed": str(seeds)},
         "storage": {"runs_root": str(folder / "runs"), "response_store": str(folder / "responses.sqlite")},
-        "orchestration": shipped["orchestration"],
+        "orchestration": {**shipped["orchestration"],
+                          **({"shards_in_flight_per_key": args.shards_in_flight} if args.shards_in_flight else {})},
     }
     path = folder / "paper-scale.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -210,8 +211,14 @@ def run_lion(config: Path, run_id: str, home: Path, log: Path, server: Server, k
                 if kill_after_referee is not None and referee >= kill_after_referee:
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
-                    time.sleep(0.5)  # what was in flight has been answered into a closed socket by now
-                    answered = server.stats()["answered"].get("referee", 0) - before["answered"].get("referee", 0)
+                    settled = server.stats()
+                    while True:  # until the server has answered its backlog into the closed sockets
+                        time.sleep(0.5)
+                        now = server.stats()
+                        if now["in_flight"] == 0 and now["answered"] == settled["answered"]:
+                            break
+                        settled = now
+                    answered = settled["answered"].get("referee", 0) - before["answered"].get("referee", 0)
                     stored = stored_ok(Path(yaml.safe_load(config.read_text())["storage"]["response_store"]), "referee")
                     out.update(killed_at_referee=answered, stored_at_kill=stored, in_flight_at_kill=answered - stored)
                     break
@@ -341,6 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=16, help="student answer length cap")
     ap.add_argument("--student-batch", type=int, default=128)
     ap.add_argument("--bare-requests", type=int, default=20000)
+    ap.add_argument("--shards-in-flight", type=int, default=None,
+                    help="orchestration.shards_in_flight_per_key (default: configs/openai.yaml's)")
     ap.add_argument("--kill-at", choices=["referee"], default=None)
     ap.add_argument("--reference", type=Path, help="JSON of an uninterrupted run with the same settings")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -357,7 +366,8 @@ def main(argv: list[str] | None = None) -> dict:
     student = make_student(work / "student")
     server = Server(args.alpaca, args.latency_s, args.fault_rate, args.hard_share)
     settings = {k: getattr(args, k) for k in ("seeds", "iterations", "new", "latency_s", "fault_rate", "hard_share",
-                                              "concurrency", "train_steps", "max_new_tokens", "student_batch")}
+                                              "concurrency", "train_steps", "max_new_tokens", "student_batch",
+                                              "shards_in_flight")}
     result: dict = {"settings": settings, "seed_rows": n_seeds, "workdir": str(work)}
     try:
         config = write_config(work, server.url, seeds, student, args)
@@ -403,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["gateway_fraction_of_bare"] = round(referee / result["bare_client"]["per_second"], 3) if referee else None
         if args.kill_at:
             extra = {r: answered.get(r, 0) - reference["answered_by_server"].get(r, 0) for r in answered}
-            paid_twice = sum(extra.values())
+            paid_twice = sum(max(0, n) for n in extra.values())
             result.update(paid_twice=paid_twice, paid_twice_by_role=extra,
                           paid_twice_beyond_in_flight=max(0, paid_twice - result["killed"]["in_flight_at_kill"]),
                           pools_identical=result["pool_sha256"] == reference["pool_sha256"],
@@ -424,6 +434,8 @@ def _without_kill(argv: list[str] | None) -> list[str]:
             continue
         if a in ("--kill-at", "--reference", "--workdir"):
             skip = True
+            continue
+        if a.startswith(("--kill-at=", "--reference=", "--workdir=")):
             continue
         if a != "--json":
             out.append(a)

@@ -66,8 +66,9 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     config = load_config(config_path)
     # No run id: take the flow run's, so the UI's Retry of this flow run resumes the same run.
     run_id = validate_run_id(run_id) if run_id else f"run-{flow_run.id}"
-    with run_lock(config, run_id):  # one live process per run: an earlier attempt still shown Running is dead
-        crash_orphaned_runs(run_id, flow_run.id, flow_run.name, earlier_attempts_dead=True)
+    with run_lock(config, run_id, owner=str(flow_run.id)) as held:  # one live process per run on this machine
+        # the flow run that held the run before us is dead: if it still shows Running, close it and free its slots
+        crash_orphaned_runs(run_id, flow_run.id, flow_run.name, dead_attempt=held.previous_owner)
         return run_iterations(config_path, config, run_id, iterations or config.loop.iterations, seed,
                               export_dataset, push_to_hub)
 

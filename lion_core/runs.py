@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections import Counter
@@ -19,6 +20,7 @@ from lion_core.seeds import load_seeds
 from lion_core.store import PoolRef, RunStore, exists, join_uri, new_run_id, read_bytes, read_table, write_bytes_atomic
 
 POOL_NAMES = ("train_pool", "cache_pool")
+log = logging.getLogger("lion.runs")
 
 
 @dataclass(frozen=True)
@@ -171,12 +173,22 @@ class RunLocked(StoreError):
     """Another live process on this machine is working on the run."""
 
 
+@dataclass(frozen=True)
+class HeldRun:
+    """The run held by this process: the lock file, and the flow run that held it last (from the file;
+    it is dead, since its lock was free), or None."""
+
+    path: str | None
+    previous_owner: str | None
+
+
 @contextlib.contextmanager
-def run_lock(config: RunConfig, run_id: str) -> Iterator[str]:
+def run_lock(config: RunConfig, run_id: str, owner: str) -> Iterator[HeldRun]:
     """Hold the run for this process: an exclusive lock beside the response store (a local file), which
-    the kernel drops when the process ends, however it ends. Two processes working on one run at once
-    would send the same requests twice; and while this lock is held, any earlier attempt of the run that
-    still shows Running in Prefect is known to be dead, so what it held can be given back at once."""
+    the kernel drops when the process ends, however it ends. Two processes on this machine working on
+    one run at once would send the same requests twice. The file names its owner (a flow run id); the
+    owner found in it when the lock is taken held it last and is dead, so a resume may close that flow
+    run and give back what it held. A file system without locks only costs the check (a warning)."""
     import fcntl
 
     folder = os.path.join(os.path.dirname(config.storage.response_store_path()), ".lion-locks")
@@ -191,10 +203,16 @@ def run_lock(config: RunConfig, run_id: str) -> Iterator[str]:
             holder = fh.read().strip() or "another process"
             raise RunLocked(f"run {run_id} is already running ({holder}; lock {path}): wait for it to end or "
                             "stop it, then resume") from None
+        except OSError as err:  # e.g. a network file system without flock
+            log.warning("run %s is not locked against a second process (%s: %s)", run_id, path, err)
+            yield HeldRun(path=None, previous_owner=None)
+            return
+        fh.seek(0)
+        previous = dict(line.split(" ", 1) for line in fh.read().splitlines() if " " in line).get("flow_run")
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\nflow_run {owner}\n")
         fh.flush()
-        yield path
+        yield HeldRun(path=path, previous_owner=previous if previous != owner else None)
     finally:
         fh.close()  # closing the file releases the lock

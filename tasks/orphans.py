@@ -41,24 +41,24 @@ PAGE = 200
 
 
 def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: str = "",
-                        earlier_attempts_dead: bool = False) -> int:
+                        dead_attempt: UUID | str | None = None) -> int:
     """Set Crashed every unfinished flow and task run under an ended `lion-<run_id>` flow run, or already under
     `current` (the flow run starting now, before it starts anything); returns how many flow runs it closed.
-    With `earlier_attempts_dead` (the caller holds the run's lock, lion_core.runs.run_lock) an earlier
-    `lion-<run_id>` still shown Running is dead too (a `kill -9` leaves it so): it is closed with what is
-    under it, and the API slots its task runs held are given back at once instead of when their leases
-    expire. Best effort: the run goes on if the API refuses."""
+    `dead_attempt` is a `lion-<run_id>` flow run known to be dead though it may still show Running (the
+    last holder of the run's lock, lion_core.runs.run_lock: a `kill -9` leaves it so): it is closed with
+    what is under it, and on lion's local API the slots its task runs held are given back at once instead
+    of when their leases expire. Best effort: the run goes on if the API refuses."""
     message = f"its process ended with lion-{run_id}'s; the run continues in flow run {current_name or current}"
     closed = 0
-    states = ENDED + (LIVE if earlier_attempts_dead else [])
+    dead = str(dead_attempt) if dead_attempt else None
     crashed_tasks: set[UUID] = set()
     try:
         with get_client(sync_client=True) as client:
             earlier = [r for r in _all(client.read_flow_runs, flow_filter=FlowFilter(name=FlowFilterName(any_=["lion"])),
                                        flow_run_filter=FlowRunFilter(
                                            name=FlowRunFilterName(any_=[f"lion-{run_id}"]),
-                                           state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))))
-                       if str(r.id) != str(current)]
+                                           state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ENDED + LIVE))))
+                       if str(r.id) != str(current) and (r.state_type in ENDED or str(r.id) == dead)]
             for r in earlier:
                 if r.state_type in LIVE:
                     client.set_flow_run_state(r.id, Crashed(message=message), force=True)

@@ -151,7 +151,7 @@ def generate_hf(model_path: str, tokenizer: Any, prompts: list[str], index: list
         enc = tokenizer([prompts[j] for j in batch], return_tensors="pt", padding=True).to(device)
         kwargs: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
                                   "do_sample": False, "use_cache": True}
-        if gen.do_sample:
+        if gen.do_sample and gen.temperature > 0:  # temperature 0 is greedy, as the request key and vLLM read it
             kwargs["logits_processor"] = sampling_processors(model.generation_config, gen)
         with torch.no_grad():
             output = model.generate(**enc, **kwargs)
@@ -194,11 +194,13 @@ class _TopKDraw:
         k = min(self.top_k or scores.size(-1), scores.size(-1))
         values, index = scores.topk(k, dim=-1)  # sorted, largest first
         values = values / self.temperature if self.temperature > 0 else values
+        dropped = ~torch.isfinite(values)  # masked by an earlier processor
         if self.top_p < 1.0:
             probs = values.softmax(-1)
             before = probs.cumsum(-1) - probs  # mass of the better tokens
-            values = values.masked_fill(before >= self.top_p, -float("inf"))  # the first token always stays
+            dropped |= before >= self.top_p  # the first token always stays
         noisy = values - torch.empty_like(values).exponential_().log()  # -log(Exp(1)) is Gumbel(0, 1)
+        noisy = noisy.masked_fill(dropped, -float("inf"))  # after the noise: a zero draw cannot revive a token
         choice = index.gather(-1, noisy.argmax(-1, keepdim=True))
         return torch.full_like(scores, -float("inf")).scatter_(-1, choice, 0.0)
 

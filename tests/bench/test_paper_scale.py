@@ -19,11 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_a_small_paper_scale_run_killed_in_the_referee_stage_resumes_to_the_same_pools(shared_data, tmp_path):
     alpaca = shared_data / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
     # 2 connections and 50 ms a request: iteration 1's referee stage lasts a few seconds, long enough to be
-    # killed halfway through
+    # killed halfway through. One slot per key: the killed shard's slot is the only one, so the resume asks
+    # within 40 s only if it gives that slot back itself (its lease would hold it 45-75 s)
     out = subprocess.run(
         [sys.executable, str(REPO / "bench" / "paper_scale.py"), "--alpaca", str(alpaca), "--seeds", "160",
          "--iterations", "2", "--new", "40", "--train-steps", "1", "--bare-requests", "300", "--concurrency", "2",
-         "--latency-s", "0.05",
+         "--latency-s", "0.05", "--shards-in-flight", "1",
          "--kill-at", "referee", "--workdir", str(tmp_path / "killed"), "--json"],
         capture_output=True, text=True, cwd=REPO, timeout=840)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

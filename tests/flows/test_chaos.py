@@ -206,9 +206,9 @@ def test_killed_in_the_referee_stage_then_moved_resumes_to_the_same_pools_with_n
                                                                                         tmp_path):
     figures = _chaos("referee", reference, tiny_model, tmp_path, move=True)
     assert figures["requests_after"] > 0
-    # The killed attempt's slot is given back when the resume starts (it holds the run, so the attempt still
-    # shown Running is dead), not when the slot's 60 s lease runs out.
-    assert figures["first_request_s"] is not None and figures["first_request_s"] < 40
+    # first_request_s is printed, not asserted: a moved run's lock does not name the killed attempt, so the
+    # resume waits for its slot's lease as it would for an attempt on another machine (tests/bench/
+    # test_paper_scale.py asserts the prompt give-back on a run resumed where it ran)
 
 
 @pytest.mark.chaos

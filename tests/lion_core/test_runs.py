@@ -210,17 +210,18 @@ def test_a_run_is_held_by_one_process_at_a_time(tmp_path):
     config = RunConfig.model_validate({"storage": {"runs_root": str(tmp_path / "runs")}})
     code = ("import sys, time; from lion_core.config import RunConfig; from lion_core.runs import run_lock\n"
             f"c = RunConfig.model_validate({{'storage': {{'runs_root': {str(tmp_path / 'runs')!r}}}}})\n"
-            "with run_lock(c, 'r1'):\n    print('held', flush=True); time.sleep(600)\n")
+            "with run_lock(c, 'r1', owner='flow-a'):\n    print('held', flush=True); time.sleep(600)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLocked, match=rf"run r1 is already running \(pid {holder.pid} on "):
-            with run_lock(config, "r1"):
+            with run_lock(config, "r1", owner="flow-b"):
                 pass
-        with run_lock(config, "r2"):  # another run is not held
-            pass
+        with run_lock(config, "r2", owner="flow-b") as other:  # another run is not held
+            assert other.previous_owner is None
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with run_lock(config, "r1") as path:
-        assert path.endswith("r1.lock")
+    with run_lock(config, "r1", owner="flow-b") as held:
+        assert held.path.endswith("r1.lock")
+        assert held.previous_owner == "flow-a"  # the dead holder, for the resume to close

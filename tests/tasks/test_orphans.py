@@ -74,15 +74,19 @@ def test_no_api_is_a_warning_not_a_failure(monkeypatch, caplog):
     assert "could not close the runs" in caplog.text
 
 
-def test_a_killed_attempt_still_shown_running_is_closed_when_the_caller_holds_the_run(prefect_harness):
-    """`kill -9` of `lion` leaves its whole tree Running (its local API died with it); a resume that
-    holds the run's lock knows better. Without the lock the Running attempt may be alive: left alone."""
+def test_a_killed_attempt_still_shown_running_is_closed_when_the_run_lock_names_it(prefect_harness):
+    """`kill -9` of `lion` leaves its whole tree Running (its local API died with it); the run's lock names
+    that flow run as its last, dead holder. Any other Running attempt may be alive (on another machine):
+    left alone."""
     with get_client(sync_client=True) as client:
         killed, (iteration,), leaf = _tree(client, "r4", Running(), [Running()])
+        elsewhere, _, elsewhere_leaf = _tree(client, "r4", Running(), [Running()])
         current = client.create_flow_run(lion_stub, name="lion-r4", state=Running())
         assert crash_orphaned_runs("r4", current.id) == 0
         assert client.read_flow_run(killed.id).state.type.value == "RUNNING"
-        assert crash_orphaned_runs("r4", current.id, earlier_attempts_dead=True) == 2
+        assert crash_orphaned_runs("r4", current.id, dead_attempt=killed.id) == 2
+        assert client.read_flow_run(elsewhere.id).state.type.value == "RUNNING"
+        assert client.read_task_run(elsewhere_leaf.id).state.type.value == "RUNNING"
         assert client.read_flow_run(killed.id).state.type.value == "CRASHED"
         assert client.read_flow_run(iteration.id).state.type.value == "CRASHED"
         assert client.read_task_run(leaf.id).state.type.value == "CRASHED"
