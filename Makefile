@@ -37,7 +37,7 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/ruff check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 # kill -9 of `lion run` in each stage, then a resume (one of these runs in `make test`).
 chaos: $(STAMP)

@@ -140,10 +140,13 @@ class Server:
 # -- the endpoint's own ceiling ---------------------------------------------------------------------------
 def bare_client_rate(url: str, alpaca: Path, n: int, concurrency: int) -> dict:
     """Referee requests (the run's most frequent kind, built with the run's own prompt code) sent by a plain
-    OpenAI client at the run's total concurrency, each retried at once on an error, nothing stored."""
+    OpenAI client at the run's total concurrency, each retried at once on an error, nothing stored. It
+    posts and parses the JSON the way the gateway does (the SDK's raw POST), so the two differ only in
+    what the run adds: pacing, retries with backoff, persistence, the flow's shards and Prefect."""
     import openai
     import pandas as pd
 
+    from lion_core.llm.gateway import HttpResponse, parse_completion
     from lion_core.referee import JudgeItem, judge_request
 
     df = pd.read_parquet(alpaca, columns=["instruction", "input", "output"]).iloc[:n]
@@ -161,11 +164,12 @@ def bare_client_rate(url: str, alpaca: Path, n: int, concurrency: int) -> dict:
                     i = queue.pop()
                     while True:
                         try:
-                            await client.chat.completions.create(model="bare", messages=reqs[i], temperature=0.2,
-                                                                 max_tokens=512)
+                            raw = await client.post("/chat/completions", cast_to=HttpResponse, body={
+                                "model": "bare", "messages": reqs[i], "temperature": 0.2, "max_tokens": 512})
+                            parse_completion(raw.json())
                             ok += 1
                             break
-                        except openai.OpenAIError:
+                        except (openai.OpenAIError, ValueError):
                             errors += 1
             start = time.monotonic()
             await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -22,6 +22,11 @@ from typing import Any
 import openai
 import pydantic
 
+try:  # the HTTP response type the OpenAI SDK hands back from `client.post(..., cast_to=...)`
+    from httpx2 import Response as HttpResponse  # openai >= 3
+except ImportError:  # pragma: no cover - older SDKs are built on httpx
+    from httpx import Response as HttpResponse
+
 from lion_core.config import EMBEDDED, ApiRole
 from lion_core.errors import ConfigError, LionError
 from lion_core.llm.accounting import Accounting
@@ -135,7 +140,7 @@ def classify(err: BaseException) -> _Outcome:
             return _Outcome(retryable=False, context_overflow=True)
         return _Outcome(retryable=False)
     if isinstance(err, (openai.APIConnectionError, openai.APIResponseValidationError, MalformedResponse,
-                        json.JSONDecodeError, pydantic.ValidationError)):
+                        json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError)):
         return _Outcome(retryable=True)  # timeouts, resets, garbage bodies
     return _Outcome(retryable=False)
 
@@ -156,18 +161,22 @@ def truncate(request: ChatRequest, keep_fraction: float) -> ChatRequest:
     return replace(request, messages=tuple(msgs))
 
 
-def _extract(completion: Any) -> tuple[str, str | None, int, int]:
-    choices = getattr(completion, "choices", None)
-    if not choices:
+def parse_completion(body: Any) -> tuple[str, str | None, int, int]:
+    """Text, finish reason and token counts of a chat completion's JSON body; anything else is malformed."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise MalformedResponse("response has no choices")
-    message = getattr(choices[0], "message", None)
-    text = getattr(message, "content", None)
+    message = choices[0].get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    finish = choices[0].get("finish_reason")
     if not isinstance(text, str) or not text.strip():
-        raise MalformedResponse(f"empty completion (finish_reason {getattr(choices[0], 'finish_reason', None)!r})")
-    usage = getattr(completion, "usage", None)
-    pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-    ct = int(getattr(usage, "completion_tokens", 0) or 0)
-    return text, choices[0].finish_reason, pt, ct
+        raise MalformedResponse(f"empty completion (finish_reason {finish!r})")
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    try:
+        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    except (TypeError, ValueError):
+        raise MalformedResponse(f"usage is not a pair of token counts: {usage!r}") from None
+    return text, finish if isinstance(finish, str) else None, pt, ct
 
 
 class Gateway:
@@ -263,14 +272,16 @@ class Gateway:
             usage.retries += attempts > 1
             started = time.monotonic()
             try:
-                kwargs: dict[str, Any] = {"temperature": current.temperature, "top_p": current.top_p}
+                body: dict[str, Any] = {"model": ep.api_model, "messages": current.api_messages(),
+                                        "temperature": current.temperature, "top_p": current.top_p}
                 if current.max_tokens is not None:
-                    kwargs["max_tokens"] = current.max_tokens
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=ep.api_model, messages=current.api_messages(), **kwargs
-                )
+                    body["max_tokens"] = current.max_tokens
+                # The SDK's documented raw POST: its HTTP client, auth, timeouts and error statuses (raised
+                # as openai.APIStatusError), without its typed parameter transform and response model,
+                # which cost a sixth of the gateway's CPU at a few hundred requests a second.
+                raw = await client.post("/chat/completions", cast_to=HttpResponse, body=body)
                 limiter.observe(raw.headers)
-                text, finish, pt, ct = _extract(raw.parse())
+                text, finish, pt, ct = parse_completion(raw.json())
             except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
                 limiter.settle(est, 0)
                 outcome = classify(err)

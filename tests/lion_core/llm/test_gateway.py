@@ -319,3 +319,24 @@ def test_timeouts_and_dropped_connections_between_answers_do_not_stop_a_batch(st
     with FaultServer(FaultPlan(script=("drop",))) as srv:  # each request: dropped once, then answered
         results = Gateway(_endpoint(srv.url, retry=retry, concurrency=1), store).run_sync(_requests(5, "drop"), "s")
     assert all(r.ok and r.attempts == 2 for r in results) and srv.stats.outcomes["drop"] == 5
+
+
+@pytest.mark.parametrize("body", [
+    None, [], "text", {}, {"choices": []}, {"choices": ["x"]}, {"choices": [{"message": None}]},
+    {"choices": [{"message": {"content": 7}}]}, {"choices": [{"message": {"content": "  "}, "finish_reason": "length"}]},
+    {"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": "many"}},
+])
+def test_a_body_that_is_not_a_chat_completion_is_malformed_never_a_crash_or_an_answer(body):
+    from lion_core.llm.gateway import MalformedResponse, parse_completion
+
+    with pytest.raises(MalformedResponse):
+        parse_completion(body)
+
+
+def test_a_chat_completion_body_gives_its_text_finish_reason_and_token_counts():
+    from lion_core.llm.gateway import parse_completion
+
+    body = {"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    assert parse_completion(body) == ("hi", "stop", 3, 1)
+    assert parse_completion({"choices": [{"message": {"content": "hi"}}]}) == ("hi", None, 0, 0)
