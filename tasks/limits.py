@@ -111,22 +111,26 @@ def _reclaim_lock(storage) -> Iterator[None]:
 
 def release_expired_leases() -> int:
     """Release every expired lease of our local API (what a real server's repossessor service does
-    every 15 s): the API decrements its slots and deletes it. Returns how many."""
+    every 15 s): the API decrements its slots and deletes it. Returns how many held slots."""
     storage = _lease_storage()
     if storage is None:
         return 0
     async def still_expired() -> list:
         now = datetime.now(timezone.utc)
         leases = [await storage.read_lease(i) for i in await storage.read_expired_lease_ids(limit=10_000)]
-        return [lease.id for lease in leases if lease is not None and lease.expiration < now]  # not renewed since
+        return [lease for lease in leases if lease is not None and lease.expiration < now]  # not renewed since
 
     with _reclaim_lock(storage), get_client(sync_client=True) as client:
         expired = _run(still_expired())
-        for lease_id in expired:
-            client.release_concurrency_slots_with_lease(lease_id)
-    if expired:
-        log.warning("%d expired slot lease(s) released: their holders died without giving them back", len(expired))
-    return len(expired)
+        for lease in expired:
+            client.release_concurrency_slots_with_lease(lease.id)
+    # Prefect's task engine also takes a lease for a task's tags when no tag limit exists, holding no
+    # slot, and does not always give it back: releasing one of those frees nothing, so only leases
+    # that held slots are worth a warning.
+    held = [lease for lease in expired if lease.resource_ids and (lease.metadata is None or lease.metadata.slots)]
+    if held:
+        log.warning("%d expired slot lease(s) released: their holders died without giving them back", len(held))
+    return len(held)
 
 
 def release_leases_held_by(task_runs: set) -> int:

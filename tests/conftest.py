@@ -48,6 +48,30 @@ def model_dir():
 
 
 @pytest.fixture(scope="session")
+def embedded(model_dir):
+    """The embedded servers of every embedded model (the chat model's, and the stand-ins' on the same
+    weights), started once for the session: each start loads the model (several seconds)."""
+    from lion_core.config import EMBEDDED_MODELS
+    from lion_core.llm.embedded import EmbeddedServers
+
+    servers = EmbeddedServers(set(EMBEDDED_MODELS)).start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def active_embedded(embedded):
+    """The session's embedded servers as the running ones: a flow that needs embedded models uses them,
+    as a nested flow uses its parent's, instead of starting its own."""
+    from lion_core.llm.embedded import serving
+
+    with serving(embedded):
+        yield embedded
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, model_dir):
     """SmolLM2's tokenizer and architecture, shrunk to two thin layers with random weights."""
     import torch

@@ -111,3 +111,22 @@ def task_runs(since):
     # which task (its function; a sub-flow's tracking run: the flow's), whatever the run's display name
     functions = {key(r): r.task_key.rsplit("-", 1)[0] for r in runs if key(r)}
     return {"completed_keys": completed, "cached_keys": cached, "names": names, "functions": functions}
+
+
+def expire_leases(home: Path) -> int:
+    """Move every slot lease of the local API kept under `home` (a PREFECT_HOME) past its end, as if its
+    60 s (the shortest lease the API allows) had gone by; returns how many. Tests of what an expired lease
+    leaves then set the clock instead of waiting it out. Only for leases whose holders are gone: a live
+    holder would renew its lease."""
+    import asyncio
+    from datetime import timedelta
+
+    from prefect.server.concurrency.lease_storage.filesystem import ConcurrencyLeaseStorage
+
+    storage = ConcurrencyLeaseStorage(Path(home) / "concurrency_leases")
+
+    async def expire() -> int:
+        ids = await storage.read_active_lease_ids(limit=10_000)
+        return sum([await storage.renew_lease(i, timedelta(seconds=-1)) for i in ids])
+
+    return asyncio.run(expire())

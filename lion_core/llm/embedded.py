@@ -322,6 +322,17 @@ def embedded_servers(models: set[str]) -> Iterator[EmbeddedServers | None]:
 
 
 @contextlib.contextmanager
+def serving(servers: EmbeddedServers) -> Iterator[EmbeddedServers]:
+    """Make running servers the ones flows use for the duration, as a nested flow uses its parent's:
+    several runs or evaluations in one process then share one start of the embedded models."""
+    token = _ACTIVE.set(servers)
+    try:
+        yield servers
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
 def released_for_training() -> Iterator[None]:
     """Stop this context's embedded servers while the body runs (a fine-tune), start them again after."""
     servers = _ACTIVE.get()

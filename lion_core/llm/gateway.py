@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - older SDKs are built on httpx
 from lion_core.config import EMBEDDED, ApiRole
 from lion_core.errors import ConfigError, LionError
 from lion_core.llm.accounting import Accounting
+from lion_core.llm.loop import run_shared
 from lion_core.llm.progress import Progress
 from lion_core.llm.ratelimit import RateLimiter, retry_after_seconds
 from lion_core.llm.requests import ChatRequest, ChatResult
@@ -191,7 +192,7 @@ class Gateway:
         self._rng = rng or random.Random()
 
     def run_sync(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
-        return asyncio.run(self.run(requests, stage))
+        return run_shared(self.run(requests, stage))
 
     async def run(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
         ep = self.endpoint

@@ -1,10 +1,14 @@
 import json
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+SECRET = "sk-lion-test-" + "7f3a9c" * 6
+KEY_ENV = "LION_FLOW_TEST_KEY"
 
 
 def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int = 6, iterations: int = 2,
@@ -58,3 +62,60 @@ def pool_rows(runs_root: Path, run_id: str, k: int, name: str) -> list[dict]:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def _stored_answer_times(folder: Path) -> list[datetime]:
+    """When each API answer of the run in `folder` was stored (the student's own answers are not API answers)."""
+    import sqlite3
+
+    with sqlite3.connect(folder / "responses.sqlite") as db:
+        return [datetime.fromisoformat(t) for (t,) in db.execute(
+            "SELECT created_at FROM responses WHERE status = 'ok' AND role != 'student'")]
+
+
+def _flow_run_start(name: str, since: datetime) -> datetime:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[name]), start_time=FlowRunFilterStartTime(after_=since)))
+    assert len(runs) == 1, runs
+    return runs[0].start_time
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(prefect_harness, tiny_model, tmp_path_factory):
+    """Two iterations of a tiny run, uninterrupted, against an API that wants a key and answers 5% of
+    requests 500 and 5% 429 (ridden out by retries): the reference that killed, resumed, batched and
+    outage runs are compared with, and the run the tests of a finished run read. Read-only: a test that
+    writes into it copies it first.
+
+    A run of one iteration sends what this one sent before iteration 1's discrimination (its final
+    fine-tune's Train Pool is this run's iteration 1's): `answered_one_iteration`; its pools are this
+    run's at k=1 (ids are content hashes, the sampling seed comes from the config, and the server's
+    replies and faults are fixed by the request)."""
+    from flows.lion import lion
+    from tests.fault_server import FaultPlan, FaultServer
+
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    os.environ[KEY_ENV] = SECRET
+    retry = {"max_attempts": 6, "initial_backoff_s": 0.05, "max_backoff_s": 0.1, "request_timeout_s": 10}
+    try:
+        started = datetime.now(timezone.utc)
+        plan = FaultPlan(api_key=SECRET, rate_500=0.05, rate_429=0.05, retry_after_s=0.05, seed=3)
+        with FaultServer(plan) as api:
+            config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV, task_retries=3,
+                                       roles={r: {"retry": retry} for r in ("teacher", "referee", "generator")})
+            result = lion(config_path=str(config), run_id="ref")
+            answered = sum(api.stats.answered.values())
+            assert api.stats.outcomes["401"] == 0 and api.stats.outcomes["500"] > 0
+            assert max(api.stats.answered.values()) == 1  # an uninterrupted run pays for every request once
+        times = _stored_answer_times(folder)
+        assert len(times) == answered  # each answer the server gave is one stored row: rows count requests
+        boundary = _flow_run_start("iter-1-discrimination", started)
+        one_iteration = sum(t < boundary for t in times)
+        assert 0 < one_iteration < answered
+        yield {"folder": folder, "result": result, "answered": answered, "answered_one_iteration": one_iteration}
+    finally:
+        os.environ.pop(KEY_ENV, None)

@@ -3,13 +3,13 @@
 Each case runs the real CLI (our local Prefect API, the launched fine-tune, the student's child process)
 against a server that speaks the OpenAI API over real HTTP and injects faults (5% 500s, 5% 429s). It
 kills the run when its stage is reached and asserts what a user paying per request relies on: the
-resumed run ends with the pools of an uninterrupted run, no request answered before the kill is
-answered again (beyond the few in flight), no finished fine-tune runs again, no process of the killed
-run is left, and no API slot stays held. The referee case runs in `make test`, with the run folder and
-response store moved to another root and the limits changed before the resume; all of them run in
-`make chaos` (about 2 minutes each).
+resumed run ends with the pools of an uninterrupted run (the session's, tests/flows/conftest.py), no
+request answered before the kill is answered again (beyond the few in flight), no finished fine-tune
+runs again, no process of the killed run is left, and no API slot stays held. The referee case runs in
+`make test` on a run first stopped with SIGTERM in its first fine-tune and resumed, then killed, with
+the run folder and response store moved to another root and the limits changed before the last
+resume; all of them run in `make chaos` (about 2 minutes each).
 """
-
 from __future__ import annotations
 
 import json
@@ -25,7 +25,7 @@ import pytest
 from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import pool_rows, write_flow_config
 from tests.flows.test_cli import LION
-from tests.helpers import descendants, process_alive
+from tests.helpers import descendants, expire_leases, process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = FaultPlan(rate_500=0.05, rate_429=0.05, retry_after_s=0.05, seed=3)
@@ -64,25 +64,30 @@ def _lion_run(config: Path, home: Path, *args: str, timeout: float = 600) -> sub
                           text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_model, tmp_path_factory):
-    """The uninterrupted run that every killed and resumed run must end like."""
-    folder = tmp_path_factory.mktemp("chaos-ref")
-    with FaultServer(PLAN) as api:
-        config = write_flow_config(folder, api.url, tiny_model, iterations=1, task_retries=3)
-        r = _lion_run(config, folder / "prefect", "--run-id", "chaos")
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        twice = sum(1 for n in api.stats.answered.values() if n > 1)
-    assert twice == 0  # an uninterrupted run pays for every request once
-    return folder
+def _sigterm_in_training(config: Path, home: Path) -> dict:
+    """`lion run` stopped with SIGTERM once its first fine-tune has started: how it ended, and which of
+    the processes it had started (the local API, the fine-tune's process group) outlived it."""
+    train_log = Path(yaml_runs_root(config)) / "chaos" / "checkpoints" / "iter-0" / "train.log"
+    proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "chaos"], env=_env(home),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (train_log.is_file() and train_log.stat().st_size) and proc.poll() is None:
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+    started = descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    left, gone_s = _outliving(started)  # the fine-tune's guard gives its ranks 15 s, then kills them
+    return {"returncode": proc.returncode, "output": out, "started": len(started), "left": left,
+            "all_ended_s": round(gone_s, 1)}
 
 
-def _kill_at(stage: str, config: Path, home: Path, api: FaultServer) -> tuple[dict, set[int], str]:
+def _kill_at(stage: str, config: Path, home: Path, api: FaultServer, resume: bool = False) -> tuple[dict, set[int], str]:
     trigger, delay = STAGES[stage]
     log = home.parent / f"{stage}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "chaos"], env=_env(home),
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--resume" if resume else "--run-id",
+                                 "chaos"], env=_env(home), stdout=out, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 400
     kind, _, what = trigger.partition(":")
     while True:
@@ -112,10 +117,10 @@ def _outliving(started: set[int], limit_s: float = 30.0) -> tuple[list[int], flo
     return left, time.monotonic() - t0
 
 
-def _slots_held(config: Path, home: Path, killed_at: float) -> int:
-    """Slots of the config's limits still counted once the killed run's leases have expired (a lease
-    lasts 60 s), after what a new run does first: release expired leases."""
-    time.sleep(max(0.0, killed_at + 65 - time.monotonic()))
+def _slots_held(config: Path, home: Path) -> int:
+    """Slots of the config's limits still counted once the killed run's leases have expired (the clock
+    set forward past their 60 s), after what a new run does first: release expired leases."""
+    expire_leases(home)
     code = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
@@ -155,15 +160,24 @@ def _moved(config: Path, tmp_path: Path) -> Path:
     return moved
 
 
-def _chaos(stage: str, reference: Path, tiny_model: Path, tmp_path: Path, move: bool = False) -> dict:
+def _chaos(stage: str, uninterrupted: dict, tiny_model: Path, tmp_path: Path, move: bool = False,
+           sigterm_first: bool = False) -> dict:
+    """Kill `lion run` in `stage` and resume it (after moving it, with `move`); with `sigterm_first`, the
+    run was first stopped with SIGTERM in its first fine-tune and resumed, and it is that resume that is
+    killed. Asserts what every case must hold; returns the figures."""
     home = tmp_path / "prefect"
+    sigterm = None
     with FaultServer(PLAN) as api:
         config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1, task_retries=3)
-        answered_before, started, killed_log = _kill_at(stage, config, home, api)
-        killed_at = time.monotonic()
+        if sigterm_first:
+            sigterm = _sigterm_in_training(config, home)
+        answered_before, started, killed_log = _kill_at(stage, config, home, api, resume=sigterm_first)
         left, gone_s = _outliving(started)
         if move:
             config = _moved(config, tmp_path)
+            # The moved run's lock does not name the killed attempt, so its slots come back only as their
+            # leases expire, as for an attempt on another machine: the clock is set past their 60 s.
+            expire_leases(home)
         runs = Path(yaml_runs_root(config))
         t0 = time.monotonic()
         r = _lion_run(config, home, "--resume", "chaos")
@@ -178,12 +192,13 @@ def _chaos(stage: str, reference: Path, tiny_model: Path, tmp_path: Path, move: 
                    "paid_twice": sum(again.values()), "processes_left": len(left), "all_ended_s": round(gone_s, 1),
                    "resume_s": round(resume_s, 1), "first_request_s": first_request_s}
     print("chaos:", json.dumps(figures))
+    figures["sigterm"] = sigterm
     assert left == [], f"{len(left)} process(es) of the killed run still alive"
     assert figures["paid_twice"] <= IN_FLIGHT
-    for name in ("train_pool", "cache_pool"):
-        assert pool_rows(runs, "chaos", 1, name) == pool_rows(reference / "runs", "chaos", 1, name), name
+    for name in ("train_pool", "cache_pool"):  # the uninterrupted run's after its iteration 0 (conftest)
+        assert pool_rows(runs, "chaos", 1, name) == pool_rows(uninterrupted["folder"] / "runs", "ref", 1, name), name
     assert (runs / "chaos" / "checkpoints" / "final" / "model.safetensors").is_file()
-    assert _slots_held(config, home, killed_at) == 0
+    assert _slots_held(config, home) == 0
     if stage in ("student", "referee", "generation", "pool-update"):  # iteration 0's fine-tune had finished
         launched = (r.stdout + r.stderr).count("lion.train - launching")
         assert launched == 1, f"{launched} fine-tunes launched on resume; only the final one may run"
@@ -201,44 +216,63 @@ def yaml_runs_root(config: Path) -> str:
     return yaml.safe_load(config.read_text())["storage"]["runs_root"]
 
 
+@pytest.fixture(scope="module")
+def stopped_then_killed(uninterrupted, tiny_model, tmp_path_factory):
+    """One run through what a user's run meets: stopped with SIGTERM in its first fine-tune, resumed,
+    killed with SIGKILL in the referee stage, moved to another root with new limits, and resumed."""
+    return _chaos("referee", uninterrupted, tiny_model, tmp_path_factory.mktemp("chaos-referee"), move=True,
+                  sigterm_first=True)
+
+
 @pytest.mark.slow
-def test_killed_in_the_referee_stage_then_moved_resumes_to_the_same_pools_with_new_limits(reference, tiny_model,
-                                                                                        tmp_path):
-    figures = _chaos("referee", reference, tiny_model, tmp_path, move=True)
+def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(stopped_then_killed):
+    """The resume after the SIGTERM is the run killed later; the final resume ends with the uninterrupted
+    run's pools and the final checkpoint (asserted by the fixture)."""
+    sigterm = stopped_then_killed["sigterm"]
+    assert sigterm["returncode"] == 128 + signal.SIGTERM, sigterm["output"][-3000:]
+    assert "stopped by SIGTERM" in sigterm["output"]
+    assert sigterm["started"] > 0  # Prefect's local API server, the training process group
+    assert sigterm["left"] == [], sigterm["output"][-3000:]
+
+
+@pytest.mark.slow
+def test_killed_in_the_referee_stage_then_moved_resumes_to_the_same_pools_with_new_limits(stopped_then_killed):
+    figures = stopped_then_killed
     assert figures["requests_after"] > 0
-    # first_request_s is printed, not asserted: a moved run's lock does not name the killed attempt, so the
-    # resume waits for its slot's lease as it would for an attempt on another machine (tests/bench/
-    # test_paper_scale.py asserts the prompt give-back on a run resumed where it ran)
+    # the killed attempt's expired leases are released by the resume's first step, not waited for
+    assert figures["first_request_s"] is not None and figures["first_request_s"] < 45
 
 
 @pytest.mark.chaos
 @pytest.mark.parametrize("stage", [s for s in STAGES if s != "referee"])
-def test_killed_in_any_stage_resumes_to_the_same_pools(stage, reference, tiny_model, tmp_path):
-    _chaos(stage, reference, tiny_model, tmp_path)
+def test_killed_in_any_stage_resumes_to_the_same_pools(stage, uninterrupted, tiny_model, tmp_path):
+    _chaos(stage, uninterrupted, tiny_model, tmp_path)
 
 
-def _flow_run_states(home: Path) -> list[str]:
+def _flow_run_states(home: Path) -> dict[str, str]:
+    """The state of each flow run on the local API under `home`, by flow run name."""
     code = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
         "from prefect import get_client\n"
         "with get_client(sync_client=True) as c:\n"
-        "    print(' '.join(sorted(r.state.name for r in c.read_flow_runs() if r.state)))\n"
+        "    print(' '.join(sorted(f'{r.name}={r.state.name}' for r in c.read_flow_runs() if r.state)))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], env=_env(home), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout.split()
+    return dict(pair.split("=", 1) for pair in r.stdout.split())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_run_waiting_for_a_slot_stops_within_seconds_and_is_marked_crashed(signum, tiny_model, tmp_path):
-    """The resume that hung forever: every slot of the key held (here by a live holder), the shard
-    waiting. A stop must end `lion` at once, record the crash, and leave no process behind."""
+@pytest.fixture(scope="module")
+def stopped_while_waiting(tiny_model, tmp_path_factory):
+    """The resume that hung forever: every slot of the key held (here by a live holder), the shards
+    waiting. Two runs wait at once on the same held slot; one gets ctrl-c, the other SIGTERM."""
     from lion_core.config import load_config
     from lion_core.limits import limit_name
 
+    tmp_path = tmp_path_factory.mktemp("slot-wait")
     home = tmp_path / "prefect"
+    runs: dict[int, dict] = {}
     with FaultServer() as api:
         config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1)
         limit = limit_name(load_config(config).teacher)
@@ -246,26 +280,44 @@ def test_a_run_waiting_for_a_slot_stops_within_seconds_and_is_marked_crashed(sig
                                    limit], env={**_env(home), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-            log = tmp_path / "run.log"
-            with open(log, "w") as out:
-                proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "waits"],
-                                        env=_env(home), stdout=out, stderr=subprocess.STDOUT, text=True)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                log = tmp_path / f"{signum.name}.log"
+                with open(log, "w") as out:
+                    proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", f"waits-{signum}"],
+                                            env=_env(home), stdout=out, stderr=subprocess.STDOUT, text=True)
+                runs[signum] = {"proc": proc, "log": log}
             deadline = time.monotonic() + 300
-            while "for flow 'imitation'" not in log.read_text():  # its first shards then wait for the slot
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
+            for run in runs.values():
+                while "for flow 'imitation'" not in run["log"].read_text():  # its shards then wait for the slot
+                    assert run["proc"].poll() is None and time.monotonic() < deadline, run["log"].read_text()[-3000:]
+                    time.sleep(0.2)
             time.sleep(5)
-            started = descendants(proc.pid)
-            t0 = time.monotonic()
-            proc.send_signal(signum)
-            proc.wait(60)
-            stop_s = time.monotonic() - t0
+            for signum, run in runs.items():
+                proc = run["proc"]
+                started = descendants(proc.pid)
+                t0 = time.monotonic()
+                proc.send_signal(signum)
+                proc.wait(60)
+                run.update(stop_s=time.monotonic() - t0, returncode=proc.returncode, left=_outliving(started, 20.0)[0])
         finally:
+            for run in runs.values():
+                if run["proc"].poll() is None:
+                    run["proc"].kill()
             holder.kill()
             holder.wait()
-    print(f"stop: {signal.Signals(signum).name} -> exit {proc.returncode} in {stop_s:.1f} s")
-    assert proc.returncode == 128 + signum, log.read_text()[-3000:]
-    assert stop_s < 30
-    assert sum(api.stats.successes.values()) == 0
-    assert _outliving(started, 20.0)[0] == []
-    assert "Crashed" in _flow_run_states(home)
+        answered = sum(api.stats.successes.values())
+    states = _flow_run_states(home)
+    return {signum: {**run, "answered": answered, "states": states} for signum, run in runs.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_run_waiting_for_a_slot_stops_within_seconds_and_is_marked_crashed(signum, stopped_while_waiting):
+    """A stop must end `lion` at once, record the crash, and leave no process behind."""
+    run = stopped_while_waiting[signum]
+    print(f"stop: {signal.Signals(signum).name} -> exit {run['returncode']} in {run['stop_s']:.1f} s")
+    assert run["returncode"] == 128 + signum, run["log"].read_text()[-3000:]
+    assert run["stop_s"] < 30
+    assert run["answered"] == 0
+    assert run["left"] == []
+    assert run["states"].get(f"lion-waits-{signum}") == "Crashed", run["states"]

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import descendants, process_alive
-
 LION = Path(sys.executable).parent / "lion"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,41 +148,6 @@ def test_run_and_evaluate_refuse_bad_requests_before_starting_anything(config, t
 
 
 @pytest.mark.slow
-def test_sigterm_mid_training_stops_everything_it_started_and_the_run_resumes(tmp_path, tiny_model):
-    import signal
-    import time
-
-    from lion_core.store import RunStore
-    from tests.fault_server import FaultServer
-    from tests.flows.conftest import write_flow_config
-
-    with FaultServer() as api:
-        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1)
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--run-id", "term"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        train_log = tmp_path / "runs" / "term" / "checkpoints" / "iter-0" / "train.log"
-        deadline = time.monotonic() + 300
-        while not (train_log.is_file() and train_log.stat().st_size) and proc.poll() is None:
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.2)
-        started = descendants(proc.pid)  # Prefect's local API server, the training process group
-        assert started
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
-        assert "stopped by SIGTERM" in out
-        deadline = time.monotonic() + 30  # the fine-tune's guard gives its ranks 15 s, then kills them
-        while [p for p in started if process_alive(p)] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert [p for p in started if process_alive(p)] == [], out[-3000:]
-
-        r = lion("run", "--config", config, "--resume", "term", timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    store = RunStore(str(tmp_path / "runs"), "term")
-    assert store.iterations() == [0, 1] and {"train_pool", "cache_pool"} <= set(store.manifest(1).files)
-
-
 def test_config_check_reports_every_problem_before_anything_is_paid(tmp_path):
     from lion_core.llm.embedded import free_port
     from tests.fault_server import FaultPlan, FaultServer

@@ -26,13 +26,13 @@ def _start(cmd, env, log):
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _stop(proc, signals=(signal.SIGTERM, signal.SIGINT)):
-    for sig in signals:  # a worker needs both to stop
+def _stop(proc, signals=((signal.SIGTERM, 2), (signal.SIGINT, 15))):
+    for sig, wait_s in signals:  # a worker needs both to stop
         if proc.poll() is not None:
             break
         os.killpg(proc.pid, sig)
         try:
-            proc.wait(15)
+            proc.wait(wait_s)
         except subprocess.TimeoutExpired:
             continue
     if proc.poll() is None:
@@ -85,7 +85,9 @@ def test_deploy_and_run_lion_distill_on_a_process_worker(tmp_path, tiny_model):
         deployment = json.loads(urllib.request.urlopen(f"{api_url}/deployments/name/lion/lion-distill").read())
         assert deployment["concurrency_limit"] == 1 or deployment.get("global_concurrency_limit", {}).get("limit") == 1
         assert deployment["work_pool_name"] == "lion-gpu"
-        worker = _start([str(BIN / "prefect"), "worker", "start", "--pool", "lion-gpu"], env, tmp_path / "worker.log")
+        # the worker looks for scheduled runs every second (default 10 s), so the run starts at once
+        worker = _start([str(BIN / "prefect"), "worker", "start", "--pool", "lion-gpu"],
+                        {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, tmp_path / "worker.log")
 
         with FaultServer() as api:
             # Retries on, as in every shipped config: this test is about the deployment path, and a
@@ -107,4 +109,4 @@ def test_deploy_and_run_lion_distill_on_a_process_worker(tmp_path, tiny_model):
     finally:
         if worker is not None:
             _stop(worker)
-        _stop(server, (signal.SIGTERM,))
+        _stop(server, ((signal.SIGTERM, 15),))

@@ -23,7 +23,8 @@ QUESTIONS = [
 ]
 
 
-def test_two_checkpoints_judged_in_both_orders_against_the_embedded_endpoint(prefect_harness, tiny_model, tmp_path):
+def test_two_checkpoints_judged_in_both_orders_against_the_embedded_endpoint(prefect_harness, tiny_model, tmp_path,
+                                                                            active_embedded):
     data = load_config(REPO / "configs" / "embedded.yaml").to_json_dict()
     data["storage"] = {"runs_root": str(tmp_path / "runs"), "response_store": str(tmp_path / "responses.sqlite")}
     data["student"]["generation"].update(max_new_tokens=16, do_sample=False)

@@ -13,31 +13,10 @@ from lion_core.llm.responses import ResponseStore
 from lion_core.report import summary_markdown
 from lion_core.store import RunStore, read_table, resolve_uri
 from tests.fault_server import FaultPlan, FaultServer
-from tests.flows.conftest import load_json, pool_rows, write_flow_config
+from tests.flows.conftest import KEY_ENV, SECRET, load_json, pool_rows, write_flow_config
 from tests.helpers import task_runs
 
 pytestmark = pytest.mark.slow
-
-
-SECRET = "sk-lion-test-" + "7f3a9c" * 6
-KEY_ENV = "LION_FLOW_TEST_KEY"
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(prefect_harness, tiny_model, tmp_path_factory):
-    """Two iterations of a tiny run with a healthy API that wants a key: the reference the resume
-    test compares with."""
-    folder = tmp_path_factory.mktemp("uninterrupted")
-    os.environ[KEY_ENV] = SECRET
-    try:
-        with FaultServer(FaultPlan(api_key=SECRET)) as api:
-            config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV)
-            result = lion(config_path=str(config), run_id="ref")
-            answered = sum(api.stats.answered.values())
-            assert api.stats.outcomes["401"] == 0
-        yield {"folder": folder, "result": result, "answered": answered}
-    finally:
-        os.environ.pop(KEY_ENV, None)
 
 
 def test_the_api_key_reaches_no_file_result_artifact_or_log(uninterrupted):
@@ -155,7 +134,9 @@ def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools
     folder = tmp_path / "resumed"
     # 6 teacher answers (the Cache Pool's are the same requests), then the referee fails after 5 verdicts
     with FaultServer(FaultPlan(fail_after=11)) as api:
-        config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV)
+        # one iteration: the outage and the resume are in iteration 0; the uninterrupted run's iteration 1
+        # is where the next iteration's behaviour is checked
+        config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV, iterations=1)
         started = datetime.now(timezone.utc)
         with pytest.raises(Exception, match="requests failed after retries"):
             lion(config_path=str(config), run_id="ref")
@@ -173,19 +154,19 @@ def test_resume_after_an_outage_sends_nothing_twice_and_ends_with_the_same_pools
         result = lion(config_path=str(config), run_id="ref")
         resumed_answered = sum(api.stats.answered.values()) - first_answered
 
-    # every request was answered once in all: as many answers as the uninterrupted run needed
-    assert first_answered + resumed_answered == uninterrupted["answered"]
+    # every request was answered once in all: as many answers as the uninterrupted run needed for one iteration
+    assert max(api.stats.answered.values()) == 1
+    assert first_answered + resumed_answered == uninterrupted["answered_one_iteration"]
     # every task that completed before the outage was a cache hit on resume
     second = task_runs(since=resumed)
     done_before = completed_first["completed_keys"]
     assert done_before and done_before <= second["cached_keys"]
     assert not (done_before & second["completed_keys"])
-    # and the run ends where the uninterrupted one did
-    assert [s.iteration for s in result.iterations] == [0, 1]
+    # and the run ends where the uninterrupted one was after its iteration 0
+    assert [s.iteration for s in result.iterations] == [0]
     ref_runs = uninterrupted["folder"] / "runs"
-    for k in (1, 2):
-        for name in ("train_pool", "cache_pool"):
-            assert pool_rows(folder / "runs", "ref", k, name) == pool_rows(ref_runs, "ref", k, name), (k, name)
+    for name in ("train_pool", "cache_pool"):
+        assert pool_rows(folder / "runs", "ref", 1, name) == pool_rows(ref_runs, "ref", 1, name), name
 
 
 def test_teacher_referee_and_generator_in_batch_mode_end_with_the_interactive_pools(uninterrupted, tiny_model,
@@ -194,22 +175,20 @@ def test_teacher_referee_and_generator_in_batch_mode_end_with_the_interactive_po
     batch = {"mode": "batch", "batch": {"poll_interval_s": 0.2, "max_requests_per_batch": 5}}
     started = datetime.now(timezone.utc)
     with FaultServer(FaultPlan(api_key=SECRET, batch_complete_after_s=0.5)) as api:
-        config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV,
+        config = write_flow_config(folder, api.url, tiny_model, api_key_env=KEY_ENV, iterations=1,
                                    roles={role: batch for role in ("teacher", "referee", "generator")})
         result = lion(config_path=str(config), run_id="ref")
     # every answer came through a batch, none from a chat call, and each was paid for once
     assert sum(api.stats.answered.values()) == 0 and api.stats.outcomes["401"] == 0
-    assert sum(api.stats.batch_answered.values()) == uninterrupted["answered"]
-    assert max(api.stats.batch_answered.values()) == 1 and api.stats.batches_created >= 6
+    assert sum(api.stats.batch_answered.values()) == uninterrupted["answered_one_iteration"]
+    assert max(api.stats.batch_answered.values()) == 1 and api.stats.batches_created >= 4
     ref_runs = uninterrupted["folder"] / "runs"
-    for k in (1, 2):
-        for name in ("train_pool", "cache_pool"):
-            assert pool_rows(folder / "runs", "ref", k, name) == pool_rows(ref_runs, "ref", k, name), (k, name)
+    for name in ("train_pool", "cache_pool"):
+        assert pool_rows(folder / "runs", "ref", 1, name) == pool_rows(ref_runs, "ref", 1, name), name
     def verdicts(runs, k):
         return [(r["id"], r["label"], r["d"]) for r in read_table(RunStore(str(runs), "ref").ref(k, "judgments")).to_pylist()]
 
-    for k in (0, 1):
-        assert verdicts(folder / "runs", k) == verdicts(ref_runs, k)
+    assert verdicts(folder / "runs", 0) == verdicts(ref_runs, 0)
     # accounted as batch calls, per role
     usage = {(u.role, u.mode): u for u in result.iterations[0].usage_by_role}
     for role in ("teacher", "referee", "generator"):
@@ -317,7 +296,22 @@ def test_the_export_commands_work_from_the_run_id_alone(uninterrupted, tmp_path)
     assert r.returncode == 1 and "no run 'nope'" in r.stderr and not (tmp_path / "other").exists()
 
 
-def test_a_lora_student_goes_through_the_loop_on_adapters(prefect_harness, tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def lora_evaluated(prefect_harness, tiny_model, tmp_path_factory):
+    """One iteration with a LoRA student and the after-run evaluation: the schedule both tests below read."""
+    folder = tmp_path_factory.mktemp("lora")
+    questions = folder / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question_id": i, "text": t, "category": "c"}) + "\n"
+                                 for i, t in enumerate(["Why is ice slippery?", "Name a prime.", "Say hello."])))
+    with FaultServer(FaultPlan()) as api:
+        config = write_flow_config(folder, api.url, tiny_model, iterations=1,
+                                   training={"method": "lora", "lora": {"rank": 4, "alpha": 8}},
+                                   evaluation={"eval_set": str(questions), "after_run": True, "min_coverage": 0.5})
+        result = lion(config_path=str(config), run_id="lora")
+    return {"folder": folder, "result": result}
+
+
+def test_a_lora_student_goes_through_the_loop_on_adapters(lora_evaluated, tiny_model, tmp_path):
     """`training.method: lora` in the same schedule: every checkpoint is an adapter of the base, the next
     fine-tune continues the previous adapter, the student answers discrimination through it, and the
     final one exports merged."""
@@ -325,11 +319,7 @@ def test_a_lora_student_goes_through_the_loop_on_adapters(prefect_harness, tiny_
     from lion_core.student.lora import is_adapter
     from lion_core.student.models import checkpoint_info
 
-    folder = tmp_path / "lora"
-    with FaultServer() as api:
-        config = write_flow_config(folder, api.url, tiny_model, iterations=1,
-                                   training={"method": "lora", "lora": {"rank": 4, "alpha": 8}})
-        result = lion(config_path=str(config), run_id="lora")
+    folder, result = lora_evaluated["folder"], lora_evaluated["result"]
     ckpts = folder / "runs" / "lora" / "checkpoints"
     assert all(is_adapter(p) for p in (ckpts / "iter-0" / "final", ckpts / "iter-1" / "final", ckpts / "final"))
     info = checkpoint_info(ckpts / "iter-1" / "final")
@@ -386,27 +376,21 @@ def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_check
     assert "carried from iteration 0" in (final / "README.md").read_text()
 
 
-def test_after_run_the_base_every_checkpoint_and_the_final_one_are_evaluated(prefect_harness, tiny_model, tmp_path):
+def test_after_run_the_base_every_checkpoint_and_the_final_one_are_evaluated(lora_evaluated):
+    """The base, each iteration's checkpoint and the final one are scored after the run (here adapters,
+    each answered through the base it extends)."""
     from lion_core.report import summary_text_table
 
-    folder = tmp_path / "evaluated"
-    questions = folder / "questions.jsonl"
-    folder.mkdir()
-    questions.write_text("".join(json.dumps({"question_id": i, "text": t, "category": "c"}) + "\n"
-                                 for i, t in enumerate(["Why is ice slippery?", "Name a prime.", "Say hello."])))
-    with FaultServer(FaultPlan()) as api:
-        config = write_flow_config(folder, api.url, tiny_model, iterations=1,
-                                   evaluation={"eval_set": str(questions), "after_run": True, "min_coverage": 0.5})
-        result = lion(config_path=str(config), run_id="evaluated")
+    folder, result = lora_evaluated["folder"], lora_evaluated["result"]
     evaluation = result.evaluation
-    assert evaluation.eval_id == "evaluated-eval"
+    assert evaluation.eval_id == "lora-eval"
     # iteration 0's checkpoint and the final one (trained on the last Train Pool), besides the base
     assert set(evaluation.scores) == {"base", 0, "final"}
     for s in evaluation.scores.values():
         assert s["relative_score"] is not None
         lo, hi = s["relative_score_ci95"]
         assert lo <= s["relative_score"] <= hi
-    scores = read_table(RunStore(str(folder / "runs" / "evaluations"), "evaluated-eval").ref(0, "scores")).to_pylist()
-    assert {r["checkpoint"] for r in scores} == {"base", "evaluated-iter-0", "evaluated-final"}
+    scores = read_table(RunStore(str(folder / "runs" / "evaluations"), "lora-eval").ref(0, "scores")).to_pylist()
+    assert {r["checkpoint"] for r in scores} == {"base", "lora-iter-0", "lora-final"}
     table = summary_text_table(result.iterations, evaluation.scores).splitlines()
     assert "rel. score" in table[0] and table[1].startswith(" base") and table[-1].startswith("final")

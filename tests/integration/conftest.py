@@ -1,23 +1,19 @@
 import pytest
 
-from lion_core.llm.embedded import EmbeddedServer
+
+@pytest.fixture(scope="session")
+def server(embedded):
+    """The session's embedded chat server, for every integration test that only sends requests."""
+    return embedded.servers[0]
 
 
 @pytest.fixture(scope="session")
-def server(model_dir):
-    """One embedded server for every integration test that only sends requests."""
-    with EmbeddedServer(model_dir) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="session")
-def standin(model_dir):
+def standin(embedded):
     """The offline referee and generator stand-ins' server."""
-    with EmbeddedServer(model_dir, standin=True) as srv:
-        yield srv
+    return embedded.servers[1]
 
 
 @pytest.fixture(scope="session")
-def endpoints(server, standin):
+def endpoints(embedded):
     """{embedded model: endpoint} for every embedded model, as a run's roles get them."""
-    return {**server.endpoints(), **standin.endpoints()}
+    return embedded.endpoints()

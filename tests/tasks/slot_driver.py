@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from uuid import UUID
 
 
 def hold(limit: str, own_api: bool = False) -> None:
@@ -43,6 +45,8 @@ def scenario() -> None:
     import tasks.common
     from tasks.common import api_slot
 
+    # A short spell between looks for expired leases: the lease's own 60 s is what is waited for.
+    tasks.common.SLOT_WAIT_S = 3.0
     limit = "lion-api-slot-test"
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
@@ -59,8 +63,28 @@ def scenario() -> None:
     if not ours:
         print(json.dumps({"held_after_kill": held_after_kill, "waited_dead_holder_s": round(waited_dead_holder, 1)}))
         return
+    # A lease on no limit at all (Prefect's task engine takes one for a task's tags when no tag limit
+    # exists): once expired it is released, counted as no slot and worth no warning.
+    import asyncio
+    import logging
+    from datetime import timedelta
+
+    from prefect.server.concurrency.lease_storage.filesystem import ConcurrencyLeaseStorage
+
+    from tasks.limits import release_expired_leases
+
+    with get_client(sync_client=True) as client:
+        empty = client.increment_concurrency_slots_with_lease(["tag:no-such-limit"], 1, "concurrency", 60).json()
+    storage = ConcurrencyLeaseStorage(Path(os.environ["LION_LEASES_DIR"]))
+    asyncio.run(storage.renew_lease(UUID(empty["lease_id"]), timedelta(seconds=-1)))
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("lion.limits").addHandler(handler)
+    empty_counted = release_expired_leases()
+    empty_left = asyncio.run(storage.read_lease(UUID(empty["lease_id"]))) is not None
+    logging.getLogger("lion.limits").removeHandler(handler)
     # A slot counted with no lease at all: given back after one spell of waiting.
-    tasks.common.SLOT_WAIT_S = 3.0
     with get_client(sync_client=True) as client:
         client.increment_concurrency_slots([limit], 1, "concurrency")
         counted = client.read_global_concurrency_limit_by_name(limit).active_slots
@@ -71,7 +95,8 @@ def scenario() -> None:
         left = client.read_global_concurrency_limit_by_name(limit).active_slots
     print(json.dumps({"held_after_kill": held_after_kill, "waited_dead_holder_s": round(waited_dead_holder, 1),
                       "counted_leaseless": counted, "waited_leaseless_s": round(waited_leaseless, 1),
-                      "active_at_end": left}), flush=True)
+                      "active_at_end": left, "empty_lease": {"resources": empty["limits"], "counted": empty_counted,
+                                                             "left": empty_left, "warnings": warnings}}), flush=True)
 
 
 if __name__ == "__main__":

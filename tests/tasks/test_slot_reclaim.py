@@ -27,29 +27,24 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _scenario(env: dict[str, str]) -> dict:
-    r = subprocess.run([sys.executable, str(DRIVER), "scenario"], env=env, capture_output=True, text=True,
-                       timeout=400, cwd=REPO)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def _scenario(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(DRIVER), "scenario"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def _check(figures: dict) -> None:
-    assert figures["held_after_kill"] == 1  # the killed holder's slot is still counted ...
-    assert figures["waited_dead_holder_s"] < 60 + 30 + 20  # ... and back within a lease and a spell
-    assert figures["counted_leaseless"] == 1
-    assert figures["waited_leaseless_s"] < 20
-    assert figures["active_at_end"] == 0
+def _figures(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-2000:] + err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def test_a_killed_holders_slot_comes_back_on_the_local_api(tmp_path):
-    _check(_scenario(_env(tmp_path / "prefect")))
-
-
-def test_a_killed_holders_slot_comes_back_on_a_real_prefect_server(tmp_path):
+@pytest.fixture(scope="module")
+def scenarios(tmp_path_factory):
+    """Both scenarios at once (each mostly waits out a lease): ours on the local API, and one on a real
+    `prefect server`, whose own repossessor revokes expired leases (our reclaim does not run against it)."""
+    local = _scenario(_env(tmp_path_factory.mktemp("local") / "prefect"))
     port = free_port()
-    # The server's own repossessor revokes expired leases; our reclaim does not run against it.
-    env = _env(tmp_path / "prefect", PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS="2")
+    env = _env(tmp_path_factory.mktemp("server") / "prefect", PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS="2")
     server = subprocess.Popen(guarded([str(Path(sys.executable).parent / "prefect"), "server", "start",
                                        "--host", "127.0.0.1", "--port", str(port)]),
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -63,10 +58,32 @@ def test_a_killed_holders_slot_comes_back_on_a_real_prefect_server(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline and server.poll() is None, "prefect server did not start"
                 time.sleep(0.5)
-        figures = _scenario({**env, "PREFECT_API_URL": url})
+        remote = _figures(_scenario({**env, "PREFECT_API_URL": url}))
+    except BaseException:
+        local.kill()
+        raise
     finally:
         os.killpg(server.pid, 15)
         server.wait(30)
+    return {"local": _figures(local), "server": remote}
+
+
+def _check(figures: dict) -> None:
+    assert figures["held_after_kill"] == 1  # the killed holder's slot is still counted ...
+    assert figures["waited_dead_holder_s"] < 60 + 30 + 20  # ... and back within a lease and a spell
+    assert figures["counted_leaseless"] == 1
+    assert figures["waited_leaseless_s"] < 20
+    assert figures["active_at_end"] == 0
+    # a lease that holds no slot (a task's tags with no tag limit) is released without a word
+    assert figures["empty_lease"] == {"resources": [], "counted": 0, "left": False, "warnings": []}
+
+
+def test_a_killed_holders_slot_comes_back_on_the_local_api(scenarios):
+    _check(scenarios["local"])
+
+
+def test_a_killed_holders_slot_comes_back_on_a_real_prefect_server(scenarios):
+    figures = scenarios["server"]
     assert figures["held_after_kill"] == 1
     assert figures["waited_dead_holder_s"] < 60 + 30 + 20
     # A real server's leaseless slot is not ours to judge (other clients' leases are in its memory):
