@@ -79,9 +79,13 @@ def test_an_interrupted_caller_cancels_its_batch(where):
         except BaseException as err:  # noqa: BLE001 - what the caller saw is the point
             caught.append(err)
 
-    if where == "main thread":  # ctrl-c
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-        caller()
+    if where == "main thread":  # ctrl-c, with Python's own handler (an earlier test may have set another)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            caller()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     else:  # what Prefect does to a task thread that ran past its timeout
         t = threading.Thread(target=caller)
         t.start()
