@@ -22,9 +22,11 @@ from typing import Any
 import openai
 import pydantic
 
-try:  # the HTTP response type the OpenAI SDK hands back from `client.post(..., cast_to=...)`
-    from httpx2 import Response as HttpResponse  # openai >= 3
-except ImportError:  # pragma: no cover - older SDKs are built on httpx
+# The HTTP response type the OpenAI SDK hands back from `client.post(..., cast_to=...)`: httpx2's from
+# openai 3 on, httpx's before (either may be installed beside the other).
+if int(openai.__version__.split(".")[0]) >= 3:
+    from httpx2 import Response as HttpResponse
+else:  # pragma: no cover - the pinned SDK is 3.x
     from httpx import Response as HttpResponse
 
 from lion_core.config import EMBEDDED, ApiRole
@@ -241,7 +243,16 @@ class Gateway:
                     # and the client's first-call set-up does not squeeze the paced requests together.
                     await worker(client, limit=1)
                     n_workers = min(limits.max_concurrency, todo.qsize())
-                    await asyncio.gather(*(worker(client) for _ in range(n_workers)))
+                    workers = [asyncio.ensure_future(worker(client)) for _ in range(n_workers)]
+                    try:
+                        await asyncio.gather(*workers)
+                    except BaseException:
+                        # One worker failed (the store's disk full, say) or the batch was cancelled: the
+                        # others stop too, before the client and the store close under them.
+                        for w in workers:
+                            w.cancel()
+                        await asyncio.gather(*workers, return_exceptions=True)
+                        raise
         finally:
             progress.close()
         done = sum(1 for k in unique if k in results)

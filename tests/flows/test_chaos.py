@@ -172,6 +172,8 @@ def _chaos(stage: str, uninterrupted: dict, tiny_model: Path, tmp_path: Path, mo
         if sigterm_first:
             sigterm = _sigterm_in_training(config, home)
         answered_before, started, killed_log = _kill_at(stage, config, home, api, resume=sigterm_first)
+        # the SIGTERM's resume asked again at most what was in flight when the run stopped
+        paid_twice_before_kill = sum(n - 1 for n in answered_before.values() if n > 1)
         left, gone_s = _outliving(started)
         if move:
             config = _moved(config, tmp_path)
@@ -193,6 +195,7 @@ def _chaos(stage: str, uninterrupted: dict, tiny_model: Path, tmp_path: Path, mo
                    "resume_s": round(resume_s, 1), "first_request_s": first_request_s}
     print("chaos:", json.dumps(figures))
     figures["sigterm"] = sigterm
+    assert paid_twice_before_kill <= IN_FLIGHT
     assert left == [], f"{len(left)} process(es) of the killed run still alive"
     assert figures["paid_twice"] <= IN_FLIGHT
     for name in ("train_pool", "cache_pool"):  # the uninterrupted run's after its iteration 0 (conftest)

@@ -27,15 +27,22 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _scenario(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(DRIVER), "scenario"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+def _scenario(env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    """The driver's scenario in the background, its output in files (a pipe left unread for the minute
+    the other scenario takes could fill and stall it)."""
+    home = Path(env["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, str(DRIVER), "scenario"], env=env, stdout=open(home / "out", "w"),
+                            stderr=open(home / "err", "w"), text=True, cwd=REPO)
+    return proc, home
 
 
-def _figures(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=400)
-    assert proc.returncode == 0, out[-2000:] + err[-4000:]
-    return json.loads(out.strip().splitlines()[-1])
+def _figures(started: tuple[subprocess.Popen, Path]) -> dict:
+    proc, home = started
+    proc.wait(timeout=400)
+    out, err = home / "out", home / "err"
+    assert proc.returncode == 0, out.read_text()[-2000:] + err.read_text()[-4000:]
+    return json.loads(out.read_text().strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +67,7 @@ def scenarios(tmp_path_factory):
                 time.sleep(0.5)
         remote = _figures(_scenario({**env, "PREFECT_API_URL": url}))
     except BaseException:
-        local.kill()
+        local[0].kill()
         raise
     finally:
         os.killpg(server.pid, 15)
@@ -70,7 +77,7 @@ def scenarios(tmp_path_factory):
 
 def _check(figures: dict) -> None:
     assert figures["held_after_kill"] == 1  # the killed holder's slot is still counted ...
-    assert figures["waited_dead_holder_s"] < 60 + 30 + 20  # ... and back within a lease and a spell
+    assert figures["waited_dead_holder_s"] < 90  # ... and back within its 60 s lease, a 3 s spell and some slack
     assert figures["counted_leaseless"] == 1
     assert figures["waited_leaseless_s"] < 20
     assert figures["active_at_end"] == 0
@@ -85,6 +92,6 @@ def test_a_killed_holders_slot_comes_back_on_the_local_api(scenarios):
 def test_a_killed_holders_slot_comes_back_on_a_real_prefect_server(scenarios):
     figures = scenarios["server"]
     assert figures["held_after_kill"] == 1
-    assert figures["waited_dead_holder_s"] < 60 + 30 + 20
+    assert figures["waited_dead_holder_s"] < 90
     # A real server's leaseless slot is not ours to judge (other clients' leases are in its memory):
     # it waits for the operator (`lion limits apply` does not touch counts), so only the first part counts.

@@ -340,3 +340,27 @@ def test_a_chat_completion_body_gives_its_text_finish_reason_and_token_counts():
             "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
     assert parse_completion(body) == ("hi", "stop", 3, 1)
     assert parse_completion({"choices": [{"message": {"content": "hi"}}]}) == ("hi", None, 0, 0)
+
+
+def test_a_worker_that_fails_stops_the_whole_batch_before_its_store_closes(tmp_path):
+    """A store write that fails (a full disk) ends the batch with that error; the other workers stop
+    with it instead of going on sending on the shared event loop."""
+
+    class FullDisk(ResponseStore):
+        stored = 0
+
+        def put_success(self, *args, **kwargs):
+            if self.stored >= 10:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.stored += 1
+            super().put_success(*args, **kwargs)
+
+    with FaultServer(FaultPlan(latency_s=0.02)) as srv, FullDisk(str(tmp_path / "r.sqlite")) as store:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            Gateway(_endpoint(srv.url, concurrency=8), store).run_sync(_requests(400), "imitation")
+        arrived = sum(len(t) for t in srv.stats.arrivals.values())
+        time.sleep(0.5)
+        assert sum(len(t) for t in srv.stats.arrivals.values()) == arrived  # nothing more was sent
+        # and nothing more was written: no request recorded as failed by a worker left running
+        assert sorted(status for status, *_ in _rows(store).values()) == ["ok"] * 10
+    assert arrived < 40  # the 10 stored, the few in flight with the failing one, not the 400
