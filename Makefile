@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Extra pip arguments for torch, e.g. a CPU wheel index on a machine without a local torch wheel.
 TORCH_PIP_ARGS ?=
+# `make test` runs the tests on this many workers (pytest-xdist), a test file at a time (tests/conftest.py).
+TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 DEMO_RUN ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 
@@ -37,11 +39,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/ruff check
-	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=15 $(PYTEST_ARGS)
 
-# kill -9 of `lion run` in each stage, then a resume (one of these runs in `make test`).
+# kill -9 of `lion run` in each stage, then a resume (the referee stage's runs in `make test`), and the
+# paper-scale harness killed in its referee stage.
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -s -m "chaos or slow" tests/flows/test_chaos.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -s -m "chaos or slow" tests/flows/test_chaos.py tests/bench/test_paper_scale.py $(PYTEST_ARGS)
 
 # The main job: the whole Lion loop, 2 iterations, on the embedded default (no key, no internet).
 demo: $(STAMP)

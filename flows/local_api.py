@@ -10,7 +10,8 @@ under PREFECT_HOME) started by us:
   and it ends when `lion` ends, however `lion` ends;
 - with leases on the file system (PREFECT_HOME/concurrency_leases), so a lease outlives the process
   that took it, and expired ones are released every 15 s while it runs, as a real server's
-  repossessor service does (`tasks.limits`).
+  repossessor service does (`tasks.limits`);
+- with SQLite write transactions that take the write lock when they begin (`create_app`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,32 @@ LEASES_ENV = "LION_LEASES_DIR"
 """Set while our local API runs (to where its leases are, for the user): tasks.limits then reclaims."""
 
 
+def create_app():
+    """Prefect's server application, with every SQLite transaction begun IMMEDIATE.
+
+    Prefect begins its transactions DEFERRED. Each task run's start takes its tags' concurrency slots
+    in one that reads the limits, then updates them; when another write (a log batch, an artifact, a
+    state) commits in between, SQLite refuses the upgrade at once ("database is locked": its busy
+    timeout does not apply to a stale snapshot), the server answers 503 and Prefect's client waits
+    2 s before it asks again. On a tiny run that was 35 of its 60-odd task starts: about half its
+    time. Begun IMMEDIATE, a transaction waits for the lock (up to the busy timeout) instead.
+    PostgreSQL servers are not concerned; the upstream report is PrefectHQ/prefect#18934."""
+    from contextlib import asynccontextmanager
+
+    from prefect.server.api.server import create_app as prefect_app
+    from prefect.server.database.configurations import AioSqliteConfiguration
+
+    deferred = AioSqliteConfiguration.begin_transaction
+
+    @asynccontextmanager
+    async def begin_immediate(self, session, with_for_update: bool = False):
+        async with deferred(self, session, with_for_update=True) as transaction:
+            yield transaction
+
+    AioSqliteConfiguration.begin_transaction = begin_immediate
+    return prefect_app()
+
+
 def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
 
@@ -41,7 +68,8 @@ def prefect_home() -> Path:
 class LocalApi:
     """A Prefect API server on loopback, for one `lion` command."""
 
-    def __init__(self, startup_timeout_s: float | None = None):
+    def __init__(self, startup_timeout_s: float | None = None, app: str = "flows.local_api:create_app"):
+        self.app = app
         self.startup_timeout_s = startup_timeout_s or float(
             os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
         self.proc: subprocess.Popen | None = None
@@ -54,7 +82,7 @@ class LocalApi:
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": FILE_LEASES}
         env.pop("PREFECT_API_URL", None)
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", self.app,
                "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:

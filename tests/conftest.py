@@ -16,6 +16,29 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("LION_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+# `make test` runs the tests on two workers (pytest-xdist), a test file at a time; the files of a group
+# share a costly session fixture, built once on the worker they all go to.
+SAME_WORKER = {
+    "tests/flows/test_lion_flow.py": "uninterrupted",  # the session's uninterrupted run
+    "tests/flows/test_chaos.py": "uninterrupted",
+    "tests/flows/test_evaluate_flow.py": "embedded",  # the embedded servers
+    "tests/integration/test_embedded_endpoint.py": "embedded",
+    "tests/integration/test_stages_embedded.py": "embedded",
+    "tests/integration/test_standin_referee.py": "embedded",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SAME_WORKER.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The public seed and eval data beside the checkout (CI always has it)."""
@@ -26,18 +49,41 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
 
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """One throw-away Prefect API (SQLite) for the whole session: it takes about 12 s to start."""
-    from prefect.testing.utilities import prefect_test_harness
+    """One throw-away Prefect API for the whole session: the local API `lion run` starts (SQLite under
+    the session's PREFECT_HOME), so in-process flows meet the server a user's run does."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    from flows.local_api import LocalApi
+
+    api = LocalApi(startup_timeout_s=120).start()
+    try:
+        with temporary_settings({PREFECT_API_URL: api.url}):
+            yield api
+            _drain_prefect_workers()  # the last log lines and events, while the API still answers
+    finally:
+        api.stop()
+
+
+def _drain_prefect_workers() -> None:
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        for result in (APILogWorker.drain_all(), EventsWorker.drain_all()):
+            if inspect.isawaitable(result):
+                await result
+
+    run_coro_as_sync(drain())
 
 
 @pytest.fixture(scope="session")

@@ -64,13 +64,14 @@ def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _stored_answer_times(folder: Path) -> list[datetime]:
-    """When each API answer of the run in `folder` was stored (the student's own answers are not API answers)."""
+def _stored_answer_times(folder: Path) -> list[tuple[datetime, str]]:
+    """When each API answer of the run in `folder` was stored, and its role (the student's own answers
+    are not API answers)."""
     import sqlite3
 
     with sqlite3.connect(folder / "responses.sqlite") as db:
-        return [datetime.fromisoformat(t) for (t,) in db.execute(
-            "SELECT created_at FROM responses WHERE status = 'ok' AND role != 'student'")]
+        return [(datetime.fromisoformat(t), role) for t, role in db.execute(
+            "SELECT created_at, role FROM responses WHERE status = 'ok' AND role != 'student'")]
 
 
 def _flow_run_start(name: str, since: datetime) -> datetime:
@@ -94,7 +95,7 @@ def uninterrupted(prefect_harness, tiny_model, tmp_path_factory):
     A run of one iteration sends what this one sent before iteration 1's discrimination (its final
     fine-tune's Train Pool is this run's iteration 1's): `answered_one_iteration`; its pools are this
     run's at k=1 (ids are content hashes, the sampling seed comes from the config, and the server's
-    replies and faults are fixed by the request)."""
+    replies and faults are fixed by the request). `referee_one_iteration`: the verdicts of iteration 0."""
     from flows.lion import lion
     from tests.fault_server import FaultPlan, FaultServer
 
@@ -114,8 +115,10 @@ def uninterrupted(prefect_harness, tiny_model, tmp_path_factory):
         times = _stored_answer_times(folder)
         assert len(times) == answered  # each answer the server gave is one stored row: rows count requests
         boundary = _flow_run_start("iter-1-discrimination", started)
-        one_iteration = sum(t < boundary for t in times)
-        assert 0 < one_iteration < answered
-        yield {"folder": folder, "result": result, "answered": answered, "answered_one_iteration": one_iteration}
+        one_iteration = sum(t < boundary for t, _ in times)
+        referee_one_iteration = sum(t < boundary for t, role in times if role == "referee")
+        assert 0 < one_iteration < answered and referee_one_iteration > 0
+        yield {"folder": folder, "result": result, "answered": answered, "answered_one_iteration": one_iteration,
+               "referee_one_iteration": referee_one_iteration}
     finally:
         os.environ.pop(KEY_ENV, None)

@@ -6,9 +6,10 @@ kills the run when its stage is reached and asserts what a user paying per reque
 resumed run ends with the pools of an uninterrupted run (the session's, tests/flows/conftest.py), no
 request answered before the kill is answered again (beyond the few in flight), no finished fine-tune
 runs again, no process of the killed run is left, and no API slot stays held. The referee case runs in
-`make test` on a run first stopped with SIGTERM in its first fine-tune and resumed, then killed, with
-the run folder and response store moved to another root and the limits changed before the last
-resume; all of them run in `make chaos` (about 2 minutes each).
+`make test` on a run of two iterations first stopped with SIGTERM in its first fine-tune and resumed,
+then killed in iteration 1 (after a whole iteration), with the run folder and response store moved to
+another root and the limits changed before the last resume; all of them run in `make chaos` (one
+iteration, about a minute each).
 """
 from __future__ import annotations
 
@@ -82,8 +83,9 @@ def _sigterm_in_training(config: Path, home: Path) -> dict:
             "all_ended_s": round(gone_s, 1)}
 
 
-def _kill_at(stage: str, config: Path, home: Path, api: FaultServer, resume: bool = False) -> tuple[dict, set[int], str]:
-    trigger, delay = STAGES[stage]
+def _kill_at(stage: str, config: Path, home: Path, api: FaultServer, resume: bool = False,
+             trigger: str | None = None) -> tuple[dict, set[int], str]:
+    trigger, delay = (trigger, 0.0) if trigger else STAGES[stage]
     log = home.parent / f"{stage}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([str(LION), "run", "--config", str(config), "--resume" if resume else "--run-id",
@@ -161,17 +163,21 @@ def _moved(config: Path, tmp_path: Path) -> Path:
 
 
 def _chaos(stage: str, uninterrupted: dict, tiny_model: Path, tmp_path: Path, move: bool = False,
-           sigterm_first: bool = False) -> dict:
-    """Kill `lion run` in `stage` and resume it (after moving it, with `move`); with `sigterm_first`, the
-    run was first stopped with SIGTERM in its first fine-tune and resumed, and it is that resume that is
-    killed. Asserts what every case must hold; returns the figures."""
+           sigterm_first: bool = False, iterations: int = 1) -> dict:
+    """Kill `lion run` in `stage` of its last iteration and resume it (after moving it, with `move`); with
+    `sigterm_first`, the run was first stopped with SIGTERM in its first fine-tune and resumed, and it is
+    that resume that is killed. Asserts what every case must hold; returns the figures."""
     home = tmp_path / "prefect"
     sigterm = None
+    trigger = None
+    if iterations == 2:
+        assert stage == "referee"  # a few verdicts into iteration 1, after the uninterrupted run's iteration 0
+        trigger = f"api:referee:{uninterrupted['referee_one_iteration'] + 3}"
     with FaultServer(PLAN) as api:
-        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1, task_retries=3)
+        config = write_flow_config(tmp_path, api.url, tiny_model, iterations=iterations, task_retries=3)
         if sigterm_first:
             sigterm = _sigterm_in_training(config, home)
-        answered_before, started, killed_log = _kill_at(stage, config, home, api, resume=sigterm_first)
+        answered_before, started, killed_log = _kill_at(stage, config, home, api, resume=sigterm_first, trigger=trigger)
         # the SIGTERM's resume asked again at most what was in flight when the run stopped
         paid_twice_before_kill = sum(n - 1 for n in answered_before.values() if n > 1)
         left, gone_s = _outliving(started)
@@ -198,11 +204,12 @@ def _chaos(stage: str, uninterrupted: dict, tiny_model: Path, tmp_path: Path, mo
     assert paid_twice_before_kill <= IN_FLIGHT
     assert left == [], f"{len(left)} process(es) of the killed run still alive"
     assert figures["paid_twice"] <= IN_FLIGHT
-    for name in ("train_pool", "cache_pool"):  # the uninterrupted run's after its iteration 0 (conftest)
-        assert pool_rows(runs, "chaos", 1, name) == pool_rows(uninterrupted["folder"] / "runs", "ref", 1, name), name
+    for k in range(1, iterations + 1):  # the uninterrupted run's after each iteration (conftest)
+        for name in ("train_pool", "cache_pool"):
+            assert pool_rows(runs, "chaos", k, name) == pool_rows(uninterrupted["folder"] / "runs", "ref", k, name), (k, name)
     assert (runs / "chaos" / "checkpoints" / "final" / "model.safetensors").is_file()
     assert _slots_held(config, home) == 0
-    if stage in ("student", "referee", "generation", "pool-update"):  # iteration 0's fine-tune had finished
+    if stage in ("student", "referee", "generation", "pool-update"):  # the last iteration's fine-tune had finished
         launched = (r.stdout + r.stderr).count("lion.train - launching")
         assert launched == 1, f"{launched} fine-tunes launched on resume; only the final one may run"
     if move:
@@ -221,10 +228,11 @@ def yaml_runs_root(config: Path) -> str:
 
 @pytest.fixture(scope="module")
 def stopped_then_killed(uninterrupted, tiny_model, tmp_path_factory):
-    """One run through what a user's run meets: stopped with SIGTERM in its first fine-tune, resumed,
-    killed with SIGKILL in the referee stage, moved to another root with new limits, and resumed."""
+    """One run of two iterations through what a user's run meets: stopped with SIGTERM in its first
+    fine-tune, resumed, killed with SIGKILL in iteration 1's referee stage, moved to another root with
+    new limits, and resumed."""
     return _chaos("referee", uninterrupted, tiny_model, tmp_path_factory.mktemp("chaos-referee"), move=True,
-                  sigterm_first=True)
+                  sigterm_first=True, iterations=2)
 
 
 @pytest.mark.slow

@@ -96,15 +96,33 @@ def test_bf16_on_cpu_with_frozen_embeddings(tmp_path, tiny_model, answers, repo,
     assert any("mlp" in k for k in moved) and any("self_attn" in k for k in moved), moved
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model, answers, repo):
+    """Two steps of a fine-tune (full or LoRA) through the python launcher under ZeRO-2, with a Trainer
+    checkpoint after each step, made once per method; each test gets a copy of its output folder."""
+    import shutil
+
+    made: dict[str, Path] = {}
+
+    def copy(method: str, dest: Path):
+        cfg = _config(tmp_path_factory.getbasetemp(), launcher="python",
+                      deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"), method=method)
+        if method not in made:
+            out = tmp_path_factory.mktemp(f"trained-{method}") / "student"
+            first = train_student(cfg, answers, str(tiny_model), out,
+                                  options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
+            assert checkpoint_info(first)["resumed"] is False and checkpoint_info(first)["global_step"] == 2
+            made[method] = out
+        shutil.copytree(made[method], dest)
+        return cfg, dest
+
+    return copy
+
+
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, repo, method):
-    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"),
-                  method=method)
-    out = tmp_path / "student"
-    first = train_student(cfg, answers, str(tiny_model), out,
-                          options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
-    assert checkpoint_info(first)["resumed"] is False
-    (first / COMPLETE).unlink()  # as if the run died after its last Trainer checkpoint
+def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny_model, answers, trained, method):
+    cfg, out = trained(method, tmp_path / "student")
+    (out / "final" / COMPLETE).unlink()  # as if the run died after its last Trainer checkpoint
     second = train_student(cfg, answers, str(tiny_model), out,
                            options=TrainOptions(max_steps=4, save_steps=1, timeout_s=600))
     info = checkpoint_info(second)
@@ -113,26 +131,23 @@ def test_interrupted_training_resumes_from_its_trainer_checkpoint(tmp_path, tiny
     assert steps[-1] == 4
 
 
-def test_a_complete_checkpoint_is_not_trained_again(tmp_path, tiny_model, answers):
-    cfg = _config(tmp_path, launcher="python", deepspeed_config=None)
-    out = tmp_path / "student"
-    ckpt = train_student(cfg, answers, str(tiny_model), out, options=TrainOptions(max_steps=1, timeout_s=600))
-    mtime = (ckpt / "model.safetensors").stat().st_mtime
+def test_a_complete_checkpoint_is_not_trained_again(tmp_path, tiny_model, answers, trained):
+    cfg, out = trained("full", tmp_path / "student")
+    ckpt = out / "final"
+    mtime, logged = (ckpt / "model.safetensors").stat().st_mtime, (out / "train.log").stat().st_size
     assert train_student(cfg, answers, str(tiny_model), out, options=TrainOptions(max_steps=1, timeout_s=600)) == ckpt
     assert (ckpt / "model.safetensors").stat().st_mtime == mtime
+    assert (out / "train.log").stat().st_size == logged  # nothing was launched
     assert json.loads((out / "run_config.json").read_text())["training"]["launcher"] == "python"
 
 
-def test_a_trainer_checkpoint_cut_short_is_skipped_on_resume(tmp_path, tiny_model, answers, repo):
+def test_a_trainer_checkpoint_cut_short_is_skipped_on_resume(tmp_path, tiny_model, answers, trained):
     """A save cut short (a full disk) leaves checkpoint-2 without its state: the retry resumes from
     checkpoint-1 instead of failing on the broken one."""
     from lion_core.student.train import TRAINER_STATE
 
-    cfg = _config(tmp_path, launcher="python", deepspeed_config=str(repo / "deployments/deepspeed/zero2.json"))
-    out = tmp_path / "student"
-    first = train_student(cfg, answers, str(tiny_model), out,
-                          options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
-    (first / COMPLETE).unlink()
+    cfg, out = trained("full", tmp_path / "student")
+    (out / "final" / COMPLETE).unlink()
     (out / "trainer" / "checkpoint-2" / TRAINER_STATE).unlink()
     second = train_student(cfg, answers, str(tiny_model), out,
                            options=TrainOptions(max_steps=3, save_steps=1, timeout_s=600))
@@ -182,11 +197,13 @@ def test_lora_through_real_launchers_trains_an_adapter_and_the_next_iteration_co
     assert steps[0] < first_steps[0], "the second fine-tune did not start where the first ended"
 
 
-def test_a_full_fine_tune_refuses_to_start_from_an_adapter(tmp_path, tiny_model, answers, repo):
+def test_a_full_fine_tune_refuses_to_start_from_an_adapter(tmp_path, answers, trained):
     from lion_core.student.launch import TrainingError
+    from lion_core.student.lora import is_adapter
 
-    lora = train_student(_lora_config(tmp_path, repo, None, launcher="python"), answers, str(tiny_model),
-                         tmp_path / "lora", options=TrainOptions(max_steps=1, timeout_s=600))
+    _, out = trained("lora", tmp_path / "lora")
+    lora = out / "final"
+    assert is_adapter(lora)
     with pytest.raises(TrainingError, match="is a LoRA adapter, and training.method is full"):
         train_student(_config(tmp_path, launcher="python", deepspeed_config=None), answers, str(lora),
                       tmp_path / "full", options=TrainOptions(max_steps=1, timeout_s=600))
