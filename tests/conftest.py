@@ -28,8 +28,26 @@ SAME_WORKER = {
 }
 
 
+# The longest files (or groups) first, so that no worker is left with one of them at the end while the
+# other has nothing to do; then the rest in collection order.
+LONGEST_FIRST = [
+    "tests/flows/test_chaos.py", "tests/flows/test_lion_flow.py", "tests/integration/test_student_training.py",
+    "tests/flows/test_evaluate_flow.py", "tests/integration/test_stages_embedded.py",
+    "tests/integration/test_standin_referee.py", "tests/integration/test_embedded_endpoint.py",
+    "tests/bench/test_paper_scale.py", "tests/flows/test_deployment.py", "tests/tasks/test_slot_reclaim.py",
+    "tests/flows/test_remote_storage.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep their order
+
+
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the order above, not the files with the most tests first
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -8,8 +8,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_cost_benchmark_prices_the_papers_calls_interactive_and_in_batches():
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "api_cost.py"), "--rows", "300", "--json"],
+def test_the_cost_benchmark_prices_the_papers_calls_interactive_and_in_batches(shared_data):
+    alpaca = shared_data / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "api_cost.py"), "--data", str(alpaca), "--rows", "300",
+                          "--json"],
                          capture_output=True, text=True, check=True, cwd=REPO, timeout=300).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     roles = figures["roles"]
