@@ -76,18 +76,23 @@ def repo() -> Path:
 def prefect_harness():
     """One throw-away Prefect API for the whole session: the local API `lion run` starts (SQLite under
     the session's PREFECT_HOME), so in-process flows meet the server a user's run does."""
-    from prefect.context import _temporary_global_settings_context, get_settings_context
+    import prefect.context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.local_api import LocalApi
 
     api = LocalApi(startup_timeout_s=120).start()
+    process_wide = prefect.context.GLOBAL_SETTINGS_CONTEXT
     try:
-        # for every thread, as Prefect's own test harness does: a thread does not inherit the context,
-        # and one without the setting would start a temporary server of its own
-        with temporary_settings({PREFECT_API_URL: api.url}), _temporary_global_settings_context(get_settings_context()):
-            yield api
-            _drain_prefect_workers()  # the last log lines and events, while the API still answers
+        with temporary_settings({PREFECT_API_URL: api.url}):
+            # for every thread too, as Prefect's own test harness does: a new thread does not inherit the
+            # context, reads the process-wide settings, and without the API would start a server of its own
+            prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.get_settings_context()
+            try:
+                yield api
+                _drain_prefect_workers()  # the last log lines and events, while the API still answers
+            finally:
+                prefect.context.GLOBAL_SETTINGS_CONTEXT = process_wide
     finally:
         api.stop()
 
