@@ -81,7 +81,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 
 
 class FaultServer:
-    def __init__(self, plan: FaultPlan = FaultPlan()):
+    def __init__(self, plan: FaultPlan = FaultPlan(), port: int = 0):
         self.plan = plan
         self.stats = ServerStats()
         self._lock = threading.Lock()
@@ -95,7 +95,9 @@ class FaultServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port
+        """0: any free port (the stored answers of a run are keyed by its base URL, so a test that
+        reopens an old run's store serves on the port that run used)."""
 
     @property
     def url(self) -> str:
@@ -108,7 +110,7 @@ class FaultServer:
         def main() -> None:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
