@@ -6,14 +6,14 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from lion_core.config import RefereeConfig, RunConfig
-from lion_core.config_help import REQUIRED, explain, field_help, section_help
+from lion_core.config.explain import REQUIRED, explain, field_help, section_help
 from lion_core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 LEAVES = {h.path: h for h in field_help()}
 
 
-class _Config(BaseModel):  # as lion_core.config's sections are made
+class _Config(BaseModel):  # as lion_core.config's sections are made (lion_core.config.base.Section)
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
@@ -46,7 +46,7 @@ def test_every_leaf_is_found():
 def test_every_field_has_a_description():
     """A field added without a docstring after it fails here."""
     undocumented = [h.path for h in [*LEAVES.values(), *section_help()] if not h.description.strip()]
-    assert not undocumented, f"write a docstring after these fields in lion_core/config.py: {undocumented}"
+    assert not undocumented, f"write a docstring after these fields in lion_core/config/: {undocumented}"
 
 
 def test_descriptions_are_pydantic_field_descriptions():

@@ -1,7 +1,7 @@
 """What every config field means: `lion config explain [FIELD]`.
 
 Walks `RunConfig` and lists, for each leaf field, its dotted path, a readable type, its default as YAML
-shows it, and its description (the docstring written after the field in lion_core.config). Pure: no
+shows it, and its description (the docstring written after the field in its lion_core.config module). Pure: no
 Prefect, nothing read but the models.
 """
 
@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from lion_core.config import RunConfig
+from lion_core.config.base import section_in
+from lion_core.config.run import RunConfig
 from lion_core.errors import ConfigError
 
 REQUIRED = "required"
@@ -90,7 +91,7 @@ def _walk(model: type[BaseModel], defaults: BaseModel | None, prefix: str) -> ty
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
         default = _default_of(info, name, defaults)
-        sub = _model_in(info.annotation)
+        sub = section_in(info.annotation)
         if sub is not None:
             subsections.append((path, info, sub, default))
             continue
@@ -119,14 +120,6 @@ def _default_of(info: FieldInfo, name: str, parent_default: BaseModel | None) ->
     if info.is_required():
         return PydanticUndefined
     return info.get_default(call_default_factory=True)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds (`X` or `X | None`), or None for a value field."""
-    for arg in (annotation, *typing.get_args(annotation)):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
 
 
 def _allows_none(annotation: Any) -> bool:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from lion_core.config import RunConfig, load_config, parse_config
 from lion_core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
 
 
@@ -259,7 +259,7 @@ def test_a_resume_may_switch_a_role_to_batch_mode():
 
 
 def test_lora_settings_are_validated_and_documented():
-    from lion_core.config_help import explain
+    from lion_core.config.explain import explain
 
     cfg = parse_config({"training": {"method": "lora", "lora": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"],
                                                                 "modules_to_save": ["lm_head"]}}})

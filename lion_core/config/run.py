@@ -1,0 +1,196 @@
+"""The Lion loop and everything around it: the loop's settings, the seed data, storage, orchestration,
+evaluation, and `RunConfig`, the whole run config that holds every section.
+
+Locations (the seed file, the evaluation questions and output, the whole `storage` section) and the
+whole `orchestration` section are operations (`OPERATION`): a resume may move a run's files or change
+how its work is split and retried. The loop's settings are the run's identity.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from lion_core.config.base import LOCAL_PATH, OPERATION, NonNegFloat, PositiveInt, Section
+from lion_core.config.roles import GeneratorConfig, RefereeConfig, TeacherConfig
+from lion_core.config.student import StudentConfig, TrainingConfig
+
+
+class LoopConfig(Section):
+    iterations: PositiveInt = 3
+    """Lion iterations (imitation, discrimination, generation); `lion run --iterations` overrides it. Paper: 3."""
+    tau: NonNegFloat = 1.0
+    """An instruction is hard when score_T - score_S >= tau (means over both orders)."""
+    new_instructions_per_iteration: PositiveInt = 6000
+    """N: new instructions generated per iteration; they become the next Train Pool and join the Cache
+    Pool. Paper: 6000."""
+    hard_easy_ratio: tuple[NonNegFloat, NonNegFloat] = (1.0, 1.0)
+    """[hard, easy]: how N is split between hard and easy seeds (a side without seeds gives its share to
+    the other). Paper: [1, 1]."""
+    rouge_l_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7
+    """A candidate is rejected when its ROUGE-L F1 against any pool instruction is above this."""
+    rouge_tokenizer: Literal["rouge", "unicode"] = "rouge"
+    """`rouge`: rouge-score's own (ASCII letters and digits only); `unicode`: for non-English pools."""
+    random_seed: int = 42
+    """Seed of the generator's seed draws, the student's sampling and the fine-tune's shuffling."""
+
+    @field_validator("hard_easy_ratio")
+    @classmethod
+    def _ratio(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if sum(v) <= 0:
+            raise ValueError("hard and easy parts must not both be 0")
+        return v
+
+
+class DataConfig(Section):
+    # An operation: the seeds are read once, when the run is created, and run.json keeps their sha256.
+    seed: Annotated[str | None, OPERATION, LOCAL_PATH] = None
+    """Seed instructions: a JSON, JSONL, Parquet or CSV path or fsspec URI, or `hf:<org>/<name>`."""
+
+
+class StorageConfig(Section):
+    runs_root: Annotated[str, LOCAL_PATH] = "runs"
+    """Local folder or fsspec URI (s3://, gs://, memory://) under which each run keeps its files."""
+    response_store: Annotated[str | None, LOCAL_PATH] = None
+    """SQLite file of every API response (a local path). Default: <runs_root>/responses.sqlite when
+    runs_root is local; required when runs_root is remote. Shared by runs, so no request is paid twice."""
+
+    @model_validator(mode="after")
+    def _store_is_local(self) -> StorageConfig:
+        if self.response_store is not None and "://" in self.response_store:
+            raise ValueError("response_store must be a local path (SQLite needs a local file system)")
+        if self.response_store is None and "://" in self.runs_root:
+            raise ValueError("runs_root is remote: set response_store to a local path")
+        if self.checkpoints_root is not None and "://" in self.checkpoints_root:
+            raise ValueError("checkpoints_root must be a local path")
+        if self.checkpoints_root is None and "://" in self.runs_root:
+            raise ValueError("runs_root is remote: set checkpoints_root to a local path")
+        return self
+
+    def checkpoint_dir(self, run_id: str, k: int) -> str:
+        """Iteration k's training folder; its model is `<this>/final`."""
+        return self._checkpoints(run_id, f"iter-{k}")
+
+    def final_checkpoint_dir(self, run_id: str) -> str:
+        """The run's deliverable: the student trained on the last Train Pool, after the last iteration."""
+        return self._checkpoints(run_id, "final")
+
+    def _checkpoints(self, run_id: str, name: str) -> str:
+        root = self.checkpoints_root or os.path.join(self.runs_root, run_id, "checkpoints")
+        return os.path.abspath(os.path.expanduser(os.path.join(root, run_id if self.checkpoints_root else "", name)))
+
+    checkpoints_root: Annotated[str | None, LOCAL_PATH] = None
+    """Local folder for student checkpoints. Default: <runs_root>/<run id>/checkpoints when runs_root is
+    local; required when runs_root is remote (training writes to a local file system)."""
+
+    def response_store_path(self) -> str:
+        return os.path.abspath(os.path.expanduser(self.response_store or os.path.join(self.runs_root, "responses.sqlite")))
+
+    @field_validator("runs_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.rstrip("/") or "/"
+
+
+class OrchestrationConfig(Section):
+    """How the flows split and retry work; the algorithm does not depend on it."""
+
+    shard_size: PositiveInt = 256
+    """Rows per API task: a task retries, caches and holds a rate-limit slot for one shard."""
+    max_parallel_tasks: PositiveInt = 4
+    """Bound of each flow's task runner (threads)."""
+    shards_in_flight_per_key: PositiveInt = 2
+    """Slots of each API key's global concurrency limit. Each shard paces itself at the role's limits
+    divided by this, so all runs and workers on one key together stay within the key's budget."""
+    task_retries: Annotated[int, Field(ge=0)] = 3
+    """Prefect retries of a failed task (an API shard, a fine-tune, a stage's step); 0: none."""
+    retry_delay_s: NonNegFloat = 30.0
+    """Seconds before a task's first retry; doubled for each further one, jittered."""
+    gpu_slots: PositiveInt = 1
+    """GPU tasks (the fine-tune, the student's answers: tasks tagged `gpu`) that may run at once across
+    every run and worker on this Prefect server, once `lion limits apply` has set the tag limit; 1: two
+    runs on one pool never use its GPUs at the same time. Without `limits apply` there is no GPU limit."""
+    max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """A shard whose failed requests (after the gateway's own retries) exceed this fraction fails, so the
+    task is retried and only the failed requests are sent again; below it they are kept as failures."""
+    result_storage: str | None = None
+    """Where Prefect keeps the iterations' task results: an fsspec URI (`s3://bucket/lion/results`, a
+    mounted `/srv/lion/results`) or a saved storage block (`s3-bucket/lion-results`). A retried run in a
+    new container or pod finds its finished tasks there. None: Prefect's default (local, or the block
+    named by PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK)."""
+
+    @field_validator("result_storage")
+    @classmethod
+    def _storage_location(cls, v: str | None) -> str | None:
+        if v is None or "://" in v or v.startswith("/") or re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9_-]+", v):
+            return v
+        raise ValueError(f"must be an fsspec URI (s3://bucket/prefix), an absolute path or a block slug "
+                         f"(block-type/block-name), got {v!r}")
+
+
+class EvaluationConfig(Section):
+    """Judging checkpoints against a reference model (`lion evaluate`, the lion-evaluate deployment)."""
+
+    # An operation: a location, absolute once loaded, so a run resumes from a moved checkout.
+    eval_set: Annotated[str | None, OPERATION, LOCAL_PATH] = None
+    """Questions: JSONL, JSON or Parquet with the text in question/text/instruction/turns and an
+    optional category (Vicuna-80's question.jsonl loads as it is)."""
+    reference: TeacherConfig = TeacherConfig()
+    """The model the students are compared with (ChatGPT in the paper)."""
+    judge: RefereeConfig | None = None
+    """The judge (GPT-4 in the paper); None: the run's referee."""
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = 0.9
+    """Fail the evaluation when fewer than this fraction of questions is judged in either order."""
+    output_root: Annotated[str | None, OPERATION, LOCAL_PATH] = None
+    """Where evaluations are written; default <runs_root>/evaluations."""
+    after_run: bool = False
+    """`lion run` ends by evaluating the base student, every checkpoint and the final one on `eval_set`
+    (evaluation `<run id>-eval`) and prints their relative scores with the iterations."""
+
+    @model_validator(mode="after")
+    def _after_run_needs_questions(self) -> EvaluationConfig:
+        if self.after_run and not self.eval_set:
+            raise ValueError("after_run needs an eval_set")
+        return self
+
+    def root(self, runs_root: str) -> str:
+        return self.output_root or f"{runs_root.rstrip('/')}/evaluations"
+
+
+class RunConfig(Section):
+    teacher: TeacherConfig = TeacherConfig()
+    """The teacher T: answers the Train Pool (imitation) and the Cache Pool (discrimination). Paper: gpt-3.5-turbo."""
+    referee: RefereeConfig = RefereeConfig()
+    """The referee R: scores the teacher's and the student's answers 1-10, in both orders."""
+    generator: GeneratorConfig = GeneratorConfig()
+    """The generator G: writes new instructions from hard and easy seeds."""
+    student: StudentConfig = StudentConfig()
+    """The student S: the open model that is fine-tuned on the teacher's answers."""
+    training: TrainingConfig = TrainingConfig()
+    """The student's fine-tune in each iteration's imitation stage."""
+    loop: LoopConfig = LoopConfig()
+    """The Lion loop: iterations, the hard/easy split and the novelty filter of new instructions."""
+    data: DataConfig = DataConfig()
+    """The seed instructions both pools start from."""
+    storage: Annotated[StorageConfig, OPERATION] = StorageConfig()
+    """Where runs, API responses and checkpoints are kept."""
+    orchestration: Annotated[OrchestrationConfig, OPERATION] = OrchestrationConfig()
+    """How the flows split and retry work; the algorithm does not depend on it."""
+    evaluation: EvaluationConfig = EvaluationConfig()
+    """Judging checkpoints against a reference model (`lion evaluate`, `evaluation.after_run`)."""
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON form of the run's identity (`identity_of`): equal whatever the
+        YAML layout, and unchanged by operations settings, so a resume may change those."""
+        # Imported here: identity.py derives OPERATIONS by walking this class, so it imports this module.
+        from lion_core.config.identity import config_hash
+
+        return config_hash(self.to_json_dict())
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
