@@ -15,7 +15,7 @@ IMAGE=${IMAGE:-lion-distill}
 CODE_VERSION=$("$PY" -c 'from lion_core.version import code_version; print(code_version())')
 # The image copies these folders whole: untracked files in them make it differ from the commit it is named
 # after, so the version says so (git's own dirty flag looks at tracked files only).
-untracked=$(git ls-files --others --exclude-standard -- lion_core flows tasks prompts configs deployments data bench \
+untracked=$(git ls-files --others --exclude-standard -- lion_core lion_prefect lion_cli flows tasks prompts configs deployments data bench \
   2>/dev/null | head -5 || true)
 if [[ -n $untracked && $CODE_VERSION != *dirty* ]]; then
   echo "build-image.sh: untracked files go into the image (${untracked//$'\n'/, }): tagged -dirty" >&2

@@ -26,9 +26,9 @@ from lion_core.report import read_summaries, summary_text_table
 from lion_core.results import EvaluationResult, RunEvaluation, RunResult
 from lion_core.runs import run_lock
 from lion_core.store import RunStore, validate_run_id
+from lion_prefect.orphans import crash_orphaned_runs
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
-from tasks.orphans import crash_orphaned_runs
 from tasks.pools import open_run
 from tasks.report import publish_final_report
 from tasks.results import result_storage

@@ -34,7 +34,7 @@ LONGEST_FIRST = [
     "tests/flows/test_chaos.py", "tests/flows/test_lion_flow.py", "tests/integration/test_student_training.py",
     "tests/flows/test_evaluate_flow.py", "tests/integration/test_stages_embedded.py",
     "tests/integration/test_standin_referee.py", "tests/integration/test_embedded_endpoint.py",
-    "tests/bench/test_paper_scale.py", "tests/flows/test_deployment.py", "tests/tasks/test_slot_reclaim.py",
+    "tests/bench/test_paper_scale.py", "tests/flows/test_deployment.py", "tests/lion_prefect/test_slot_reclaim.py",
     "tests/flows/test_remote_storage.py",
 ]
 
@@ -79,7 +79,7 @@ def prefect_harness():
     import prefect.context
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.local_api import LocalApi
+    from lion_prefect.local_api import LocalApi
 
     api = LocalApi(startup_timeout_s=120).start()
     process_wide = prefect.context.GLOBAL_SETTINGS_CONTEXT

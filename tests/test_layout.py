@@ -8,7 +8,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_top_level_layout():
-    for name in ("flows", "tasks", "lion_core", "deployments", "prompts", "tests", "configs", "bench"):
+    for name in ("flows", "tasks", "lion_core", "lion_prefect", "lion_cli", "deployments", "prompts", "tests", "configs",
+                 "bench"):
         assert (REPO / name).is_dir(), name
     for name in ("pyproject.toml", "prefect.yaml", "Makefile", "README.md", ".ci/run"):
         assert (REPO / name).is_file(), name
@@ -26,14 +27,95 @@ def test_prefect_project_file_parses():
     assert data["name"] == "lion-distill" and "deployments" in data
 
 
+def _imported_packages(path: Path) -> set[str]:
+    """The top-level packages a file imports, at module level or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _importers(package: str, forbidden: set[str]) -> dict[str, list[str]]:
+    return {str(p.relative_to(REPO)): sorted(bad) for p in sorted((REPO / package).rglob("*.py"))
+            if (bad := _imported_packages(p) & forbidden)}
+
+
 def test_lion_core_does_not_import_prefect():
-    offenders = [
-        str(p.relative_to(REPO)) for p in (REPO / "lion_core").rglob("*.py")
-        if any(line.strip().startswith(("import prefect", "from prefect", "from flows", "from tasks", "import flows",
-                                        "import tasks"))
-               for line in p.read_text().splitlines())
-    ]
-    assert offenders == []
+    assert _importers("lion_core", {"prefect", "flows", "tasks", "lion_prefect", "lion_cli"}) == {}
+
+
+def test_lion_prefect_is_plumbing_below_flows_tasks_and_the_command_line():
+    assert _importers("lion_prefect", {"flows", "tasks", "lion_cli"}) == {}
+
+
+def test_tasks_import_no_flow_and_not_the_command_line():
+    assert _importers("tasks", {"flows", "lion_cli"}) == {}
+
+
+def test_flows_do_not_import_the_command_line():
+    assert _importers("flows", {"lion_cli"}) == {}
+
+
+def _module_imports(packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """Each module of `packages` (dotted name) and the modules of `packages` it imports, anywhere in it."""
+    import ast
+
+    files = {}
+    for package in packages:
+        for p in (REPO / package).rglob("*.py"):
+            parts = p.relative_to(REPO).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text(), filename=str(p))):
+            if isinstance(node, ast.Import):
+                deps |= {alias.name for alias in node.names if alias.name in files}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from lion_prefect import leases` imports the module leases; `from m import f`, the module m
+                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
+                         for a in node.names} & files.keys()
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_import_circle_between_flows_tasks_plumbing_and_the_command_line():
+    graph = _module_imports(("flows", "tasks", "lion_prefect", "lion_cli"))
+    circles, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            circles.append(path[path.index(module):] + [module])
+            return
+        if module in done:
+            return
+        for dep in sorted(graph[module]):
+            visit(dep, path + [module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert circles == []
+
+
+def test_process_supervision_knows_no_command():
+    assert _imported_packages(REPO / "lion_cli" / "supervision.py") & {"lion_cli", "typer", "click", "flows", "tasks"} == set()
+
+
+def test_the_package_list_the_script_and_the_image_agree():
+    import re
+
+    project = (REPO / "pyproject.toml").read_text()  # tomllib is not in Python 3.10
+    packages = re.findall(r'"(\w+)\*"', re.search(r"^include = \[(.*)\]$", project, re.M).group(1))
+    assert set(packages) == {"lion_core", "lion_prefect", "lion_cli", "flows", "tasks"}
+    assert re.search(r'^lion = "lion_cli\.main:main"$', project, re.M)
+    dockerfile = (REPO / "deployments" / "Dockerfile").read_text()
+    assert [p for p in packages if f"COPY {p} {p}" not in dockerfile] == []
 
 
 def test_deepspeed_configs_are_valid_json():
@@ -47,7 +129,7 @@ def test_deepspeed_configs_are_valid_json():
 
 
 def _python_files():
-    for folder in ("lion_core", "flows", "tasks", "tests", "bench"):
+    for folder in ("lion_core", "lion_prefect", "lion_cli", "flows", "tasks", "tests", "bench"):
         yield from sorted((REPO / folder).rglob("*.py"))
 
 
@@ -69,7 +151,8 @@ def _private_names_used_across_modules(path: Path) -> list[str]:
             for alias in node.names:
                 modules.add(alias.asname or alias.name.split(".")[0])
     ours = {m for m in modules if (REPO / m).is_dir() or (REPO / "lion_core" / f"{m}.py").is_file()
-            or any((REPO / d).joinpath(f"{m}.py").is_file() for d in ("flows", "tasks", "lion_core/llm", "lion_core/student"))}
+            or any((REPO / d).joinpath(f"{m}.py").is_file() for d in ("flows", "tasks", "lion_prefect", "lion_cli",
+                                                                     "lion_core/llm", "lion_core/student"))}
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                 and isinstance(node.value, ast.Name) and node.value.id in ours):

@@ -25,8 +25,8 @@ import pytest
 
 from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import pool_rows, write_flow_config
-from tests.flows.test_cli import LION
 from tests.helpers import descendants, expire_leases, process_alive
+from tests.lion_cli.lion_script import LION
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = FaultPlan(rate_500=0.05, rate_429=0.05, retry_after_s=0.05, seed=3)
@@ -125,8 +125,8 @@ def _slots_held(config: Path, home: Path) -> int:
     expire_leases(home)
     code = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-        "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
-        "from tasks.limits import release_expired_leases; release_expired_leases()\n"
+        "from lion_prefect.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
+        "from lion_prefect.leases import release_expired_leases; release_expired_leases()\n"
         "from prefect import get_client\n"
         "from lion_core.config import load_config\nfrom lion_core.limits import api_limits\n"
         f"names = api_limits(load_config({str(config)!r}))\n"
@@ -264,7 +264,7 @@ def _flow_run_states(home: Path) -> dict[str, str]:
     """The state of each flow run on the local API under `home`, by flow run name."""
     code = (
         f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
-        "from flows.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
+        "from lion_prefect.local_api import use_local_api_unless_configured; use_local_api_unless_configured()\n"
         "from prefect import get_client\n"
         "with get_client(sync_client=True) as c:\n"
         "    print(' '.join(sorted(f'{r.name}={r.state.name}' for r in c.read_flow_runs() if r.state)))\n"
@@ -287,7 +287,7 @@ def stopped_while_waiting(tiny_model, tmp_path_factory):
     with FaultServer() as api:
         config = write_flow_config(tmp_path, api.url, tiny_model, iterations=1)
         limit = limit_name(load_config(config).teacher)
-        holder = subprocess.Popen([sys.executable, str(REPO / "tests" / "tasks" / "slot_driver.py"), "hold-with-api",
+        holder = subprocess.Popen([sys.executable, str(REPO / "tests" / "lion_prefect" / "slot_driver.py"), "hold-with-api",
                                    limit], env={**_env(home), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -1,4 +1,4 @@
-"""Driver for tests/tasks/test_slot_reclaim.py, run as its own process (its own PREFECT_HOME and API).
+"""Driver for tests/lion_prefect/test_slot_reclaim.py, run as its own process (its own PREFECT_HOME and API).
 
 `hold LIMIT`: take one slot of LIMIT the way a shard does, print "held", and keep it until killed
 (`hold-with-api LIMIT`: first start a local API and create LIMIT with one slot).
@@ -20,7 +20,7 @@ from uuid import UUID
 
 def hold(limit: str, own_api: bool = False) -> None:
     if own_api:  # a separate process with its own local API on the same PREFECT_HOME, as another run has
-        from flows.local_api import use_local_api_unless_configured
+        from lion_prefect.local_api import use_local_api_unless_configured
 
         use_local_api_unless_configured()
         from prefect import get_client
@@ -36,7 +36,7 @@ def hold(limit: str, own_api: bool = False) -> None:
 
 
 def scenario() -> None:
-    from flows.local_api import use_local_api_unless_configured
+    from lion_prefect.local_api import use_local_api_unless_configured
 
     ours = use_local_api_unless_configured() is not None
     from prefect import get_client
@@ -71,7 +71,7 @@ def scenario() -> None:
 
     from prefect.server.concurrency.lease_storage.filesystem import ConcurrencyLeaseStorage
 
-    from tasks.limits import release_expired_leases
+    from lion_prefect.leases import release_expired_leases
 
     with get_client(sync_client=True) as client:
         empty = client.increment_concurrency_slots_with_lease(["tag:no-such-limit"], 1, "concurrency", 60).json()

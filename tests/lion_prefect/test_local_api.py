@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from flows.local_api import LocalApi
+from lion_prefect.local_api import LocalApi
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def _take_slots_while_another_write_holds_the_lock(app: str, home, monkeypatch) 
 
 
 def test_a_task_run_start_waits_for_the_lock_instead_of_being_refused(tmp_path, monkeypatch):
-    status, seconds = _take_slots_while_another_write_holds_the_lock("flows.local_api:create_app", tmp_path / "ours",
+    status, seconds = _take_slots_while_another_write_holds_the_lock("lion_prefect.local_api:create_app", tmp_path / "ours",
                                                                      monkeypatch)
     assert status == 200 and seconds < 10, (status, seconds)  # served once the other write committed (~0.8 s)
     # the same moment on Prefect's own application: refused, and the client would ask again 2 s later

@@ -8,8 +8,8 @@ from lion_core.llm.accounting import Accounting
 from lion_core.llm.gateway import Endpoint, Gateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.llm.responses import ResponseStore
+from lion_prefect.limits import apply_limits
 from tasks.common import SlottedGateway
-from tasks.limits import apply_limits
 from tests.fault_server import FaultServer
 
 API = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "LION_TEST_KEY"}
@@ -57,7 +57,7 @@ def test_the_gpu_limit_lets_one_gpu_task_run_at_a_time_across_runs(prefect_harne
     from prefect import flow, task
 
     from lion_core.limits import GPU_LIMIT, GPU_TAG
-    from tasks.limits import apply_gpu_limit
+    from lion_prefect.limits import apply_gpu_limit
 
     spans = []
 

@@ -10,7 +10,7 @@ under PREFECT_HOME) started by us:
   and it ends when `lion` ends, however `lion` ends;
 - with leases on the file system (PREFECT_HOME/concurrency_leases), so a lease outlives the process
   that took it, and expired ones are released every 15 s while it runs, as a real server's
-  repossessor service does (`tasks.limits`);
+  repossessor service does (`lion_prefect.leases`);
 - with SQLite write transactions that take the write lock when they begin (`create_app`).
 """
 
@@ -29,10 +29,9 @@ from pathlib import Path
 from lion_core.errors import LionError
 from lion_core.lifeline import guarded, stop_group
 from lion_core.llm.embedded import free_port
+from lion_prefect.leases import LEASES_ENV, release_expired_leases
 
 FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
-LEASES_ENV = "LION_LEASES_DIR"
-"""Set while our local API runs (to where its leases are, for the user): tasks.limits then reclaims."""
 
 
 def create_app():
@@ -44,7 +43,7 @@ def create_app():
     timeout does not apply to a stale snapshot), the server answers 503 and Prefect's client waits
     2 s before it asks again. On a tiny run that was 35 of its 60-odd task starts: about half its
     time. Begun IMMEDIATE, a transaction waits for the lock (up to the busy timeout) instead.
-    PostgreSQL servers are not concerned; the upstream report is PrefectHQ/prefect#18934."""
+    PostgreSQL servers are not concerned."""
     from contextlib import asynccontextmanager
 
     from prefect.server.api.server import create_app as prefect_app
@@ -68,7 +67,7 @@ def prefect_home() -> Path:
 class LocalApi:
     """A Prefect API server on loopback, for one `lion` command."""
 
-    def __init__(self, startup_timeout_s: float | None = None, app: str = "flows.local_api:create_app"):
+    def __init__(self, startup_timeout_s: float | None = None, app: str = "lion_prefect.local_api:create_app"):
         self.app = app
         self.startup_timeout_s = startup_timeout_s or float(
             os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180"))
@@ -96,7 +95,6 @@ class LocalApi:
         """Release expired leases while we run, as a real server's repossessor service does: a slot
         of a run killed while holding it comes back within its lease and this interval, even when no
         shard of ours waits for it."""
-        from tasks.limits import release_expired_leases
 
         def loop() -> None:
             while self.proc is not None:
@@ -141,3 +139,13 @@ def use_local_api_unless_configured() -> LocalApi | None:
     os.environ[LEASES_ENV] = str(prefect_home() / "concurrency_leases")
     api.repossess_every()
     return api
+
+
+def prefect_setup() -> None:
+    """Before Prefect is imported: our logger in the run's logs, Prefect's usage analytics off (they
+    call out to the internet, which a GPU node often cannot reach, and log errors when they fail), and
+    our own local API server unless PREFECT_API_URL names one (the module's docstring says why).
+    Settings the environment already holds win."""
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "lion")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    use_local_api_unless_configured()

@@ -1,9 +1,13 @@
-"""A resumed run closes the sub-flows that a killed attempt left Running (seen with `docker stop`)."""
+"""A resumed run closes the sub-flows that a killed attempt left Running (seen with `docker stop`); a
+stopped `lion` closes the runs it tagged."""
+
+from uuid import uuid4
 
 from prefect import flow, get_client, task
 from prefect.states import Completed, Crashed, Running
 
-from tasks.orphans import crash_orphaned_runs
+from lion_prefect import orphans
+from lion_prefect.orphans import crash_orphaned_runs, crash_tagged_runs
 
 
 @flow(name="lion")
@@ -91,3 +95,28 @@ def test_a_killed_attempt_still_shown_running_is_closed_when_the_run_lock_names_
         assert client.read_flow_run(iteration.id).state.type.value == "CRASHED"
         assert client.read_task_run(leaf.id).state.type.value == "CRASHED"
         assert client.read_flow_run(current.id).state.type.value == "RUNNING"
+
+
+def test_a_stopped_process_closes_every_run_it_tagged_page_by_page(prefect_harness, monkeypatch):
+    """What `lion` forced to exit does (lion_cli.supervision): every unfinished run with its process tag
+    is closed, over as many pages as they take; finished runs and other processes' runs are left alone."""
+    monkeypatch.setattr(orphans, "PAGE", 2)
+    tag, other_tag = f"lion-process-{uuid4().hex[:12]}", f"lion-process-{uuid4().hex[:12]}"
+    with get_client(sync_client=True) as client:
+        mine = [client.create_flow_run(lion_stub, name=f"mine-{i}", tags=[tag], state=Running()) for i in range(5)]
+        finished = client.create_flow_run(lion_stub, name="mine-done", tags=[tag], state=Completed())
+        other = client.create_flow_run(lion_stub, name="other", tags=[other_tag], state=Running())
+        my_tasks = [client.create_task_run(step, flow_run_id=mine[0].id, dynamic_key=f"t-{i}", extra_tags=[tag],
+                                           state=Running()) for i in range(5)]
+        other_task = client.create_task_run(step, flow_run_id=other.id, dynamic_key="t", extra_tags=[other_tag],
+                                            state=Running())
+
+        assert crash_tagged_runs(tag, "stopped") == 5
+
+        assert {client.read_flow_run(r.id).state.type.value for r in mine} == {"CRASHED"}
+        assert {client.read_task_run(t.id).state.type.value for t in my_tasks} == {"CRASHED"}
+        assert client.read_flow_run(mine[0].id).state.message == "stopped"
+        assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
+        assert client.read_flow_run(other.id).state.type.value == "RUNNING"
+        assert client.read_task_run(other_task.id).state.type.value == "RUNNING"
+        assert crash_tagged_runs(tag, "stopped") == 0

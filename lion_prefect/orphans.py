@@ -1,10 +1,16 @@
-"""Sub-flow and task runs left Running by a run whose process died.
+"""Flow and task runs left unfinished by a process that ended, set Crashed.
 
-When a container is stopped or a node dies, the worker (or Prefect's own handler) marks the top flow run
-Crashed, but the iteration and stage sub-flows that ran in the same process stay Running in the UI for
-good. A resumed run closes them: every unfinished descendant of an earlier, ended `lion-<run id>` flow run
-is set Crashed, with a message naming the flow run that carries the run on; so is whatever an earlier
-attempt of the same flow run (the UI's Retry) left under it.
+Two callers share one way of doing it: every read is paged to its end before any run is changed (a run
+set Crashed leaves a filter on live states, so the next page would skip runs).
+
+- A resumed run closes what an earlier attempt left Running. When a container is stopped or a node
+  dies, the worker (or Prefect's own handler) marks the top flow run Crashed, but the iteration and
+  stage sub-flows that ran in the same process stay Running in the UI for good. Every unfinished
+  descendant of an earlier, ended `lion-<run id>` flow run is set Crashed, with a message naming the flow
+  run that carries the run on; so is whatever an earlier attempt of the same flow run (the UI's Retry)
+  left under it (`crash_orphaned_runs`).
+- `lion`, stopped and out of time for Prefect's own orderly stop, closes the runs that carry its process
+  tag (`crash_tagged_runs`).
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    FlowRunFilterTags,
     TaskRunFilter,
     TaskRunFilterFlowRunId,
     TaskRunFilterState,
     TaskRunFilterStateType,
+    TaskRunFilterTags,
 )
 from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 
-from tasks.limits import release_leases_held_by
+from lion_prefect.leases import release_leases_held_by
 
 log = logging.getLogger("lion.orphans")
 
@@ -59,26 +67,16 @@ def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: s
                                            name=FlowRunFilterName(any_=[f"lion-{run_id}"]),
                                            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=ENDED + LIVE))))
                        if str(r.id) != str(current) and (r.state_type in ENDED or str(r.id) == dead)]
-            for r in earlier:
-                if r.state_type in LIVE:
-                    client.set_flow_run_state(r.id, Crashed(message=message), force=True)
-                    closed += 1
+            closed += _crash_flow_runs(client, earlier, message)
             roots = [r.id for r in earlier]
             # Called before this flow starts anything, so whatever already hangs under it is left from an
             # earlier attempt of this same flow run (the UI's Retry).
             roots += [UUID(str(current))] if current else []
             below = _descendants(client, roots)
-            for r in below:
-                if r.state_type in LIVE:
-                    client.set_flow_run_state(r.id, Crashed(message=message), force=True)
-                    closed += 1
+            closed += _crash_flow_runs(client, below, message)
             flows = roots + [r.id for r in below]
-            for i in range(0, len(flows), 200):
-                for t in _all(client.read_task_runs, task_run_filter=TaskRunFilter(
-                        flow_run_id=TaskRunFilterFlowRunId(any_=flows[i:i + 200]),
-                        state=TaskRunFilterState(type=TaskRunFilterStateType(any_=LIVE)))):
-                    client.set_task_run_state(t.id, Crashed(message=message), force=True)
-                    crashed_tasks.add(t.id)
+            for i in range(0, len(flows), PAGE):
+                crashed_tasks |= _crash_task_runs(client, message, flow_run_id=TaskRunFilterFlowRunId(any_=flows[i:i + PAGE]))
         if crashed_tasks:
             release_leases_held_by(crashed_tasks)
     except Exception as e:  # noqa: BLE001 - a tidy UI is not worth stopping a paid run for
@@ -86,6 +84,33 @@ def crash_orphaned_runs(run_id: str, current: UUID | str | None, current_name: s
     if closed:
         log.info("closed %d flow runs left Running by an earlier attempt of run %s", closed, run_id)
     return closed
+
+
+def crash_tagged_runs(tag: str, message: str) -> int:
+    """Set Crashed every unfinished task run and flow run tagged `tag`, as Prefect does on an orderly stop;
+    returns how many flow runs it closed. Raises what the API raises: the caller decides what an
+    unreachable API means."""
+    with get_client(sync_client=True) as client:
+        _crash_task_runs(client, message, tags=TaskRunFilterTags(all_=[tag]))
+        return _crash_flow_runs(client, _all(client.read_flow_runs, flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[tag]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=LIVE)))), message)
+
+
+def _crash_flow_runs(client, runs: list, message: str) -> int:
+    """Set Crashed those of `runs` (read in full already) that are unfinished; returns how many."""
+    live = [r for r in runs if r.state_type in LIVE]
+    for r in live:
+        client.set_flow_run_state(r.id, Crashed(message=message), force=True)
+    return len(live)
+
+
+def _crash_task_runs(client, message: str, **match) -> set[UUID]:
+    """Set Crashed every unfinished task run that `match` (TaskRunFilter fields) selects; returns their ids."""
+    runs = _all(client.read_task_runs, task_run_filter=TaskRunFilter(
+        **match, state=TaskRunFilterState(type=TaskRunFilterStateType(any_=LIVE))))
+    for t in runs:
+        client.set_task_run_state(t.id, Crashed(message=message), force=True)
+    return {t.id for t in runs}
 
 
 def _descendants(client, roots: list[UUID]) -> list:
@@ -100,7 +125,7 @@ def _descendants(client, roots: list[UUID]) -> list:
 
 
 def _all(read, **filters) -> list:
-    """Every match of a paged read (`read_flow_runs`, `read_task_runs`)."""
+    """Every match of a paged read (`read_flow_runs`, `read_task_runs`), read to its last page."""
     out, offset = [], 0
     while True:
         page = read(**filters, limit=PAGE, offset=offset)

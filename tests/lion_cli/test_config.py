@@ -1,0 +1,82 @@
+"""`lion config check` and `lion config explain` (lion_cli.config)."""
+
+import pytest
+
+from tests.lion_cli.lion_script import REPO, lion
+
+
+def test_config_check(tmp_path):
+    r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml", env={"OPENAI_API_KEY": "sk-test"})
+    assert r.returncode == 0 and "ok" in r.stdout and "$OPENAI_API_KEY" in r.stdout
+    r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml")
+    assert r.returncode == 1 and "3 problem(s)" in r.stderr and "teacher.api_key_env: $OPENAI_API_KEY is not set" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: {tau: -1, iterations: 0}\nteacher: {sampling: {top_p: 0}}\n")
+    r = lion("config", "check", bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    for field in ("loop.tau", "loop.iterations", "teacher.sampling.top_p"):
+        assert field in r.stderr
+
+
+def test_qlora_on_a_machine_without_a_gpu_is_refused_at_config_check(config):
+    """QLoRA's 4-bit base needs CUDA: on this CPU machine `config check` says so before anything is paid,
+    and names the field; the same config with LoRA passes."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: QLoRA is allowed here (make gpu-check trains it)")
+    text = config.read_text().replace("training:\n", "training:\n  method: qlora\n", 1)
+    qlora = config.with_name("qlora.yaml")
+    qlora.write_text(text)
+    r = lion("config", "check", "--no-probe", qlora)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "training.method: qlora" in r.stderr and "needs a CUDA GPU" in r.stderr and "use method lora" in r.stderr
+    lora = config.with_name("lora.yaml")
+    lora.write_text(text.replace("method: qlora", "method: lora"))
+    r = lion("config", "check", "--no-probe", lora)
+    assert r.returncode == 0, r.stderr
+    assert "training  lora, rank 16 adapters on all-linear, python on 1 process(es), DeepSpeed zero2.json" in r.stdout
+
+
+def test_config_explain():
+    r = lion("config", "explain", "loop")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("[loop]") and "loop.tau: float >= 0 = 1.0" in r.stdout and "teacher." not in r.stdout
+    r = lion("config", "explain", "loop.taux")
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("lion: error: unknown config field 'loop.taux'") and "did you mean loop.tau" in r.stderr
+
+
+@pytest.mark.slow
+def test_config_check_reports_every_problem_before_anything_is_paid(tmp_path):
+    from lion_core.llm.embedded import free_port
+    from tests.fault_server import FaultPlan, FaultServer
+
+    secret = "sk-lion-check-" + "5" * 30
+    with FaultServer(FaultPlan(api_key=secret)) as api:
+        cfg = tmp_path / "sub" / "lion.yaml"
+        cfg.parent.mkdir()
+        (tmp_path / "sub" / "seeds.jsonl").write_text('{"instruction": "Name a colour.", "input": ""}\n')
+        cfg.write_text(f"""
+teacher: {{base_url: "{api.url}", model: m, api_key_env: LION_CHECK_KEY}}
+referee: {{base_url: "http://127.0.0.1:{free_port()}/v1", model: m}}
+generator: {{base_url: "{api.url}", model: m, api_key_env: LION_CHECK_KEY}}
+training: {{deepspeed_config: missing/zero9.json}}
+data: {{seed: seeds.jsonl}}
+evaluation: {{eval_set: no-questions.jsonl}}
+""")
+        r = lion("config", "check", cfg, cwd=REPO, env={"LION_CHECK_KEY": "sk-wrong"})
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert secret not in r.stderr and "sk-wrong" not in r.stderr
+        for problem in (f"training.deepspeed_config: {tmp_path}/sub/missing/zero9.json does not exist",
+                        f"evaluation.eval_set: {tmp_path}/sub/no-questions.jsonl does not exist",
+                        "teacher.base_url: " + api.url + " rejected the key (HTTP 401)",
+                        "generator.base_url: " + api.url + " rejected the key (HTTP 401)",
+                        "referee.base_url: http://127.0.0.1:", "does not answer"):
+            assert problem in r.stderr, r.stderr
+        assert "data.seed" not in r.stderr  # found next to the config, from another working directory
+        # the same config refuses to run, before any request is sent
+        r = lion("run", "--config", cfg, "--run-id", "never", cwd=REPO, env={"LION_CHECK_KEY": secret})
+        assert r.returncode == 1 and "cannot start" in r.stderr and "zero9.json" in r.stderr
+        assert sum(api.stats.answered.values()) == 0
+        assert not (tmp_path / "sub" / "runs" / "never").exists()
