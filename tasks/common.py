@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -23,13 +23,13 @@ from lion_core.config import RunConfig
 from lion_core.errors import LionError, ShardIncomplete
 from lion_core.limits import limit_name, role_config, shard_role
 from lion_core.llm.accounting import Accounting
-from lion_core.llm.gateway import Endpoint, EndpointUnreachable, Gateway
+from lion_core.llm.gateway import ChatGateway, Endpoint, EndpointUnreachable, Gateway
 from lion_core.llm.replay import StoreGateway, batch_runner
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore
 from lion_core.store import PoolRef, RunStore
 from lion_core.student.launch import TrainingError
-from tasks.limits import SLOT_LEASE_S, SLOT_WAIT_S, reclaim_expired_slots
+from lion_prefect.leases import SLOT_LEASE_S, SLOT_WAIT_S, reclaim_expired_slots
 
 CACHE_VERSION = "lion-tasks/5"
 """Bump when a task's output format changes, so old cached results are not reused (2: judgments/2,
@@ -100,11 +100,11 @@ class SlottedGateway:
     one API blip costs more than a few minutes of a slot over budget, and every shard still paces
     its own requests at its share of the key's limits."""
 
-    def __init__(self, gateway: Gateway, limit: str, chunk: int):
+    def __init__(self, gateway: ChatGateway, limit: str, chunk: int):
         self.gateway, self.limit, self.chunk = gateway, limit, chunk
         self.endpoint = gateway.endpoint
 
-    def run_sync(self, requests: list[ChatRequest], stage: str) -> list[ChatResult]:
+    def run_sync(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
         out: list[ChatResult] = []
         for i in range(0, len(requests), self.chunk):
             part = requests[i:i + self.chunk]
@@ -116,7 +116,7 @@ class SlottedGateway:
 @contextmanager
 def api_slot(limit: str) -> Iterator[None]:
     """One slot of `limit`, under a short lease that Prefect renews while we hold it. The wait is cut
-    into spells; after each, slots whose holder died are given back (tasks.limits), so a slot held by
+    into spells; after each, slots whose holder died are given back (lion_prefect.leases), so a slot held by
     a killed run never blocks the runs after it."""
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.context import TaskRunContext
@@ -145,7 +145,7 @@ def role_endpoint(ctx: RunContext, role: str) -> Endpoint:
 
 
 @contextmanager
-def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[SlottedGateway | StoreGateway, Accounting]]:
+def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[ChatGateway, Accounting]]:
     """The role's gateway for one task: the shard's share of the key's rate limits, the run's response
     store, and a fresh accounting table that the task returns. A role in batch mode reads the answers
     its batches left in the store (the flow's batch passes come first) and sends nothing."""

@@ -4,7 +4,7 @@ A role in `mode: batch` hands its requests to a `BatchRunner` instead of chattin
 JSONL files, uploaded, submitted as batches, and their answers land in the same response store under the
 same request keys, so the stages read them exactly as they read interactive answers.
 
-Each batch is a row of `batch_jobs` (in the response store's SQLite file) that moves through
+Each batch is a row of the `BatchLedger` (`batch_jobs`, in the response store's SQLite file) that moves through
 
     prepared (input file written)  ->  uploaded (file id)  ->  submitted (batch id)  ->  ended (the API's
     final status and result files)  ->  collected (every request answered or recorded as failed)
@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,47 +35,13 @@ import openai
 from lion_core.config import BatchSettings, Price
 from lion_core.errors import LionError
 from lion_core.llm.accounting import Accounting
+from lion_core.llm.batch_ledger import BatchLedger
+from lion_core.llm.batch_ledger import live_batch_count as live_batch_count  # re-exported: the flows ask here
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 
 log = logging.getLogger("lion.batches")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batch_jobs (
-    job TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    model TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('prepared', 'uploaded', 'submitted', 'ended', 'collected')),
-    input_path TEXT NOT NULL,
-    input_sha256 TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    est_tokens INTEGER NOT NULL,
-    file_id TEXT,
-    batch_id TEXT,
-    status TEXT,
-    output_file_id TEXT,
-    error_file_id TEXT,
-    completed INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    tries INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batch_members (
-    job TEXT NOT NULL,
-    key TEXT NOT NULL,
-    PRIMARY KEY (job, key)
-);
-CREATE INDEX IF NOT EXISTS batch_members_key ON batch_members (key);
-CREATE TABLE IF NOT EXISTS batch_fallback (
-    key TEXT PRIMARY KEY,
-    asked_at TEXT NOT NULL
-);
-"""
-LIVE = ("prepared", "uploaded", "submitted", "ended")
 FINAL_STATUS = ("completed", "expired", "failed", "cancelled")
 METADATA_KEY = "lion_job"
 
@@ -84,26 +49,6 @@ METADATA_KEY = "lion_job"
 class BatchJobError(LionError):
     """The provider refuses to show a submitted batch or its results (a 4xx other than 429): waiting cannot
     help, and a new batch would pay again for requests the provider may still answer."""
-
-
-def live_batch_count(store_path: str, endpoint: str, model: str) -> int:
-    """Batches of an endpoint and model not yet collected, read from the response store's ledger (0 when
-    the store has none): a role switched back to interactive collects these before asking anything again."""
-    if not os.path.exists(store_path):
-        return 0
-    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=60)
-    try:
-        (n,) = db.execute(f"SELECT COUNT(*) FROM batch_jobs WHERE endpoint = ? AND model = ? AND state IN "
-                          f"({','.join('?' * len(LIVE))})", (endpoint, model, *LIVE)).fetchone()
-    except sqlite3.OperationalError:  # no ledger yet
-        return 0
-    finally:
-        db.close()
-    return int(n)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -160,35 +105,34 @@ class BatchRunner:
     """One role's batches on one endpoint. `client` is an `openai.OpenAI` for the endpoint (the real SDK:
     files and batches); `folder` keeps the input files until their batch is collected. `accounting` gets a
     `batch` row for the role and stage: requests placed in batches (`calls`, of them `retries` placed again
-    after a failed batch attempt) and the tokens of the answers collected, at `price`."""
+    after a failed batch attempt) and the tokens of the answers collected, at `price`. `ledger` records
+    where each batch stands; by default the one in the store's file, and `close()` closes it either way."""
 
     def __init__(self, client: openai.OpenAI, store: ResponseStore, call: StoredCall, api_model: str,
                  settings: BatchSettings, folder: str | os.PathLike, accounting: Accounting | None = None,
-                 price: Price | None = None):
+                 price: Price | None = None, ledger: BatchLedger | None = None):
         self.client, self.store, self.call, self.api_model, self.settings = client, store, call, api_model, settings
         self.accounting, self.price = accounting or Accounting(), price or Price()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        # its own connection to the store's file: the ledger's steps are transactions of their own
-        self._db = sqlite3.connect(store.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.executescript(_SCHEMA)
+        self.ledger = ledger or BatchLedger(store.path)
 
     def close(self) -> None:
-        self._db.close()
+        self.ledger.close()
         self.client.close()
 
     def drive_live(self) -> int:
         """Move the endpoint's batches in progress without submitting any; the count still live."""
-        for job in self._live_jobs():
+        for job in self._live():
             self._drive(job, {})
-        return len(self._live_jobs())
+        return len(self._live())
+
+    def _live(self) -> list[dict]:
+        return self.ledger.live(self.call.endpoint, self.call.model)
 
     def mark_asked_interactively(self, keys: Sequence[str]) -> None:
         """Keys whose batch attempts were spent and that were then asked interactively: settled."""
-        with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO batch_fallback (key, asked_at) VALUES (?, ?)",
-                                 [(k, _now()) for k in keys])
+        self.ledger.mark_asked_interactively(keys)
 
     # -- the pass ---------------------------------------------------------------------------------------
     def advance(self, requests: Sequence[ChatRequest]) -> BatchProgress:
@@ -197,14 +141,14 @@ class BatchRunner:
         unique: dict[str, ChatRequest] = {}
         for r in requests:
             unique.setdefault(r.key(self.call.endpoint, self.call.model), r)
-        for job in self._live_jobs():
+        for job in self._live():
             self._drive(job, unique)
         answered = self.store.successes(unique)
-        claimed = self._claimed(unique)
+        claimed = self.ledger.claimed(unique)
         exhausted = self._exhausted(unique, answered, claimed)
         todo = [(k, r) for k, r in unique.items() if k not in answered and k not in claimed and k not in exhausted]
         submitted = 0
-        enqueued = self._enqueued_tokens()
+        enqueued = self.ledger.enqueued_tokens(self.call.endpoint, self.call.model)
         room = self.settings.max_enqueued_tokens - enqueued
         if todo and (room > 0 or not enqueued):  # with nothing enqueued, one batch goes even if over the cap
             for members in plan_batches(todo, self.api_model, self.settings, room):
@@ -212,35 +156,27 @@ class BatchRunner:
                 submitted += 1
         # where things stand after this pass (a batch may have been submitted and collected within it)
         answered = self.store.successes(unique)
-        exhausted = self._exhausted(unique, answered, self._claimed(unique))
+        exhausted = self._exhausted(unique, answered, self.ledger.claimed(unique))
         failed_for_good = len(exhausted) if self.settings.on_exhausted == "fail" else 0
         pending = sum(1 for k in unique if k not in answered and k not in exhausted)
         return BatchProgress(total=len(unique), answered=len(answered), failed=failed_for_good, pending=pending,
-                             exhausted=exhausted, batches_live=len(self._live_jobs()), batches_submitted_now=submitted)
+                             exhausted=exhausted, batches_live=len(self._live()), batches_submitted_now=submitted)
 
     def exhausted(self, keys: Sequence[str]) -> set[str]:
         """Keys not answered and in no live batch whose batch attempts are spent (`on_exhausted` applies)."""
         unique = dict.fromkeys(keys)
-        return set(self._exhausted(unique, self.store.successes(unique), self._claimed(unique)))
+        return set(self._exhausted(unique, self.store.successes(unique), self.ledger.claimed(unique)))
 
     def settled(self, keys: Sequence[str]) -> set[str]:
         """Unanswered keys that no further batch will be placed for: their batch attempts are spent and,
         with `on_exhausted: interactive`, they were asked interactively since (and failed there too)."""
         out = self.exhausted(keys)
         if self.settings.on_exhausted == "interactive" and out:
-            out &= self._keys_in("batch_fallback", out)
+            out &= self.ledger.asked_interactively(out)
         return out
 
-    def _keys_in(self, table: str, keys: set[str]) -> set[str]:
-        ks, found = list(keys), set()
-        for i in range(0, len(ks), 500):
-            chunk = ks[i:i + 500]
-            found |= {k for (k,) in self._db.execute(
-                f"SELECT key FROM {table} WHERE key IN ({','.join('?' * len(chunk))})", chunk)}
-        return found
-
     def _exhausted(self, unique: Mapping[str, Any], answered: Mapping[str, Any], claimed: set[str]) -> tuple[str, ...]:
-        attempts = self._batch_attempts(unique)
+        attempts = self.ledger.attempts(unique)
         return tuple(k for k in unique if k not in answered and k not in claimed
                      and (attempts.get(k, 0) >= self.settings.max_attempts or (k in attempts and self._hopeless(k))))
 
@@ -255,7 +191,7 @@ class BatchRunner:
     def _prepare(self, members: list[tuple[str, ChatRequest]]) -> dict:
         """Write the input file (atomically), then record the job and its members in one transaction."""
         keys = sorted(k for k, _ in members)
-        round_ = max(self._batch_attempts(dict(members)).values(), default=0)
+        round_ = max(self.ledger.attempts(dict(members)).values(), default=0)
         job = hashlib.sha256(json.dumps([self.call.endpoint, self.call.model, keys, round_]).encode()).hexdigest()[:32]
         content = "".join(json.dumps(request_line(k, r, self.api_model), ensure_ascii=False) + "\n" for k, r in members)
         data = content.encode()
@@ -263,18 +199,12 @@ class BatchRunner:
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        now = _now()
-        with self._db:
-            self._db.execute(
-                "INSERT OR IGNORE INTO batch_jobs (job, role, stage, endpoint, model, state, input_path, input_sha256, "
-                "requests, est_tokens, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'prepared', ?, ?, ?, ?, ?, ?)",
-                (job, self.call.role, self.call.stage, self.call.endpoint, self.call.model, str(path),
-                 hashlib.sha256(data).hexdigest(), len(members), sum(r.estimated_tokens() for _, r in members), now, now))
-            self._db.executemany("INSERT OR IGNORE INTO batch_members (job, key) VALUES (?, ?)", [(job, k) for k in keys])
+        recorded = self.ledger.record(job, self.call, str(path), hashlib.sha256(data).hexdigest(), keys,
+                                      sum(r.estimated_tokens() for _, r in members))
         usage = self.accounting.row(self.call.role, self.call.stage, "batch")
         usage.calls += len(members)
-        usage.retries += sum(1 for n in self._batch_attempts(dict(members)).values() if n)
-        return self._job(job)
+        usage.retries += sum(1 for n in self.ledger.attempts(dict(members)).values() if n)
+        return recorded
 
     def _drive(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
         """Take one job as far as it goes now. A failed API call leaves it where it was, for the next pass;
@@ -297,12 +227,12 @@ class BatchRunner:
                     f"{self.call.role}: batch {job['batch_id']} ({job['state']}): {message}. Its requests stay claimed "
                     "by it; resume with the key and endpoint that created it") from None
             if job["state"] in ("prepared", "uploaded"):  # no batch exists yet: a bounded number of tries
-                job = self._update(job["job"], tries=job["tries"] + 1, reason=f"{job['state']} step failed: {message}")
+                job = self.ledger.update(job["job"], tries=job["tries"] + 1, reason=f"{job['state']} step failed: {message}")
                 if job["tries"] >= self.settings.max_attempts:
                     log.warning("%s batch %s given up after %d failed tries: %s", self.call.role, job["job"][:12],
                                 job["tries"], message)
-                    self._update(job["job"], state="ended", status="not_submitted")
-                    self._collect(self._job(job["job"]), known)
+                    self.ledger.update(job["job"], state="ended", status="not_submitted")
+                    self._collect(self.ledger.job(job["job"]), known)
                     return
             log.warning("%s batch %s (%s): %s; tried again on the next pass", self.call.role, job["job"][:12],
                         job["state"], message)
@@ -312,7 +242,7 @@ class BatchRunner:
         if hashlib.sha256(data).hexdigest() != job["input_sha256"]:
             raise RuntimeError(f"batch input {job['input_path']} changed since it was written")
         f = self.client.files.create(file=(Path(job["input_path"]).name, data), purpose="batch")
-        return self._update(job["job"], state="uploaded", file_id=f.id)
+        return self.ledger.update(job["job"], state="uploaded", file_id=f.id)
 
     def _submit(self, job: dict) -> dict:
         found = self._find_batch(job["job"], job["created_at"])
@@ -322,7 +252,7 @@ class BatchRunner:
                                                metadata={METADATA_KEY: job["job"]})
         else:
             log.info("%s batch %s was created before the last stop: %s", self.call.role, job["job"][:12], found.id)
-        return self._update(job["job"], state="submitted", batch_id=found.id, status=found.status)
+        return self.ledger.update(job["job"], state="submitted", batch_id=found.id, status=found.status)
 
     def _find_batch(self, job: str, created_at: str) -> Any | None:
         """A batch created for `job` whose creation was not recorded (killed right after the call): the
@@ -345,12 +275,12 @@ class BatchRunner:
             if b.status == "failed" and b.errors and b.errors.data:
                 reason = "; ".join(f"{e.code}: {e.message}" for e in b.errors.data)[:2000]
             fields.update(state="ended", output_file_id=b.output_file_id, error_file_id=b.error_file_id, reason=reason)
-        return self._update(job["job"], **fields)
+        return self.ledger.update(job["job"], **fields)
 
     def _collect(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
         """Save every answer and every per-request error; requests the batch never answered (expired,
         cancelled, failed) are recorded as failed with the batch's status. Idempotent."""
-        members = {k for (k,) in self._db.execute("SELECT key FROM batch_members WHERE job = ?", (job["job"],))}
+        members = self.ledger.members(job["job"])
         lines = {json.loads(x)["custom_id"]: json.loads(x) for x in Path(job["input_path"]).read_text().splitlines()}
         seen: set[str] = set()
         for file_id in (job["output_file_id"], job["error_file_id"]):
@@ -370,7 +300,7 @@ class BatchRunner:
         for key in unanswered:
             kind = "Batch" + "".join(w.capitalize() for w in (job["status"] or "ended").split("_"))
             self._failure(key, known.get(key) or _request_of(lines[key]), kind, reason)
-        self._update(job["job"], state="collected")
+        self.ledger.update(job["job"], state="collected")
         Path(job["input_path"]).unlink(missing_ok=True)
         log.info("%s batch %s %s: %d answered, %d errors, %d unanswered", self.call.role, job["job"][:12],
                  job["status"], job["completed"], job["failed"], len(unanswered))
@@ -403,57 +333,6 @@ class BatchRunner:
         result = ChatResult(key=key, ok=False, attempts=self.store.previous_attempts(key) + 1, error_class=error_class,
                             error_message=str(message)[:2000])
         self.store.put_failure(self.call, request, result)
-
-    # -- the ledger -------------------------------------------------------------------------------------
-    def _job(self, job: str) -> dict:
-        cur = self._db.execute("SELECT * FROM batch_jobs WHERE job = ?", (job,))
-        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
-
-    def _update(self, job: str, **fields: Any) -> dict:
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._db:
-            self._db.execute(f"UPDATE batch_jobs SET {sets}, updated_at = ? WHERE job = ?",
-                             (*fields.values(), _now(), job))
-        return self._job(job)
-
-    def _live_jobs(self) -> list[dict]:
-        cur = self._db.execute(
-            f"SELECT * FROM batch_jobs WHERE endpoint = ? AND model = ? AND state IN ({','.join('?' * len(LIVE))}) "
-            "ORDER BY created_at", (self.call.endpoint, self.call.model, *LIVE))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
-
-    def _claimed(self, keys: dict[str, ChatRequest]) -> set[str]:
-        """Keys in a batch not yet collected."""
-        return self._keys_where(keys, f"j.state IN ({','.join(repr(s) for s in LIVE)})")
-
-    def _batch_attempts(self, keys: dict[str, ChatRequest]) -> dict[str, int]:
-        """Collected batches each key went through."""
-        out: dict[str, int] = {}
-        ks = list(keys)
-        for i in range(0, len(ks), 500):
-            chunk = ks[i:i + 500]
-            for key, n in self._db.execute(
-                    "SELECT m.key, COUNT(*) FROM batch_members m JOIN batch_jobs j ON j.job = m.job "
-                    f"WHERE j.state = 'collected' AND m.key IN ({','.join('?' * len(chunk))}) GROUP BY m.key", chunk):
-                out[key] = n
-        return out
-
-    def _keys_where(self, keys: dict[str, ChatRequest], condition: str) -> set[str]:
-        out: set[str] = set()
-        ks = list(keys)
-        for i in range(0, len(ks), 500):
-            chunk = ks[i:i + 500]
-            out |= {k for (k,) in self._db.execute(
-                f"SELECT m.key FROM batch_members m JOIN batch_jobs j ON j.job = m.job WHERE {condition} "
-                f"AND m.key IN ({','.join('?' * len(chunk))})", chunk)}
-        return out
-
-    def _enqueued_tokens(self) -> int:
-        (n,) = self._db.execute(
-            "SELECT COALESCE(SUM(est_tokens), 0) FROM batch_jobs WHERE endpoint = ? AND model = ? "
-            "AND state IN ('prepared', 'uploaded', 'submitted')", (self.call.endpoint, self.call.model)).fetchone()
-        return int(n)
 
 
 def _request_of(line: dict) -> ChatRequest:

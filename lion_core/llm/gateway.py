@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 import pydantic
@@ -180,6 +180,20 @@ def parse_completion(body: Any) -> tuple[str, str | None, int, int]:
     except (TypeError, ValueError):
         raise MalformedResponse(f"usage is not a pair of token counts: {usage!r}") from None
     return text, finish if isinstance(finish, str) else None, pt, ct
+
+
+class ChatGateway(Protocol):
+    """What a stage needs of a gateway, whichever answers it: `Gateway` (the endpoint, live),
+    `tasks.common.SlottedGateway` (the same, holding a slot of the key's limit per chunk) or
+    `lion_core.llm.replay.StoreGateway` (the response store only, in batch mode). A stage written against
+    this runs unchanged interactively and in batch mode."""
+
+    endpoint: Endpoint
+    """The role's endpoint: its `config` carries the sampling settings the stage builds requests with."""
+
+    def run_sync(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
+        """One result per request, in input order, each with its request's tag."""
+        ...
 
 
 class Gateway:

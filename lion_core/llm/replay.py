@@ -20,7 +20,7 @@ import openai
 from lion_core.errors import LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.batches import BatchRunner
-from lion_core.llm.gateway import Endpoint
+from lion_core.llm.gateway import ChatGateway, Endpoint
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 from lion_core.results import BatchPassResult
@@ -87,7 +87,7 @@ def batch_runner(endpoint: Endpoint, store: ResponseStore, stage: str, accountin
                        folder, accounting=accounting, price=endpoint.config.batch_price())
 
 
-def batch_pass(replay: Callable[[StoreGateway], object], endpoint: Endpoint, store: ResponseStore, runner: BatchRunner,
+def batch_pass(replay: Callable[[ChatGateway], object], endpoint: Endpoint, store: ResponseStore, runner: BatchRunner,
                ask_interactively: Callable[[list[ChatRequest]], object] | None = None) -> BatchPassResult:
     """One look at a stage in batch mode: replay it against the store, move its batches, submit what it
     still needs, and replay again while the answers are already in. Requests whose batch attempts are

@@ -26,13 +26,14 @@ from typing import Any
 
 from lion_core.config import STANDIN_GENERATOR as GENERATOR_MODEL
 from lion_core.config import STANDIN_REFEREE as REFEREE_MODEL
+from lion_core.discrimination.verdicts import unquote_material
 from lion_core.prompts import render
-from lion_core.referee import unquote_material
 
 MODELS = (REFEREE_MODEL, GENERATOR_MODEL)
 
 # Mean log-likelihood per token mapped linearly onto 0-10: the teacher's own sampled answers sit near
-# -1 (about 9), degenerate text below -6 (0). Measured on SmolLM2-135M-Instruct (MACHINE-NOTES.md).
+# -1 (about 9), degenerate text below -6 (0). Measured with SmolLM2-135M-Instruct as the stand-in: re-measure
+# both ends if the stand-in model changes, since the span of per-token log-likelihoods is the model's own.
 LL_FLOOR, LL_CEIL = -6.0, -0.5
 NGRAM = 4
 MAX_TASK_TOKENS = 48

@@ -14,7 +14,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: launch.py imports this module for its constants, without torch
+    from lion_core.config import RunConfig
+    from lion_core.store import PoolRef
+    from lion_core.student.data import Examples, PadCollator
 
 FINAL = "final"
 COMPLETE = ".complete"
@@ -80,49 +87,97 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+@dataclass(frozen=True)
+class Setup:
+    """What every step reads: the arguments, the run config, and this process's place in the launch."""
+
+    args: argparse.Namespace
+    cfg: RunConfig
+    world: int
+    rank: int
+    cuda: bool
+    bf16: bool
+    rss_at_start: int | None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.output_dir)
+
+
+@dataclass(frozen=True)
+class Student:
+    model: Any
+    base_model: str
+    """What the weights were loaded from: the adapter's base when continuing a LoRA adapter."""
+    trainable: int
+    total: int
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    ref: PoolRef
+    examples: Examples
+    collator: PadCollator
+
+
+@dataclass(frozen=True)
+class Trained:
+    trainer: Any
+    result: Any
+    resumed: bool
+
+
+def load_setup(args: argparse.Namespace) -> Setup:
+    """The run config, checked against the launch's world size before anything heavy is loaded."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
     from lion_core.config import RunConfig
-    from lion_core.prompts import adds_bos, alpaca_chat_template
-    from lion_core.stages import ANSWERS_SCHEMA_VERSION
-    from lion_core.store import PoolRef, read_table
-    from lion_core.student.data import ListDataset, PadCollator, build_examples
-    from lion_core.student.lora import adapter_base, is_adapter, parameter_counts, with_adapter
-    from lion_core.student.models import CHECKPOINT_INFO
-    from lion_core.version import code_version
 
     cfg = RunConfig.model_validate_json(Path(args.config_json).read_text())
-    rss_at_start = current_rss_bytes()  # python, torch and transformers loaded; no model yet
+    rss_at_start = baseline_rss_bytes()
     t = cfg.training
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     per_step = t.per_device_batch_size * world
     if t.effective_batch_size % per_step:
         sys.exit(f"training.effective_batch_size {t.effective_batch_size} is not a multiple of "
                  f"per_device_batch_size x world size = {t.per_device_batch_size} x {world}")
-    out = Path(args.output_dir)
     cuda = torch.cuda.is_available()
-    bf16 = bool(t.bf16 and (torch.cuda.is_bf16_supported() if cuda else True))
+    return Setup(args=args, cfg=cfg, world=world, rank=int(os.environ.get("RANK", "0")), cuda=cuda,
+                 bf16=bool(t.bf16 and (torch.cuda.is_bf16_supported() if cuda else True)), rss_at_start=rss_at_start)
 
-    # TrainingArguments come first: with ZeRO-3 they make from_pretrained load the model partitioned
-    # across ranks (every rank must call it).
+
+def baseline_rss_bytes() -> int | None:
+    """Resident memory with the libraries the fine-tune uses loaded and no model yet: what the record's
+    peak is read against, so the difference is the model's and the optimizer's."""
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import lion_core.store  # noqa: F401
+    import lion_core.student.data  # noqa: F401
+
+    return current_rss_bytes()
+
+
+def training_arguments(setup: Setup) -> Any:
+    """The Trainer's arguments, and the process group. They come before the model: with ZeRO-3 they make
+    from_pretrained load it partitioned across ranks (every rank must call it)."""
+    from transformers import TrainingArguments
+
+    args, t = setup.args, setup.cfg.training
     targs = TrainingArguments(
-        output_dir=str(out / "trainer"),
+        output_dir=str(setup.out / "trainer"),
         per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.effective_batch_size // per_step,
+        gradient_accumulation_steps=t.effective_batch_size // (t.per_device_batch_size * setup.world),
         learning_rate=t.learning_rate,
         num_train_epochs=t.num_train_epochs,
         max_steps=args.max_steps if args.max_steps > 0 else (t.max_steps or -1),
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
-        bf16=bf16,
+        bf16=setup.bf16,
         gradient_checkpointing=t.gradient_checkpointing,
         deepspeed=t.deepspeed_config,
-        use_cpu=not cuda,
+        use_cpu=not setup.cuda,
         train_sampling_strategy=args.sampling,
         save_strategy="steps",
         save_steps=args.save_steps,
@@ -130,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         logging_steps=1,
         report_to=[],
         optim=t.optim,
-        seed=cfg.loop.random_seed,
+        seed=setup.cfg.loop.random_seed,
         remove_unused_columns=False,
         disable_tqdm=True,
     )
@@ -141,21 +196,40 @@ def main(argv: list[str] | None = None) -> None:
         import deepspeed
 
         deepspeed.init_distributed()
-    tokenizer = AutoTokenizer.from_pretrained(args.base_model)
+    return targs
+
+
+def load_tokenizer(setup: Setup) -> Any:
+    from transformers import AutoTokenizer
+
+    from lion_core.prompts import adds_bos, alpaca_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(setup.args.base_model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if cfg.student.prompt_format == "alpaca":
+    if setup.cfg.student.prompt_format == "alpaca":
         # The checkpoint serves with the prompt it is trained on (not the base model's chat template).
         tokenizer.chat_template = alpaca_chat_template(bos=adds_bos(tokenizer))
+    return tokenizer
+
+
+def load_model(setup: Setup) -> Student:
+    """The model to train: the full weights, or the base with a LoRA adapter (new or continued)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lion_core.student.lora import adapter_base, is_adapter, parameter_counts, with_adapter
+
+    start, t = setup.args.base_model, setup.cfg.training
     # bf16 weights only under DeepSpeed, which keeps fp32 master weights; HF Trainer alone trains the
     # weights it is given, and bf16 weights would round small AdamW updates away: there it loads fp32 and
     # computes in bf16 under autocast (measured on the demo: a first checkpoint below its base student).
     # A LoRA base is frozen, so it may stay bf16 either way (peft keeps the adapters in fp32).
-    weights = torch.bfloat16 if bf16 and (t.deepspeed_config or t.method != "full") else torch.float32
+    weights = torch.bfloat16 if setup.bf16 and (t.deepspeed_config or t.method != "full") else torch.float32
     # A LoRA fine-tune that continues an earlier adapter starts from that adapter's base model.
-    base_model = adapter_base(args.base_model) if is_adapter(args.base_model) else args.base_model
-    if is_adapter(args.base_model) and t.method == "full":
-        sys.exit(f"{args.base_model} is a LoRA adapter, and training.method is full: train it on with method lora, "
+    base_model = adapter_base(start) if is_adapter(start) else start
+    if is_adapter(start) and t.method == "full":
+        sys.exit(f"{start} is a LoRA adapter, and training.method is full: train it on with method lora, "
                  "or export it merged (lion export-model --merge) and start a new run from that")
     load: dict = {"dtype": weights}
     if t.method == "qlora":
@@ -170,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing)
         elif t.gradient_checkpointing:
             model.enable_input_require_grads()  # the frozen embedding's output must carry gradients back
-        model = with_adapter(model, args.base_model, t.lora)
+        model = with_adapter(model, start, t.lora)
         if not t.deepspeed_config:
             # peft keeps the adapters in fp32, but the full copies of `modules_to_save` take the base's bf16;
             # HF Trainer alone would round their small AdamW updates away (DeepSpeed keeps fp32 masters)
@@ -179,44 +253,91 @@ def main(argv: list[str] | None = None) -> None:
                     p.data = p.data.float()
     trainable, total = parameter_counts(model)
     print(json.dumps({"method": t.method, "trainable_parameters": trainable, "parameters": total}), flush=True)
+    return Student(model=model, base_model=base_model, trainable=trainable, total=total)
 
+
+def training_data(setup: Setup, tokenizer: Any) -> TrainingData:
+    """The teacher's answered rows from the hash-checked artifact, as answer-only-loss examples."""
+    from lion_core.imitation.answers import ANSWERS_SCHEMA_VERSION
+    from lion_core.store import PoolRef, read_table
+    from lion_core.student.data import PadCollator, build_examples
+
+    args = setup.args
     ref = PoolRef(uri=args.answers_uri, sha256=args.answers_sha256, rows=args.answers_rows,
                   schema_version=ANSWERS_SCHEMA_VERSION)
     rows = [r for r in read_table(ref).to_pylist() if r["status"] == "ok" and r["answer"]]
-    examples = build_examples(rows, tokenizer, cfg.student.prompt_format, t.max_length)
+    examples = build_examples(rows, tokenizer, setup.cfg.student.prompt_format, setup.cfg.training.max_length)
     if not examples.items:
         sys.exit(f"{args.answers_uri}: no usable training examples ({len(rows)} answered rows)")
-    collator = PadCollator(tokenizer.pad_token_id)
-    trainer = Trainer(model=model, args=targs, train_dataset=ListDataset(examples.items), data_collator=collator)
-    last = last_complete_checkpoint(out / "trainer")
-    resume = last is not None
-    result = trainer.train(resume_from_checkpoint=last)
+    return TrainingData(ref=ref, examples=examples, collator=PadCollator(tokenizer.pad_token_id))
 
-    final = out / FINAL
-    trainer.save_model(str(final))  # under ZeRO-3 this gathers the 16-bit weights first
-    if rank == 0:
+
+def train(setup: Setup, targs: Any, student: Student, data: TrainingData) -> Trained:
+    """Train, from the last complete Trainer checkpoint when this is a restart."""
+    from transformers import Trainer
+
+    from lion_core.student.data import ListDataset
+
+    trainer = Trainer(model=student.model, args=targs, train_dataset=ListDataset(data.examples.items),
+                      data_collator=data.collator)
+    last = last_complete_checkpoint(setup.out / "trainer")
+    return Trained(trainer=trainer, result=trainer.train(resume_from_checkpoint=last), resumed=last is not None)
+
+
+def save_checkpoint(setup: Setup, tokenizer: Any, targs: Any, student: Student, data: TrainingData,
+                    trained: Trained) -> Path:
+    """`<output>/final`: the weights (every rank takes part), then on rank 0 the tokenizer, the record and,
+    last, the `.complete` marker."""
+    final = setup.out / FINAL
+    trained.trainer.save_model(str(final))  # under ZeRO-3 this gathers the 16-bit weights first
+    if setup.rank == 0:
+        from lion_core.student.models import CHECKPOINT_INFO
+
         tokenizer.save_pretrained(str(final))
-        info = {
-            "run_id": args.run_id, "iteration": args.iteration, "base_model": args.base_model,
-            "method": t.method, "adapter_base": base_model if t.method != "full" else None,
-            "trainable_parameters": trainable, "parameters": total, "peak_rss_bytes": peak_rss_bytes(),
-            "rss_at_start_bytes": rss_at_start,
-            "prompt_format": cfg.student.prompt_format,
-            "train_data": ref.model_dump(), "examples": len(examples.items),
-            "skipped_prompt_too_long": examples.skipped_prompt_too_long, "truncated": examples.truncated,
-            "world_size": world, "resumed": resume, "train_loss": result.training_loss,
-            "global_step": result.global_step, "padding_fraction": collator.padding_fraction,
-            "train_runtime_s": result.metrics.get("train_runtime"), "real_tokens": collator.real_tokens,
-            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
-            "sampling": args.sampling,
-            "log_history": trainer.state.log_history,
-            "training_args": json.loads(targs.to_json_string()),
-            "config_hash": cfg.config_hash(), "config": cfg.to_json_dict(), "code_version": code_version(),
-        }
+        info = checkpoint_record(setup, targs, student, data, trained)
         (final / CHECKPOINT_INFO).write_text(json.dumps(info, indent=2, default=str))
         (final / COMPLETE).write_text("ok\n")
+    result = trained.result
     print(json.dumps({"checkpoint": str(final), "train_loss": result.training_loss, "steps": result.global_step}),
           flush=True)
+    return final
+
+
+def checkpoint_record(setup: Setup, targs: Any, student: Student, data: TrainingData, trained: Trained) -> dict:
+    """`lion_checkpoint.json`: what the checkpoint was trained from and how, and what it cost."""
+    import torch
+
+    from lion_core.version import code_version
+
+    args, cfg, result, collator = setup.args, setup.cfg, trained.result, data.collator
+    method = cfg.training.method
+    return {
+        "run_id": args.run_id, "iteration": args.iteration, "base_model": args.base_model,
+        "method": method, "adapter_base": student.base_model if method != "full" else None,
+        "trainable_parameters": student.trainable, "parameters": student.total, "peak_rss_bytes": peak_rss_bytes(),
+        "rss_at_start_bytes": setup.rss_at_start,
+        "prompt_format": cfg.student.prompt_format,
+        "train_data": data.ref.model_dump(), "examples": len(data.examples.items),
+        "skipped_prompt_too_long": data.examples.skipped_prompt_too_long, "truncated": data.examples.truncated,
+        "world_size": setup.world, "resumed": trained.resumed, "train_loss": result.training_loss,
+        "global_step": result.global_step, "padding_fraction": collator.padding_fraction,
+        "train_runtime_s": result.metrics.get("train_runtime"), "real_tokens": collator.real_tokens,
+        "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+        "sampling": args.sampling,
+        "log_history": trained.trainer.state.log_history,
+        "training_args": json.loads(targs.to_json_string()),
+        "config_hash": cfg.config_hash(), "config": cfg.to_json_dict(), "code_version": code_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup = load_setup(parse_args(argv))
+    targs = training_arguments(setup)  # before the model: ZeRO-3 loads it partitioned
+    tokenizer = load_tokenizer(setup)
+    student = load_model(setup)
+    data = training_data(setup, tokenizer)
+    trained = train(setup, targs, student, data)
+    save_checkpoint(setup, tokenizer, targs, student, data, trained)
 
 
 if __name__ == "__main__":

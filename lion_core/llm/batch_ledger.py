@@ -1,0 +1,180 @@
+"""The ledger of the Batch API path: each batch's row, its member requests, and the requests given back
+to interactive calls, kept in the response store's own SQLite file.
+
+It lives beside the answers rather than in a file of its own so that one copy of the store moves a run
+with both its answers and the batches still owed to it; and every write is a transaction of its own, so
+a process killed between two steps of a batch leaves the ledger at the last recorded step (what
+`BatchRunner` resumes from). The tables and their columns are an on-disk format: existing stores must
+keep opening, so change them only by adding, never by renaming.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from lion_core.llm.responses import StoredCall
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    model TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('prepared', 'uploaded', 'submitted', 'ended', 'collected')),
+    input_path TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    est_tokens INTEGER NOT NULL,
+    file_id TEXT,
+    batch_id TEXT,
+    status TEXT,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_members (
+    job TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (job, key)
+);
+CREATE INDEX IF NOT EXISTS batch_members_key ON batch_members (key);
+CREATE TABLE IF NOT EXISTS batch_fallback (
+    key TEXT PRIMARY KEY,
+    asked_at TEXT NOT NULL
+);
+"""
+LIVE = ("prepared", "uploaded", "submitted", "ended")
+"""States of a batch not yet collected: its requests are claimed by it."""
+ENQUEUED = ("prepared", "uploaded", "submitted")
+"""States whose tokens count against the provider's enqueued-token limit (an ended batch's no longer do)."""
+_CHUNK = 500  # keys per `IN (...)`: SQLite caps the parameters of one statement
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
+    ks = list(keys)
+    for i in range(0, len(ks), _CHUNK):
+        yield ks[i:i + _CHUNK]
+
+
+def live_batch_count(store_path: str, endpoint: str, model: str) -> int:
+    """Batches of an endpoint and model not yet collected (0 when the store has no ledger): a role
+    switched back to interactive collects these before asking anything again. Read-only, so a look from
+    the flow never creates the store or its tables."""
+    if not os.path.exists(store_path):
+        return 0
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=60)
+    try:
+        (n,) = db.execute(f"SELECT COUNT(*) FROM batch_jobs WHERE endpoint = ? AND model = ? AND state IN "
+                          f"({_placeholders(len(LIVE))})", (endpoint, model, *LIVE)).fetchone()
+    except sqlite3.OperationalError:  # no ledger yet
+        return 0
+    finally:
+        db.close()
+    return int(n)
+
+
+class BatchLedger:
+    """The batch tables of one store file. Jobs are plain dicts of their `batch_jobs` row."""
+
+    def __init__(self, path: str | os.PathLike):
+        # A connection of its own, not the response store's: the ledger's steps must commit on their own,
+        # whatever the store has in flight.
+        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- jobs -------------------------------------------------------------------------------------------
+    def record(self, job: str, call: StoredCall, input_path: str, input_sha256: str, keys: Sequence[str],
+               est_tokens: int) -> dict[str, Any]:
+        """A new job, `prepared`, with its members; recording the same job again changes nothing."""
+        stamp = now()
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO batch_jobs (job, role, stage, endpoint, model, state, input_path, input_sha256, "
+                "requests, est_tokens, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'prepared', ?, ?, ?, ?, ?, ?)",
+                (job, call.role, call.stage, call.endpoint, call.model, input_path, input_sha256, len(keys), est_tokens,
+                 stamp, stamp))
+            self._db.executemany("INSERT OR IGNORE INTO batch_members (job, key) VALUES (?, ?)", [(job, k) for k in keys])
+        return self.job(job)
+
+    def job(self, job: str) -> dict[str, Any]:
+        cur = self._db.execute("SELECT * FROM batch_jobs WHERE job = ?", (job,))
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+
+    def update(self, job: str, **fields: Any) -> dict[str, Any]:
+        """Set columns of a job (their names are ours, never input) and return the job as it now is."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._db:
+            self._db.execute(f"UPDATE batch_jobs SET {sets}, updated_at = ? WHERE job = ?", (*fields.values(), now(), job))
+        return self.job(job)
+
+    def live(self, endpoint: str, model: str) -> list[dict[str, Any]]:
+        """The endpoint's jobs not yet collected, oldest first."""
+        cur = self._db.execute(
+            f"SELECT * FROM batch_jobs WHERE endpoint = ? AND model = ? AND state IN ({_placeholders(len(LIVE))}) "
+            "ORDER BY created_at", (endpoint, model, *LIVE))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def members(self, job: str) -> set[str]:
+        return {k for (k,) in self._db.execute("SELECT key FROM batch_members WHERE job = ?", (job,))}
+
+    def enqueued_tokens(self, endpoint: str, model: str) -> int:
+        (n,) = self._db.execute(
+            "SELECT COALESCE(SUM(est_tokens), 0) FROM batch_jobs WHERE endpoint = ? AND model = ? "
+            f"AND state IN ({_placeholders(len(ENQUEUED))})", (endpoint, model, *ENQUEUED)).fetchone()
+        return int(n)
+
+    # -- keys -------------------------------------------------------------------------------------------
+    def claimed(self, keys: Iterable[str]) -> set[str]:
+        """Keys in a batch not yet collected."""
+        out: set[str] = set()
+        for chunk in _chunks(keys):
+            out |= {k for (k,) in self._db.execute(
+                "SELECT m.key FROM batch_members m JOIN batch_jobs j ON j.job = m.job "
+                f"WHERE j.state IN ({_placeholders(len(LIVE))}) AND m.key IN ({_placeholders(len(chunk))})",
+                (*LIVE, *chunk))}
+        return out
+
+    def attempts(self, keys: Iterable[str]) -> dict[str, int]:
+        """Collected batches each key went through (keys in none are left out)."""
+        out: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            for key, n in self._db.execute(
+                    "SELECT m.key, COUNT(*) FROM batch_members m JOIN batch_jobs j ON j.job = m.job "
+                    f"WHERE j.state = 'collected' AND m.key IN ({_placeholders(len(chunk))}) GROUP BY m.key", chunk):
+                out[key] = n
+        return out
+
+    def mark_asked_interactively(self, keys: Iterable[str]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO batch_fallback (key, asked_at) VALUES (?, ?)",
+                                 [(k, now()) for k in keys])
+
+    def asked_interactively(self, keys: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            found |= {k for (k,) in self._db.execute(
+                f"SELECT key FROM batch_fallback WHERE key IN ({_placeholders(len(chunk))})", chunk)}
+        return found
