@@ -36,11 +36,11 @@ from pathlib import Path
 import pandas as pd
 
 from lion_core.config import ApiRole, BatchSettings, Price, RunConfig
-from lion_core.generation import generator_request
+from lion_core.discrimination.judging import JudgeItem, judge_request
+from lion_core.generation.candidates import generator_request
 from lion_core.llm.batches import plan_batches
 from lion_core.llm.requests import ChatRequest
 from lion_core.prompts import teacher_messages
-from lion_core.referee import JudgeItem, judge_request
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
     "alpaca_data_52k_en_via_open-chinese.parquet"

@@ -28,7 +28,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the loopback server lives with the tests, outside the package
-from lion_core.store import RunStore, read_table  # noqa: E402
+from lion_core.store import RunStore  # noqa: E402
 from tests.fault_server import FaultPlan, FaultServer  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def pools(folder: Path) -> dict:
         for name in ("train_pool", "cache_pool", "judgments"):
             m = store.manifest(k)
             if m and name in m.files:
-                rows = read_table(store.ref(k, name)).to_pylist()
+                rows = store.read_table(store.ref(k, name)).to_pylist()
                 out[f"{k}/{name}"] = [(r["id"], r.get("label"), r.get("d")) for r in rows]
     return out
 

@@ -26,7 +26,7 @@ from proc_memory import TreeSampler  # noqa: E402
 
 from lion_core.config import load_config  # noqa: E402
 from lion_core.report import read_summaries  # noqa: E402
-from lion_core.store import RunStore, read_table  # noqa: E402
+from lion_core.store import RunStore  # noqa: E402
 
 
 def run_demo(config: str, run_id: str) -> dict:
@@ -43,7 +43,7 @@ def run_demo(config: str, run_id: str) -> dict:
 def eval_scores(config, run_id: str) -> dict:
     """{"base" | iteration | "final": (relative score, [low, high])} from the run's evaluation."""
     store = RunStore(config.evaluation.root(config.storage.runs_root), f"{run_id}-eval", None)
-    rows = [r for r in read_table(store.ref(0, "scores")).to_pylist() if r["category"] == "all"]
+    rows = [r for r in store.read_table(store.ref(0, "scores")).to_pylist() if r["category"] == "all"]
     out = {}
     for r in rows:
         label = r["checkpoint"]

@@ -20,8 +20,8 @@ from unittest import mock
 
 import pandas as pd
 
-from lion_core import generation
 from lion_core.config import ApiRole, GeneratorConfig, LoopConfig, RateLimits
+from lion_core.generation import candidates, rounds
 from lion_core.llm import Endpoint, Gateway, ResponseStore
 from lion_core.pools import make_row
 
@@ -41,20 +41,21 @@ def official_budget(seed: dict, cfg: GeneratorConfig) -> int:
 def run(seeds: list[dict], budget) -> dict:
     cfg = GeneratorConfig(max_instruction_words=1000)
     with FaultServer() as srv, tempfile.TemporaryDirectory() as tmp, ResponseStore(f"{tmp}/r.sqlite") as store, \
-            mock.patch.object(generation, "generator_max_tokens", budget):
+            mock.patch.object(candidates, "generator_max_tokens", budget):
         role = ApiRole(base_url=srv.url, model="m", rate_limits=RateLimits(requests_per_minute=100_000,
                                                                             tokens_per_minute=100_000_000))
         gw = Gateway(Endpoint(role="generator", endpoint_id="bench", model="m", base_url=srv.url, api_model="m",
                               config=role), store)
         started = time.perf_counter()
-        res = generation.generate(gw, hard_seeds=seeds, easy_seeds=[], cache_pool=seeds, next_iteration=1,
+        res = rounds.generate(gw, hard_seeds=seeds, easy_seeds=[], cache_pool=seeds, next_iteration=1,
                                   loop=LoopConfig(new_instructions_per_iteration=len(seeds), hard_easy_ratio=(1, 1),
                                                   rouge_l_threshold=0.7, random_seed=0),
                                   cfg=cfg.model_copy(update={"request_budget_factor": 1.0, "max_rounds": 1}))
         seconds = time.perf_counter() - started
     rep = res.report
-    return {"by_seed_input": rep["by_seed_input"], "truncated_by_reason": rep["truncated_by_reason"],
-            "accepted": rep["accepted_total"], "requests": rep["requests"], "seconds": round(seconds, 2)}
+    return {"by_seed_input": {k: v.model_dump() for k, v in rep.by_seed_input.items()},
+            "truncated_by_reason": rep.truncated_by_reason, "accepted": rep.accepted_total, "requests": rep.requests,
+            "seconds": round(seconds, 2)}
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = pd.read_parquet(args.data).sample(args.seeds, random_state=0)
     seeds = [make_row(r.instruction, r.input, origin="seed", iteration=0) for r in rows.itertuples()]
-    ours, official = run(seeds, generation.generator_max_tokens), run(seeds, official_budget)
+    ours, official = run(seeds, candidates.generator_max_tokens), run(seeds, official_budget)
     with_input = sum(bool(s["input"].strip()) for s in seeds)
     print(f"{len(seeds)} Alpaca seeds, {with_input} ({with_input / len(seeds):.0%}) with an input; one draw each")
     print(f"{'budget':<34}{'truncated (with input)':>24}{'accepted from seeds with input':>32}{'accepted, all':>15}")

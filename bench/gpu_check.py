@@ -76,7 +76,7 @@ def fine_tune(model: str, tmp: str, steps: int, batch: int, max_length: int, tim
     import pyarrow as pa
 
     from lion_core.config import parse_config
-    from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
+    from lion_core.imitation.answers import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
     from lion_core.store import RunStore
     from lion_core.student.launch import TrainOptions, train_student
     from lion_core.student.models import checkpoint_info

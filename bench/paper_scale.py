@@ -146,8 +146,8 @@ def bare_client_rate(url: str, alpaca: Path, n: int, concurrency: int) -> dict:
     import openai
     import pandas as pd
 
+    from lion_core.discrimination.judging import JudgeItem, judge_request
     from lion_core.llm.gateway import HttpResponse, parse_completion
-    from lion_core.referee import JudgeItem, judge_request
 
     df = pd.read_parquet(alpaca, columns=["instruction", "input", "output"]).iloc[:n]
     outs = df["output"].tolist()
@@ -266,12 +266,12 @@ def prefect_figures(home: Path) -> dict:
 
 def store_figures(store: Path, runs_root: Path, run_id: str, iterations: int) -> dict:
     """Pool sizes and content hashes per iteration, answers per role, store and run folder sizes."""
-    from lion_core.store import RunStore, read_table
+    from lion_core.store import RunStore
 
     rs = RunStore(str(runs_root), run_id)
     pools, digests = [], []
     for k in range(iterations + 1):
-        rows = read_table(rs.ref(k, "cache_pool")).to_pylist()
+        rows = rs.read_table(rs.ref(k, "cache_pool")).to_pylist()
         pools.append(len(rows))
         h = hashlib.sha256()
         for r in sorted(rows, key=lambda r: r["id"]):

@@ -5,7 +5,7 @@ runs on all of it. The reference (rouge-score's RougeScorer over every pair, as 
 runs on a sample of candidates in the same process and is extrapolated; on that sample both must
 reach the same decisions and the same maximum F1.
 
-    python bench/rouge_filter.py --json [--data ../shared/data/stanford_alpaca/alpaca_data_52k_en_via_open-chinese.parquet]
+    python bench/rouge_filter.py --json [--data ALPACA_52K.parquet]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from rouge_score import rouge_scorer
 
-from lion_core.novelty import filter_novel
+from lion_core.generation.novelty import filter_novel
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
     "alpaca_data_52k_en_via_open-chinese.parquet"

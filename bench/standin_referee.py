@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from lion_core.config import load_config
+from lion_core.discrimination.judging import discriminate
+from lion_core.discrimination.referee_check import check_figures, labelled_items
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.llm.embedded import EmbeddedServers
 from lion_core.prompts import teacher_messages
-from lion_core.referee import discriminate
-from lion_core.referee_check import check_figures, labelled_items
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,18 +6,16 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.shards import answer_pool, run_shards, shards_of, through_batches
+from flows.shards import answer_pool, judge_pool
 from lion_core.config import load_config
 from lion_core.errors import ConfigError
 from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
 from lion_core.llm.roles import embedded_endpoints
-from lion_core.results import BatchWork, EvaluationResult, Judging
+from lion_core.results import EvaluationResult, Judging
 from lion_core.store import validate_run_id
-from tasks.api import judgments_shard
 from tasks.common import RunContext
 from tasks.evaluation import open_evaluation, publish_evaluation, record_scores_in_cards, score_checkpoints
 from tasks.limits import ensure_limits
-from tasks.pools import merge_parts
 from tasks.student import student_answers
 
 
@@ -57,12 +55,8 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
         answers, judgments = {}, {}
         for label, path in targets:
             answers[label] = student_answers(ctx, 0, questions, path, name=f"answers-{label}")
-            shards = shards_of(0, f"judgments-{label}", questions, config.orchestration.shard_size)
             judging = Judging(teacher=reference, student=answers[label], role="judge", silent_student=NO_ANSWER)
-            through_batches(ctx, "judge", "discrimination", BatchWork(kind="judgments", k=0, pool=questions, judging=judging))
-            parts = run_shards(judgments_shard, ctx, f"judging {label}", shards, judging=judging)
-            judgments[label] = merge_parts(ctx, 0, f"judgments-{label}", [p.part for p in parts],
-                                           [questions, reference, answers[label]])
+            judgments[label], _ = judge_pool(ctx, 0, f"judgments-{label}", questions, judging, f"judging {label}")
         result = score_checkpoints(ctx, questions, judgments, answers, reference)
         publish_evaluation(ctx, result)
         record_scores_in_cards(ctx, dict(targets), result.scores)

@@ -1,4 +1,5 @@
-"""Fan-out helpers shared by the sub-flows: shard a pool, run a task per shard, show progress."""
+"""Fan-out helpers shared by the sub-flows: shard a pool, run a task per shard, show progress; a whole
+pool answered or judged that way (the stages and evaluations share them)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from prefect.futures import as_completed
 
 from lion_core.limits import role_config
 from lion_core.llm.batches import live_batch_count
-from lion_core.results import BatchWork, Shard, ShardResult, UsageRow, merge_usage
-from lion_core.stages import shard_bounds
+from lion_core.results import BatchWork, Judging, Shard, ShardResult, UsageRow, merge_usage
+from lion_core.shards import shard_bounds
 from lion_core.store import PoolRef
-from tasks.api import answers_shard, batch_pass
+from tasks.api import answers_shard, batch_pass, judgments_shard
 from tasks.common import RunContext, configured
 from tasks.pools import merge_parts
 
@@ -43,6 +44,18 @@ def answer_pool(ctx: RunContext, k: int, name: str, pool: PoolRef, role: str = "
     shards = shards_of(k, name, pool, ctx.config.orchestration.shard_size)
     results = run_shards(answers_shard, ctx, name, shards, role=role, stage=stage)
     ref = merge_parts(ctx, k, name, [r.part for r in results], [pool])
+    return ref, merge_usage([batched, *(r.usage for r in results)])
+
+
+def judge_pool(ctx: RunContext, k: int, name: str, pool: PoolRef, judging: Judging,
+               label: str) -> tuple[PoolRef, list[UsageRow]]:
+    """The judging role's verdicts on a whole pool (both answers per item, in both orders): shards of
+    `orchestration.shard_size` rows, merged and committed as iteration k's `name`."""
+    batched = through_batches(ctx, judging.role, "discrimination", BatchWork(kind="judgments", k=k, pool=pool,
+                                                                             judging=judging))
+    results = run_shards(judgments_shard, ctx, label, shards_of(k, name, pool, ctx.config.orchestration.shard_size),
+                         judging=judging)
+    ref = merge_parts(ctx, k, name, [r.part for r in results], [pool, judging.teacher, judging.student])
     return ref, merge_usage([batched, *(r.usage for r in results)])
 
 

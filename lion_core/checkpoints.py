@@ -22,7 +22,7 @@ import pyarrow as pa
 from lion_core.config import RunConfig
 from lion_core.errors import StoreError
 from lion_core.results import CheckpointRecord
-from lion_core.store import PoolRef, RunStore, read_table, resolve_uri, run_relative
+from lion_core.store import PoolRef, RunStore, resolve_uri, run_relative
 from lion_core.student.models import CHECKPOINT_INFO
 from lion_core.student.train import COMPLETE, FINAL
 from lion_core.version import code_version
@@ -56,14 +56,14 @@ def record_checkpoint(store: RunStore, k: int, config: RunConfig, *, trained: bo
 
 def trained_checkpoint(config: RunConfig, run_id: str, k: int) -> str:
     """The model folder iteration k's fine-tune leaves (a `run://` reference when it is inside the run)."""
-    return run_relative(str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL), run_id)
+    return run_relative(str(Path(config.storage.checkpoint_dir(run_id, k)) / FINAL), config.storage.runs_root, run_id)
 
 
 def checkpoint_record(store: RunStore, k: int) -> CheckpointRecord | None:
     """Iteration k's checkpoint record, or None when iteration k has not finished its imitation."""
     manifest = store.manifest(k)
     entry = manifest.files.get("checkpoint") if manifest else None
-    return CheckpointRecord(**read_table(store.ref_from_entry(entry)).to_pylist()[0]) if entry else None
+    return CheckpointRecord(**store.read_table(store.ref_from_entry(entry)).to_pylist()[0]) if entry else None
 
 
 def previous_checkpoint(store: RunStore, config: RunConfig, k: int) -> str | None:
@@ -82,12 +82,13 @@ def carried_from(store: RunStore, k: int) -> int | None:
     return record.source_iteration if record else None
 
 
-def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[str, Any]) -> Path:
+def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[str, Any],
+                  runs_root: str | None = None) -> Path:
     """Make `final_dir` the run's deliverable: a copy of `source` (hard links where the file system
     allows, so a 14 GB model costs no space: never write into either folder in place), plus
     `lion_final.json`. Built aside and renamed into place, so `final_dir` is either complete or absent.
     A complete one made from the same iteration and source is left as it is; one from an earlier
-    length of the run (the run was extended) is replaced."""
+    length of the run (the run was extended) is replaced. A `run://` source resolves under `runs_root`."""
     final_dir = Path(final_dir)
     known = read_final_info(final_dir)
     if known and (known.get("iteration"), known.get("source_iteration")) == (info.get("iteration"),
@@ -104,7 +105,7 @@ def publish_final(source: str | Path, final_dir: str | Path, *, info: Mapping[st
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(resolve_uri(str(source)), staging, copy_function=link_or_copy,
+    shutil.copytree(resolve_uri(str(source), runs_root), staging, copy_function=link_or_copy,
                     ignore=shutil.ignore_patterns(COMPLETE, CARD, FINAL_INFO, EVALUATIONS))
     (staging / FINAL_INFO).write_text(json.dumps({**info, "source": str(source), "code_version": code_version()},
                                                  indent=2, default=str))
@@ -192,7 +193,8 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
         "---",
         f"# {title}",
         "",
-        f"A student of Lion adversarial distillation (run `{run_id}`), fine-tuned from `{resolve_uri(start_from)}` "
+        f"A student of Lion adversarial distillation (run `{run_id}`), fine-tuned from "
+        f"`{resolve_uri(start_from, config.storage.runs_root)}` "
         f"(base model `{base_model}`) on answers of the teacher `{config.teacher.model}` "
         f"at `{config.teacher.base_url}`.",
     ]
@@ -228,7 +230,8 @@ def model_card(*, title: str, config: RunConfig, base_model: str, start_from: st
         lines.append(f"| {r['iteration']} | {r.get('train_pool', '-')} | {r.get('cache_pool', '-')} | "
                      f"{r.get('teacher_answers_train', '-')} | {r.get('checkpoint', '-')} |")
     if trained_on is not None:
-        lines += ["", f"Trained on `{resolve_uri(trained_on.uri)}` ({trained_on.rows} rows, sha256 `{trained_on.sha256}`)."]
+        where = resolve_uri(trained_on.uri, config.storage.runs_root)
+        lines += ["", f"Trained on `{where}` ({trained_on.rows} rows, sha256 `{trained_on.sha256}`)."]
     lines += [
         "",
         "## Training",

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from lion_core.config import RunConfig
 from lion_core.errors import LionError, StoreError
 from lion_core.results import DatasetExport
-from lion_core.store import RunStore, read_table, sha256_bytes
+from lion_core.rows import table_of_dicts
+from lion_core.store import RunStore, sha256_bytes
 from lion_core.version import code_version
 
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -69,16 +70,16 @@ def distilled_rows(store: RunStore) -> tuple[list[dict[str, Any]], int]:
         files = manifest.files if manifest else {}
         for name in ("teacher_answers_train", "teacher_answers_cache"):
             if name in files:
-                for r in read_table(store.ref_from_entry(files[name])).to_pylist():
+                for r in store.read_table(store.ref_from_entry(files[name])).to_pylist():
                     if r["id"] not in answers or (answers[r["id"]]["status"] != "ok" and r["status"] == "ok"):
                         answers[r["id"]] = r
         if "judgments" in files:
-            for r in read_table(store.ref_from_entry(files["judgments"])).to_pylist():
+            for r in store.read_table(store.ref_from_entry(files["judgments"])).to_pylist():
                 history.setdefault(r["id"], []).append({
                     "iteration": k, "teacher_score": r["mean_t"], "student_score": r["mean_s"], "score_gap": r["d"],
                     "label": r["label"]})
     rows = []
-    for p in read_table(store.ref(n, "cache_pool")).to_pylist():
+    for p in store.read_table(store.ref(n, "cache_pool")).to_pylist():
         a = answers.get(p["id"])
         judged = history.get(p["id"], [])
         last = judged[-1] if judged else {}
@@ -192,7 +193,7 @@ def write_dataset(store: RunStore, config: RunConfig, out: str | Path, *, licens
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / DATA_FILE).parent.mkdir(parents=True)
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = table_of_dicts(rows, SCHEMA, "dataset")
     pq.write_table(table, staging / DATA_FILE, compression="zstd")
     digest = sha256_bytes((staging / DATA_FILE).read_bytes())
     (staging / "README.md").write_text(dataset_card(config=config, run_id=store.run_id, pool_iteration=n, rows=rows,

@@ -13,7 +13,7 @@ from lion_core.config import RunConfig
 from lion_core.plots import relative_by_category, relative_by_checkpoint
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.results import OpenedEvaluation, Scored
-from lion_core.store import PoolRef, RunStore, join_uri, read_table, resolve_uri, write_bytes_atomic
+from lion_core.store import PoolRef, RunStore, join_uri, write_bytes_atomic
 
 SCORES_SCHEMA_VERSION = "eval-scores/1"
 RESULTS_SCHEMA_VERSION = "eval-results/2"
@@ -56,15 +56,15 @@ def score_checkpoints(store: RunStore, questions: PoolRef, judgments: Mapping[st
                       answers: Mapping[str, PoolRef], reference: PoolRef) -> Scored:
     """Scores per checkpoint label and category, committed as the evaluation's `results` (every answer,
     raw judgment and score) and `scores`; and the two charts, saved beside them."""
-    qrows = read_table(questions).to_pylist()
+    qrows = store.read_table(questions).to_pylist()
     categories = {r["id"]: json.loads(r["metadata"])["category"] for r in qrows}
-    ref_answers = {r["id"]: r for r in read_table(reference).to_pylist()}
+    ref_answers = {r["id"]: r for r in store.read_table(reference).to_pylist()}
     all_scores: dict[str, dict[str, Any]] = {}
     detail: list[dict[str, Any]] = []
     for label, jref in judgments.items():
-        rows = [r for r in read_table(jref).to_pylist() if r["label"] != "missing_answer"]
+        rows = [r for r in store.read_table(jref).to_pylist() if r["label"] != "missing_answer"]
         all_scores[label] = ev.checkpoint_scores(rows, categories, len(qrows))
-        student = {r["id"]: r for r in read_table(answers[label]).to_pylist()}
+        student = {r["id"]: r for r in store.read_table(answers[label]).to_pylist()}
         detail += detail_rows(label, qrows, {r["id"]: r for r in rows}, student, ref_answers)
     refs = {
         "results": store.write_table(0, "results", pa.Table.from_pylist(detail), schema_version=RESULTS_SCHEMA_VERSION,
@@ -79,4 +79,4 @@ def score_checkpoints(store: RunStore, questions: PoolRef, judgments: Mapping[st
         uri = join_uri(store.iteration_uri(0), "plots", f"{name}.png")
         write_bytes_atomic(uri, png)
         plots[name] = uri
-    return Scored(scores=all_scores, files={k: resolve_uri(v.uri) for k, v in refs.items()}, plots=plots)
+    return Scored(scores=all_scores, files={k: store.resolve(v.uri) for k, v in refs.items()}, plots=plots)

@@ -38,7 +38,7 @@ def model_source(store: RunStore, config: RunConfig, iteration: int | None = Non
         return path
     record = checkpoint_record(store, iteration)
     source = record.source_iteration if record else iteration
-    path = Path(resolve_uri(trained_checkpoint(config, run_id, source)))
+    path = Path(resolve_uri(trained_checkpoint(config, run_id, source), config.storage.runs_root))
     if not (path / COMPLETE).is_file():
         raise LionError(f"run {run_id!r}: iteration {iteration} has no complete checkpoint at {path}")
     return path

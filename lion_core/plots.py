@@ -13,11 +13,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import PercentFormatter
 
-from lion_core import stages
 from lion_core.errors import LionError
 from lion_core.instruction_types import TypeCounts, sample, type_counts_in_child
 from lion_core.report import leading_word
-from lion_core.store import RunStore, join_uri, read_table, write_bytes_atomic
+from lion_core.shards import committed
+from lion_core.store import RunStore, join_uri, write_bytes_atomic
 
 log = logging.getLogger("lion.plots")
 
@@ -88,12 +88,12 @@ def leading_words(hard: Sequence[str], pool: Sequence[str], top: int = 15) -> by
 
 def write_iteration_plots(store: RunStore, k: int, tau: float) -> dict[str, str]:
     """Draw iteration k's charts from its committed judgments and Cache Pool; save them with the run."""
-    judgments = read_table(store.ref(k, "judgments")).to_pylist()
-    pool = read_table(store.ref(k, "cache_pool")).column("instruction").to_pylist()
+    judgments = store.read_table(store.ref(k, "judgments")).to_pylist()
+    pool = store.read_table(store.ref(k, "cache_pool")).column("instruction").to_pylist()
     series = []
     for i in store.iterations():
-        if i <= k and stages.committed(store, i, "judgments") is not None:
-            series.append((i, judgments_hard_fraction(read_table(store.ref(i, "judgments")).to_pylist())))
+        if i <= k and committed(store, i, "judgments") is not None:
+            series.append((i, judgments_hard_fraction(store.read_table(store.ref(i, "judgments")).to_pylist())))
     hard = [r["instruction"] for r in judgments if r["label"] == "hard"]
     charts = {
         "score_gap": gap_histogram([r["d"] for r in judgments if r["d"] is not None], tau, k),
@@ -119,8 +119,8 @@ TYPES_SAMPLE = 2000
 def iteration_instruction_types(store: RunStore, k: int, pool: Sequence[str], hard: Sequence[str]) -> bytes:
     """Figure 3 for iteration k: the Cache Pool (a sample when large), its hard items, and the new
     instructions generated from hard seeds that the filter accepted."""
-    candidates = stages.committed(store, k, "candidates")
-    new_hard = [c["instruction"] for c in (read_table(candidates).to_pylist() if candidates else ())
+    candidates = committed(store, k, "candidates")
+    new_hard = [c["instruction"] for c in (store.read_table(candidates).to_pylist() if candidates else ())
                 if c["status"] == "accepted" and c["origin"] == "hard"]
     shown = sample(pool, TYPES_SAMPLE, seed=k)
     note = f"Cache Pool: a random sample of {len(shown):,} of {len(pool):,} instructions" if len(shown) < len(pool) else ""

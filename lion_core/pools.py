@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lion_core.errors import StoreError
+from lion_core.rows import table_of_dicts
 
 POOL_SCHEMA_VERSION = "pool/1"
 ORIGINS = ("seed", "hard", "easy", "eval")
@@ -70,7 +71,7 @@ def make_row(
 
 def pool_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     """Build a pool table from row dicts and check it; raises StoreError on a bad pool."""
-    table = pa.Table.from_pylist(list(rows), schema=POOL_SCHEMA)
+    table = table_of_dicts(rows, POOL_SCHEMA, "pool")
     validate_pool(table)
     return table
 

@@ -156,7 +156,7 @@ class ImitationResult(Result):
 
 
 class DiscriminationReport(Result):
-    """The referee's verdicts in figures (lion_core.referee.discrimination_report, plus missing answers)."""
+    """The referee's verdicts in figures (lion_core.discrimination.judging.discrimination_report)."""
 
     items: int
     coverage_teacher_first: float
@@ -196,7 +196,7 @@ class SeedInputFigures(Result):
 
 
 class GenerationReport(Result):
-    """What generation asked for, got and rejected (lion_core.generation.generate)."""
+    """What generation asked for, got and rejected (lion_core.generation.rounds.generate)."""
 
     target: int
     quota: dict[str, int]

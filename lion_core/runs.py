@@ -17,7 +17,7 @@ from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.preflight import preflight_problems
 from lion_core.results import OpenedRun
 from lion_core.seeds import load_seeds
-from lion_core.store import PoolRef, RunStore, exists, join_uri, new_run_id, read_bytes, read_table, write_bytes_atomic
+from lion_core.store import PoolRef, RunStore, exists, join_uri, new_run_id, read_bytes, write_bytes_atomic
 
 POOL_NAMES = ("train_pool", "cache_pool")
 log = logging.getLogger("lion.runs")
@@ -153,7 +153,7 @@ def describe_run(runs_root: str, run_id: str) -> dict[str, Any]:
                 "config_hash": entry.config_hash, "code_version": entry.code_version,
             }
             try:
-                table = read_table(ref)
+                table = store.read_table(ref)
                 item["verified"] = True
                 if entry.schema_version == POOL_SCHEMA_VERSION:
                     item["origins"] = dict(sorted(Counter(table.column("origin").to_pylist()).items()))

@@ -101,7 +101,9 @@ def _now() -> str:
 
 def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
-        return fsspec.core.url_to_fs(resolve_uri(uri))
+        if uri.startswith(RUN_SCHEME):  # a reference, not a location: resolve it against its runs root first
+            raise StoreError(f"{uri}: a run reference; resolve it with the run's store (RunStore.resolve)")
+        return fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as err:
         raise StoreError(f"{uri}: cannot open this location: {err}") from None
 
@@ -175,26 +177,32 @@ _COMMIT_LOCK = threading.Lock()
 RUN_SCHEME = "run://"
 """References to files inside a run are `run://<run id>/<path in the run>`: task results, cache keys,
 lineage and checkpoint records stay valid when the run folder is moved or copied to another root."""
-_RUN_LOCATIONS: dict[str, str] = {}  # run id -> the run's folder, as last opened in this process
 
 
-def resolve_uri(uri: str) -> str:
-    """Where a reference points now: a `run://` one inside the run's folder as last opened in this
-    process (a RunStore opens it); any other is returned as it is. Every read verifies the sha256 it
-    was recorded with, so a run id opened at two places at once cannot be read from the wrong one."""
+def _root(runs_root: str) -> str:
+    # A local root is made absolute so refs stay valid in a task running from another folder.
+    root = runs_root if "://" in runs_root else os.path.abspath(os.path.expanduser(runs_root))
+    return root.rstrip("/") or "/"
+
+
+def resolve_uri(uri: str, runs_root: str | None) -> str:
+    """Where a reference points under `runs_root`: `run://<run id>/<path>` is that run's folder there
+    (the root is the caller's to say: the config's `storage.runs_root`, or an evaluation's root); any
+    other URI is returned as it is. Every read verifies the sha256 it was recorded with, so a reference
+    resolved against the wrong root fails loudly instead of reading another file."""
     if not uri.startswith(RUN_SCHEME):
         return uri
+    if runs_root is None:
+        raise StoreError(f"{uri}: a run reference needs the runs root it lives under")
     run_id, _, rel = uri[len(RUN_SCHEME):].partition("/")
-    base = _RUN_LOCATIONS.get(run_id)
-    if base is None:
-        raise StoreError(f"{uri}: run {run_id!r} is not open in this process (open it with its runs root first)")
+    base = join_uri(_root(runs_root), validate_run_id(run_id))
     return join_uri(base, rel) if rel else base
 
 
-def run_relative(path: str, run_id: str) -> str:
-    """`path` as a `run://` reference when it lies inside the run's folder; otherwise unchanged."""
-    base = _RUN_LOCATIONS.get(run_id)
-    if base and (path == base or path.startswith(base + "/")):
+def run_relative(path: str, runs_root: str, run_id: str) -> str:
+    """`path` as a `run://` reference when it lies inside the run's folder under `runs_root`; otherwise unchanged."""
+    base = join_uri(_root(runs_root), run_id)
+    if path == base or path.startswith(base + "/"):
         return RUN_SCHEME + run_id + path[len(base):]
     return path
 
@@ -203,13 +211,27 @@ class RunStore:
     """Files of one run. Writes need the run config, whose hash every artifact records."""
 
     def __init__(self, runs_root: str, run_id: str, config: RunConfig | None = None):
-        # A local root is made absolute so refs stay valid in a task running from another folder.
-        self.runs_root = runs_root if "://" in runs_root else os.path.abspath(os.path.expanduser(runs_root))
-        self.runs_root = self.runs_root.rstrip("/") or "/"
+        self.runs_root = _root(runs_root)
         self.run_id = validate_run_id(run_id)
         self.run_uri = join_uri(self.runs_root, run_id)
         self.config = config
-        _RUN_LOCATIONS[self.run_id] = self.run_uri
+
+    # -- references: `run://` URIs of any run under this store's root -----------------------
+    def resolve(self, uri: str) -> str:
+        return resolve_uri(uri, self.runs_root)
+
+    def run_relative(self, path: str) -> str:
+        return run_relative(path, self.runs_root, self.run_id)
+
+    def read_table(self, ref: PoolRef) -> pa.Table:
+        return read_table(ref, self.runs_root)
+
+    def read_pool(self, ref: PoolRef) -> pd.DataFrame:
+        return read_table(ref, self.runs_root).to_pandas()
+
+    def table(self, k: int, name: str) -> pa.Table:
+        """Iteration k's committed `name`, read and verified."""
+        return self.read_table(self.ref(k, name))
 
     # -- layout -----------------------------------------------------------------------------
     def iteration_uri(self, k: int) -> str:
@@ -388,10 +410,11 @@ bytes: the shard tasks of one stage each read the same pool and answers, and at 
 (52K-70K rows, hundreds of shards) reading and hashing them once per shard took most of a stage."""
 
 
-def read_table(ref: PoolRef) -> pa.Table:
-    """Read a stored artifact, verifying its sha256 and schema version first. A local file read before
-    and unchanged since (the same inode, size and times: atomic writes replace the inode) is not read again."""
-    path = resolve_uri(ref.uri)
+def read_table(ref: PoolRef, runs_root: str | None = None) -> pa.Table:
+    """Read a stored artifact, verifying its sha256 and schema version first; a `run://` reference is
+    resolved under `runs_root` (RunStore.read_table passes its own). A local file read before and
+    unchanged since (the same inode, size and times: atomic writes replace the inode) is not read again."""
+    path = resolve_uri(ref.uri, runs_root)
     key = None
     if "://" not in path:
         try:
@@ -433,5 +456,5 @@ def _read_verified(ref: PoolRef, path: str) -> pa.Table:
     return table
 
 
-def read_pool(ref: PoolRef) -> pd.DataFrame:
-    return read_table(ref).to_pandas()
+def read_pool(ref: PoolRef, runs_root: str | None = None) -> pd.DataFrame:
+    return read_table(ref, runs_root).to_pandas()

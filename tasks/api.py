@@ -5,7 +5,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lion_core import stages
+from lion_core.batch_work import replay_requests
+from lion_core.discrimination.stage import discrimination_part
+from lion_core.generation.stage import generation_stage
+from lion_core.imitation.answers import answer_part
 from lion_core.limits import limit_name, role_config
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.gateway import Gateway
@@ -25,7 +28,7 @@ _API = dict(retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0
 def answers_shard(ctx: RunContext, shard: Shard, role: str = "teacher", stage: str = "imitation") -> ShardResult:
     """Answers of an API role (the teacher; the reference model in evaluations) for the shard's rows."""
     with api_gateway(ctx, role) as (gateway, accounting):
-        part = stages.answer_part(ctx.store(), shard, gateway, stage, ctx.config.orchestration.max_failed_fraction)
+        part = answer_part(ctx.store(), shard, gateway, stage, ctx.config.orchestration.max_failed_fraction)
     return ShardResult(part=part, usage=accounting.table())
 
 
@@ -40,7 +43,7 @@ def judging_run_name(parameters: dict) -> str:
 def judgments_shard(ctx: RunContext, shard: Shard, judging: Judging) -> ShardResult:
     """Verdicts of the referee (or the evaluation's judge), both orders, for the shard's rows."""
     with api_gateway(ctx, judging.role) as (gateway, accounting):
-        part = stages.discrimination_part(ctx.store(), shard, judging, gateway, ctx.config)
+        part = discrimination_part(ctx.store(), shard, judging, gateway, ctx.config)
     return ShardResult(part=part, usage=accounting.table())
 
 
@@ -50,7 +53,7 @@ def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgment
     kept, so they run in one task; each round's requests go out in shard-sized chunks, each holding a
     slot of the key's limit, and a retried task re-sends nothing the response store holds."""
     with api_gateway(ctx, "generator") as (gateway, accounting):
-        ref, report = stages.generation_stage(ctx.store(), k, cache_pool, judgments, gateway, ctx.config)
+        ref, report = generation_stage(ctx.store(), k, cache_pool, judgments, gateway, ctx.config)
     return Candidates(candidates=ref, report=report, usage=accounting.table())
 
 
@@ -76,7 +79,7 @@ def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> Batch
         interactive = SlottedGateway(Gateway(endpoint, responses, accounting), limit_name(role_config(cfg, role)),
                                      cfg.orchestration.shard_size)
         try:
-            look = look_at_batches(lambda gw: stages.replay_requests(work, gw, cfg, stage), endpoint, responses, runner,
+            look = look_at_batches(lambda gw: replay_requests(ctx.store(), work, gw, cfg, stage), endpoint, responses, runner,
                                    ask_interactively=lambda reqs: interactive.run_sync(reqs, stage))
         finally:
             runner.close()

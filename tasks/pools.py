@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from lion_core import runs, stages
+from lion_core import runs, shards
+from lion_core.batch_work import part_format
 from lion_core.config import RunConfig
+from lion_core.generation.stage import accepted_rows
+from lion_core.generation.stage import update_pools as update_pool_files
+from lion_core.imitation.training_set import imitation_inputs
 from lion_core.results import OpenedRun, Pools, TrainingInputs
 from lion_core.store import PoolRef
 from tasks.common import RunContext, input_cache_key, transient
@@ -27,18 +31,18 @@ def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedR
       persist_result=True, **_STORE)
 def merge_parts(ctx: RunContext, k: int, name: str, parts: list[PoolRef], parents: list[PoolRef]) -> PoolRef:
     """Commit the shard parts, in row order, as iteration k's `name`."""
-    return stages.merge_parts(ctx.store(), k, name, parts, parents)
+    return shards.merge_parts(ctx.store(), k, name, parts, parents, *part_format(name))
 
 
 @task(name="update-pools", tags=["lion", "store"], task_run_name="iter-{k}-update-pools", cache_key_fn=input_cache_key,
       persist_result=True, **_STORE)
 def update_pools(ctx: RunContext, k: int, cache_pool: PoolRef, candidates: PoolRef) -> Pools:
     """Iteration k+1's Train and Cache Pools, committed together in one manifest write."""
-    return stages.update_pools(ctx.store(), k, cache_pool, stages.accepted_rows(candidates, k + 1), candidates)
+    return update_pool_files(ctx.store(), k, cache_pool, accepted_rows(ctx.store(), candidates, k + 1), candidates)
 
 
 @task(name="training-set", tags=["lion", "store"], task_run_name="iter-{k}-training-set", cache_key_fn=input_cache_key,
       persist_result=True, **_STORE)
 def training_set(ctx: RunContext, k: int, answers: PoolRef, base_model: str, previous_checkpoint: str | None) -> TrainingInputs:
     """What iteration k's fine-tune starts from and trains on (see `training.init_from`)."""
-    return stages.imitation_inputs(ctx.store(), k, ctx.config, base_model, previous_checkpoint)
+    return imitation_inputs(ctx.store(), k, ctx.config, base_model, previous_checkpoint)

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from prefect import task
 
-from lion_core import checkpoints, stages
+from lion_core import checkpoints
 from lion_core.limits import GPU_TAG
 from lion_core.llm.responses import ResponseStore
 from lion_core.results import CheckpointRecord, ImitationResult
-from lion_core.store import PoolRef, run_relative
+from lion_core.store import PoolRef
+from lion_core.student.answers import student_answer_stage
 from lion_core.student.launch import train_student
 from lion_core.student.models import student_base_model
 from tasks.common import RunContext, input_cache_key, transient
@@ -35,7 +36,7 @@ def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
     checkpoints.write_checkpoint_card(ctx.store(), ctx.config, k, final, base_model=ctx.config.student.model,
                                       start_from=start_from, trained_on=answers,
                                       title=f"Lion student, run {ctx.run_id}, iteration {k}")
-    return run_relative(str(Path(final)), ctx.run_id)  # valid wherever the run folder goes
+    return ctx.store().run_relative(str(Path(final)))  # valid wherever the run folder goes
 
 
 @task(name="record-checkpoint", tags=["lion", "store"], task_run_name="iter-{k}-record-checkpoint", retries=2,
@@ -54,7 +55,8 @@ def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult)
     with its model card; the run's deliverable."""
     store, config, record = ctx.store(), ctx.config, imitated.checkpoint_record
     final = config.storage.final_checkpoint_dir(ctx.run_id)
-    checkpoints.publish_final(record.path, final, info={"run_id": ctx.run_id, "iteration": n, **record.model_dump()})
+    checkpoints.publish_final(record.path, final, info={"run_id": ctx.run_id, "iteration": n, **record.model_dump()},
+                              runs_root=ctx.config.storage.runs_root)
     checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model,
                                       start_from=imitated.training.start_from, trained_on=imitated.train_data,
                                       title=f"Lion student, run {ctx.run_id}, final",
@@ -69,4 +71,4 @@ def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult)
 def student_answers(ctx: RunContext, k: int, pool: PoolRef, checkpoint: str, name: str = "student_answers") -> PoolRef:
     """The checkpoint's answers for every instruction of a pool, each persisted as its batch ends."""
     with ResponseStore(ctx.config.storage.response_store_path()) as responses:
-        return stages.student_answer_stage(ctx.store(), k, pool, checkpoint, ctx.config, responses, name=name)
+        return student_answer_stage(ctx.store(), k, pool, checkpoint, ctx.config, responses, name=name)

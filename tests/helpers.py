@@ -55,23 +55,27 @@ def wait_until_gone(pid: int, timeout_s: float = 5.0) -> bool:
 
 def answer_whole_pool(store, k, pool, gateway, name, stage="imitation"):
     """A pool answered as the flows do it, in one shard: the part, then the committed merge."""
+    from lion_core.batch_work import part_format
+    from lion_core.imitation.answers import answer_part
     from lion_core.results import Shard
-    from lion_core.stages import answer_part, merge_parts
+    from lion_core.shards import merge_parts
 
     shard = Shard(k=k, name=name, pool=pool, index=0, lo=0, hi=pool.rows)
     part = answer_part(store, shard, gateway, stage, max_failed_fraction=1.0)
-    return merge_parts(store, k, name, [part], [pool])
+    return merge_parts(store, k, name, [part], [pool], *part_format(name))
 
 
 def judge_whole_pool(store, k, cache_pool, teacher, student, gateway, config):
     """A Cache Pool judged as the flows do it, in one shard: the committed verdicts and their report."""
+    from lion_core.batch_work import part_format
+    from lion_core.discrimination.stage import discrimination_part, judgments_report
     from lion_core.results import Judging, Shard
-    from lion_core.stages import discrimination_part, judgments_report, merge_parts
+    from lion_core.shards import merge_parts
 
     shard = Shard(k=k, name="judgments", pool=cache_pool, index=0, lo=0, hi=cache_pool.rows)
     part = discrimination_part(store, shard, Judging(teacher=teacher, student=student), gateway, config)
-    ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student])
-    return ref, judgments_report(ref)
+    ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student], *part_format("judgments"))
+    return ref, judgments_report(store, ref)
 
 
 def descendants(pid: int) -> set[int]:
@@ -130,3 +134,27 @@ def expire_leases(home: Path) -> int:
         return sum([await storage.renew_lease(i, timedelta(seconds=-1)) for i in ids])
 
     return asyncio.run(expire())
+
+
+def tiny_run(tmp_path, n=6):
+    """A run of n made-up seeds under tmp_path with the default config: (config, store, init result)."""
+    import json
+
+    from lion_core.config import parse_config
+    from lion_core.runs import init_run
+    from lion_core.store import RunStore
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": f"Describe item {i} in detail.", "input": ""}) + "\n" for i in range(n)))
+    cfg = parse_config({"storage": {"runs_root": str(tmp_path / "runs")}})
+    res = init_run(cfg, str(seeds), run_id="r")
+    return cfg, RunStore(cfg.storage.runs_root, "r", cfg), res
+
+
+def teacher_gateway(url, store, cfg):
+    """A gateway to `url` for the config's teacher, retrying fast."""
+    from lion_core.llm import Endpoint, Gateway
+
+    role = cfg.teacher.model_copy(update={"base_url": url, "retry": cfg.teacher.retry.model_copy(
+        update={"max_attempts": 2, "initial_backoff_s": 0.01})})
+    return Gateway(Endpoint(role="teacher", endpoint_id="teacher-ep", model="m", base_url=url, api_model="m", config=role), store)

@@ -94,9 +94,10 @@ def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_d
     out.mkdir(parents=True, exist_ok=True)
     config_json = out / "run_config.json"
     config_json.write_text(json.dumps(config.to_json_dict()))
+    root = config.storage.runs_root  # `run://` references (answers, a previous checkpoint) are the run's, under it
     train_args = [
-        "--config-json", str(config_json), "--answers-uri", resolve_uri(answers.uri), "--answers-sha256", answers.sha256,
-        "--answers-rows", str(answers.rows), "--base-model", resolve_uri(base_model), "--output-dir", str(out),
+        "--config-json", str(config_json), "--answers-uri", resolve_uri(answers.uri, root), "--answers-sha256", answers.sha256,
+        "--answers-rows", str(answers.rows), "--base-model", resolve_uri(base_model, root), "--output-dir", str(out),
         "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(options.max_steps),
         "--save-steps", str(options.save_steps), "--sampling", options.sampling,
     ]

@@ -54,9 +54,9 @@ def flow_config():
 
 
 def pool_rows(runs_root: Path, run_id: str, k: int, name: str) -> list[dict]:
-    from lion_core.store import RunStore, read_table
+    from lion_core.store import RunStore
 
-    rows = read_table(RunStore(str(runs_root), run_id).ref(k, name)).to_pylist()
+    rows = RunStore(str(runs_root), run_id).table(k, name).to_pylist()
     return [{key: r[key] for key in ("id", "instruction", "input", "origin", "iteration", "parent_id")} for r in rows]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.fault_server import FaultPlan, FaultServer
-from tests.flows.test_cli import LION
+from tests.lion_cli.lion_script import LION
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVE = REPO / "tests" / "data" / "compat" / "run-before-31.tar.gz"

@@ -11,7 +11,7 @@ from prefect import get_client
 from flows.lion import lion
 from lion_core.llm.responses import ResponseStore
 from lion_core.report import summary_markdown
-from lion_core.store import RunStore, read_table, resolve_uri
+from lion_core.store import RunStore
 from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import KEY_ENV, SECRET, load_json, pool_rows, write_flow_config
 from tests.helpers import task_runs
@@ -70,7 +70,7 @@ def test_the_report_shows_every_path_of_the_method(uninterrupted):
         assert s.hard > 0 and s.easy > 0 and s.unresolved == 0  # the loopback referee gives verdicts
         assert s.accepted > 0 and s.checkpoint_status == "trained"
         assert s.fresh_draws == s.generation_requests and s.stored_draws == 0  # every draw new
-        candidates = read_table(RunStore(str(uninterrupted["folder"] / "runs"), "ref").ref(s.iteration, "candidates"))
+        candidates = RunStore(str(uninterrupted["folder"] / "runs"), "ref").table(s.iteration, "candidates")
         truncated = sum(r == "truncated" for r in candidates.column("reason").to_pylist())
         assert sum(s.truncated_by_reason.values()) == truncated == s.rejected_by_reason.get("truncated", 0)
         assert sum(f.requests for f in s.by_seed_input.values()) == s.generation_requests
@@ -186,7 +186,7 @@ def test_teacher_referee_and_generator_in_batch_mode_end_with_the_interactive_po
     for name in ("train_pool", "cache_pool"):
         assert pool_rows(folder / "runs", "ref", 1, name) == pool_rows(ref_runs, "ref", 1, name), name
     def verdicts(runs, k):
-        return [(r["id"], r["label"], r["d"]) for r in read_table(RunStore(str(runs), "ref").ref(k, "judgments")).to_pylist()]
+        return [(r["id"], r["label"], r["d"]) for r in RunStore(str(runs), "ref").table(k, "judgments").to_pylist()]
 
     assert verdicts(folder / "runs", 0) == verdicts(ref_runs, 0)
     # accounted as batch calls, per role
@@ -232,10 +232,10 @@ def test_the_exported_dataset_round_trips_through_datasets_with_the_pools_rows_a
     for k in (0, 1, 2):
         for name in ("teacher_answers_train", "teacher_answers_cache"):
             if name in store.manifest(k).files:
-                teacher.update({r["id"]: r["answer"] for r in read_table(store.ref(k, name)).to_pylist() if r["status"] == "ok"})
+                teacher.update({r["id"]: r["answer"] for r in store.table(k, name).to_pylist() if r["status"] == "ok"})
     assert all(r["output"] == teacher[r["id"]] and r["answer_status"] == "ok" for r in rows)
     assert done.answered == len(rows)
-    verdicts = {k: {r["id"]: r for r in read_table(store.ref(k, "judgments")).to_pylist()} for k in (0, 1)}
+    verdicts = {k: {r["id"]: r for r in store.table(k, "judgments").to_pylist()} for k in (0, 1)}
     for r in rows:
         judged_in = [k for k in (0, 1) if r["id"] in verdicts[k]]
         assert [j["iteration"] for j in r["judgments"]] == judged_in == list(range(r["iteration"], 2))
@@ -324,7 +324,7 @@ def test_a_lora_student_goes_through_the_loop_on_adapters(lora_evaluated, tiny_m
     assert all(is_adapter(p) for p in (ckpts / "iter-0" / "final", ckpts / "iter-1" / "final", ckpts / "final"))
     info = checkpoint_info(ckpts / "iter-1" / "final")
     assert info["base_model"].endswith("iter-0/final") and info["adapter_base"] == str(tiny_model)
-    answered = read_table(RunStore(str(folder / "runs"), "lora").ref(0, "student_answers")).to_pylist()
+    answered = RunStore(str(folder / "runs"), "lora").table(0, "student_answers").to_pylist()
     assert answered and all(r["status"] == "ok" for r in answered)
     assert result.iterations[0].judged == result.iterations[0].cache_pool
     assert "library_name: peft" in (ckpts / "final" / "README.md").read_text()
@@ -363,7 +363,7 @@ def test_a_silent_student_is_hard_everywhere_and_an_empty_pool_carries_the_check
     assert first.accepted == 0 and second.train_pool == 0
     store = RunStore(str(folder / "runs"), "silent")
     iter0 = "run://silent/checkpoints/iter-0/final"  # valid wherever the run folder goes
-    assert resolve_uri(iter0) == str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
+    assert store.resolve(iter0) == str(folder / "runs" / "silent" / "checkpoints" / "iter-0" / "final")
     assert checkpoint_record(store, 0).status == "trained"
     assert checkpoint_record(store, 1).model_dump() == {"path": iter0, "status": "carried", "source_iteration": 0,
                                            "reason": EMPTY_TRAIN_POOL, "train_rows": 0}
@@ -390,7 +390,7 @@ def test_after_run_the_base_every_checkpoint_and_the_final_one_are_evaluated(lor
         assert s["relative_score"] is not None
         lo, hi = s["relative_score_ci95"]
         assert lo <= s["relative_score"] <= hi
-    scores = read_table(RunStore(str(folder / "runs" / "evaluations"), "lora-eval").ref(0, "scores")).to_pylist()
+    scores = RunStore(str(folder / "runs" / "evaluations"), "lora-eval").table(0, "scores").to_pylist()
     assert {r["checkpoint"] for r in scores} == {"base", "lora-iter-0", "lora-final"}
     table = summary_text_table(result.iterations, evaluation.scores).splitlines()
     assert "rel. score" in table[0] and table[1].startswith(" base") and table[-1].startswith("final")

@@ -6,11 +6,12 @@ import pyarrow as pa
 import pytest
 
 from lion_core.config import load_config, parse_config
-from lion_core.generation import generate
+from lion_core.generation.rounds import generate
+from lion_core.generation.stage import update_pools
+from lion_core.imitation.answers import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.runs import init_run
-from lion_core.stages import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, update_pools
-from lion_core.store import RunStore, read_pool, read_table
+from lion_core.store import RunStore
 from tests.helpers import answer_whole_pool, judge_whole_pool
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
               for role in ("teacher", "referee", "generator")}
         teacher = answer_whole_pool(store, 0, run.cache_pool, gw["teacher"], "teacher_answers", "imitation")
         # the student's answers come from the student stage; here the embedded model answers in its place
-        pool = read_pool(run.cache_pool).to_dict("records")
+        pool = store.read_pool(run.cache_pool).to_dict("records")
         reqs = [ChatRequest.of([("user", r["instruction"])], temperature=0.7, max_tokens=40, tag=r["id"]) for r in pool]
         answers = gw["teacher"].run_sync(reqs, "student-stand-in")
         table = pa.Table.from_pylist([{"id": r["id"], "instruction": r["instruction"], "input": r["input"], "answer": a.text,
@@ -45,7 +46,7 @@ def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
         store.commit(0, {"student_answers": student})
 
         judgments, report = judge_whole_pool(store, 0, run.cache_pool, teacher, student, gw["referee"], cfg)
-        rows = read_table(judgments).to_pylist()
+        rows = store.read_table(judgments).to_pylist()
         assert len(rows) == 4 and {r["label"] for r in rows} <= {"hard", "easy", "unresolved"}
         for r in rows:
             assert r["raw_t_first"] and r["raw_s_first"]  # the referee's own words are kept
@@ -59,11 +60,11 @@ def test_discrimination_and_generation_round(endpoints, tmp_path, repo):
 
         result = generate(gw["generator"], hard_seeds=pool[:2], easy_seeds=pool[2:], cache_pool=pool, next_iteration=1,
                           loop=cfg.loop.model_copy(update={"random_seed": 0}), cfg=cfg.generator)
-        assert result.report["requests"] <= 8
-        assert len(result.candidates) == result.report["requests"]
+        assert result.report.requests <= 8
+        assert len(result.candidates) == result.report.requests
         for c in result.candidates:
-            assert c["raw"] is not None
-            assert (c["status"] == "accepted") == (c["reason"] is None)
+            assert c.raw is not None
+            assert (c.status == "accepted") == (c.reason is None)
         assert result.accepted  # the list generator's tasks pass the parser and the ROUGE-L filter
         pools = update_pools(store, 0, run.cache_pool, result.accepted, teacher)
         train, cache = pools.train_pool, pools.cache_pool

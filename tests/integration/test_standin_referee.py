@@ -7,10 +7,10 @@ import httpx
 import pytest
 
 from lion_core.config import load_config
+from lion_core.discrimination.judging import discriminate
+from lion_core.discrimination.referee_check import check_figures, labelled_items
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from lion_core.prompts import teacher_messages
-from lion_core.referee import discriminate
-from lion_core.referee_check import check_figures, labelled_items
 
 pytestmark = pytest.mark.slow
 

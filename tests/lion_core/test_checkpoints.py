@@ -9,7 +9,7 @@ from lion_core import checkpoints as ck
 from lion_core.config import parse_config
 from lion_core.errors import StoreError
 from lion_core.runs import init_run
-from lion_core.store import RunStore, resolve_uri
+from lion_core.store import RunStore
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def run(tmp_path):
 def test_the_next_iteration_starts_from_the_recorded_checkpoint_even_when_it_was_carried(run):
     cfg, store = run
     iter0 = "run://r/checkpoints/iter-0/final"  # inside the run: valid wherever the run folder goes
-    assert resolve_uri(iter0) == os.path.join(cfg.storage.checkpoint_dir("r", 0), "final")
+    assert store.resolve(iter0) == os.path.join(cfg.storage.checkpoint_dir("r", 0), "final")
     assert ck.previous_checkpoint(store, cfg, 0) is None
     ck.record_checkpoint(store, 0, cfg, trained=True, train_rows=4)
     assert ck.previous_checkpoint(store, cfg, 1) == iter0
@@ -54,7 +54,7 @@ def test_nothing_to_carry_is_an_error(run):
 
 def test_runs_without_records_fall_back_to_the_trained_folder(run):
     cfg, store = run
-    assert resolve_uri(ck.previous_checkpoint(store, cfg, 1)) == os.path.join(cfg.storage.checkpoint_dir("r", 0), "final")
+    assert store.resolve(ck.previous_checkpoint(store, cfg, 1)) == os.path.join(cfg.storage.checkpoint_dir("r", 0), "final")
 
 
 def test_publish_final_is_complete_or_absent_and_links_the_weights(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from lion_core.config import RunConfig, parse_config
 from lion_core.errors import ConfigError, SeedError, StoreError
 from lion_core.runs import describe_run, init_run
-from lion_core.store import RunStore, read_pool, resolve_uri
+from lion_core.store import RunStore
 
 
 def _config(runs_root) -> RunConfig:
@@ -23,9 +23,9 @@ def _seed_file(tmp_path, n=5):
 def test_init_creates_iteration_zero_with_equal_pools(tmp_path):
     cfg = _config(tmp_path / "runs")
     res = init_run(cfg, _seed_file(tmp_path), run_id="r1")
-    train, cache = read_pool(res.train_pool), read_pool(res.cache_pool)
-    assert len(train) == 5 and train.equals(cache)
     store = RunStore(cfg.storage.runs_root, "r1")
+    train, cache = store.read_pool(res.train_pool), store.read_pool(res.cache_pool)
+    assert len(train) == 5 and train.equals(cache)
     assert store.iterations() == [0]
     assert store.ref(0, "train_pool") == res.train_pool
     info = store.read_run_info()
@@ -37,7 +37,7 @@ def test_init_refuses_an_existing_run(tmp_path):
     init_run(cfg, _seed_file(tmp_path), run_id="r1")
     with pytest.raises(StoreError, match="run 'r1' already exists"):
         init_run(cfg, _seed_file(tmp_path, 3), run_id="r1")
-    assert len(read_pool(RunStore(cfg.storage.runs_root, "r1").ref(0, "train_pool"))) == 5
+    assert len(RunStore(cfg.storage.runs_root, "r1").table(0, "train_pool").to_pandas()) == 5
 
 
 def test_bad_seed_writes_nothing(tmp_path):
@@ -83,7 +83,7 @@ def test_run_on_memory_filesystem(tmp_path):
     cfg = parse_config({"storage": {"runs_root": root, "response_store": str(tmp_path / "responses.sqlite"),
                                     "checkpoints_root": str(tmp_path / "checkpoints")}})
     res = init_run(cfg, _seed_file(tmp_path), run_id="m1")
-    assert resolve_uri(res.train_pool.uri).startswith(root)
+    assert RunStore(root, "m1").resolve(res.train_pool.uri).startswith(root)
     desc = describe_run(root, "m1")
     assert [f["verified"] for f in desc["iterations"][0]["files"]] == [True, True]
     fsspec.filesystem("memory").rm(root.removeprefix("memory://"), recursive=True)
@@ -97,7 +97,7 @@ def test_describe_reports_origins_lineage_and_tampering(tmp_path):
     assert files["train_pool"]["origins"] == {"seed": 5}
     assert files["train_pool"]["parents"][0]["uri"].endswith("seeds.jsonl")
     assert all(f["verified"] for f in files.values())
-    with open(resolve_uri(res.cache_pool.uri), "r+b") as fh:  # flip bytes in the middle
+    with open(RunStore(cfg.storage.runs_root, "r1").resolve(res.cache_pool.uri), "r+b") as fh:  # flip bytes in the middle
         fh.seek(100)
         fh.write(b"\x00\x01\x02")
     files = {f["name"]: f for f in describe_run(cfg.storage.runs_root, "r1")["iterations"][0]["files"]}
@@ -115,7 +115,7 @@ def test_alpaca_52k_is_stored_and_read_back_verified(tmp_path, shared_data):
     src = shared_data / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
     res = init_run(cfg, str(src), run_id="alpaca")
     assert res.train_pool.rows == res.cache_pool.rows == 52002
-    df = read_pool(RunStore(cfg.storage.runs_root, "alpaca").ref(0, "cache_pool"))
+    df = RunStore(cfg.storage.runs_root, "alpaca").table(0, "cache_pool").to_pandas()
     assert len(df) == 52002 and df["id"].is_unique
     assert df["instruction"].iloc[0] == "Give three tips for staying healthy."
 

@@ -15,9 +15,6 @@ from lion_core.store import (
     SourceRef,
     parquet_lion_metadata,
     read_bytes,
-    read_pool,
-    read_table,
-    resolve_uri,
     write_bytes_atomic,
 )
 
@@ -55,18 +52,18 @@ def test_write_commit_read_roundtrip(store):
     seed = SourceRef(uri="/data/seeds.jsonl", sha256="ab" * 32)
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION, parents=[seed])
     assert ref.uri == "run://r1/iter-0/train_pool.parquet"  # valid wherever the run folder goes
-    assert resolve_uri(ref.uri) == f"{store.run_uri}/iter-0/train_pool.parquet"
+    assert store.resolve(ref.uri) == f"{store.run_uri}/iter-0/train_pool.parquet"
     assert ref.rows == 3 and len(ref.sha256) == 64
     store.commit(0, {"train_pool": ref}, parents={"train_pool": [seed]})
     assert store.ref(0, "train_pool") == ref
-    df = read_pool(ref)
+    df = store.read_pool(ref)
     assert list(df["instruction"]) == [f"Instruction number {i}." for i in range(3)]
     entry = store.manifest(0).files["train_pool"]
     assert entry.path == "iter-0/train_pool.parquet"
     assert entry.parents[0]["uri"] == "/data/seeds.jsonl"
     assert entry.config_hash == RunConfig().config_hash()
     assert entry.code_version
-    meta = parquet_lion_metadata(read_bytes(ref.uri))
+    meta = parquet_lion_metadata(read_bytes(store.resolve(ref.uri)))
     assert meta["run_id"] == "r1" and meta["iteration"] == 0 and meta["name"] == "train_pool"
     assert meta["config_hash"] == RunConfig().config_hash()
     assert meta["config"] == identity_of(RunConfig().to_json_dict())  # operations are in run.json and resumes.json
@@ -92,9 +89,9 @@ def test_pool_ref_is_small_and_hashable(store):
 def test_altered_file_fails_verification(store):
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
     other = store.write_table(0, "cache_pool", _pool(4), schema_version=POOL_SCHEMA_VERSION)
-    _corrupt(resolve_uri(ref.uri), read_bytes(other.uri))
+    _corrupt(store.resolve(ref.uri), read_bytes(store.resolve(other.uri)))
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
-        read_table(ref)
+        store.read_table(ref)
 
 
 def test_a_file_read_once_is_verified_again_once_it_changes(tmp_path):
@@ -105,30 +102,30 @@ def test_a_file_read_once_is_verified_again_once_it_changes(tmp_path):
 
     store = RunStore(str(tmp_path), "r1", RunConfig())
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
-    first = read_table(ref)
-    assert read_table(ref) is first  # the shards of a stage read their pool once per process
-    path = resolve_uri(ref.uri)
-    data = bytearray(read_bytes(ref.uri))
+    first = store.read_table(ref)
+    assert store.read_table(ref) is first  # the shards of a stage read their pool once per process
+    path = store.resolve(ref.uri)
+    data = bytearray(read_bytes(store.resolve(ref.uri)))
     data[len(data) // 2] ^= 0xFF
     time.sleep(0.02)  # past the file system's timestamp granularity
     with open(path, "r+b") as fh:  # in place: the inode and the size stay
         fh.write(bytes(data))
     assert os.path.getsize(path) == len(data)
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
-        read_table(ref)
+        store.read_table(ref)
 
 
 def test_truncated_file_fails_verification(store):
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
-    _corrupt(resolve_uri(ref.uri), read_bytes(ref.uri)[:-100])
+    _corrupt(store.resolve(ref.uri), read_bytes(store.resolve(ref.uri))[:-100])
     with pytest.raises(IntegrityError, match="truncated"):
-        read_table(ref)
+        store.read_table(ref)
 
 
 def test_schema_version_must_match(store):
     ref = store.write_table(0, "scores", pa.table({"x": [1, 2]}), schema_version="scores/1")
     with pytest.raises(IntegrityError, match="schema version"):
-        read_table(ref.model_copy(update={"schema_version": "scores/2"}))
+        store.read_table(ref.model_copy(update={"schema_version": "scores/2"}))
 
 
 def test_committed_file_is_never_overwritten_with_other_content(store):
@@ -139,14 +136,14 @@ def test_committed_file_is_never_overwritten_with_other_content(store):
     assert again == ref
     with pytest.raises(StoreError, match="refusing to overwrite"):
         store.write_table(0, "train_pool", _pool(5), schema_version=POOL_SCHEMA_VERSION)
-    read_table(ref)  # still intact
+    store.read_table(ref)  # still intact
 
 
 def test_uncommitted_leftover_may_be_rewritten(store):
     store.write_table(0, "train_pool", _pool(5), schema_version=POOL_SCHEMA_VERSION)  # crash before commit
     ref = store.write_table(0, "train_pool", _pool(), schema_version=POOL_SCHEMA_VERSION)
     store.commit(0, {"train_pool": ref})
-    assert read_pool(store.ref(0, "train_pool")).shape[0] == 3
+    assert store.table(0, "train_pool").to_pandas().shape[0] == 3
 
 
 def test_commit_is_all_or_nothing(store):
@@ -249,9 +246,9 @@ def test_a_moved_run_reads_its_refs_at_the_new_place_and_refuses_a_wrong_copy(tm
     shutil.move(str(tmp_path / "a" / "mv"), str(tmp_path / "b" / "mv"))
     moved = RunStore(str(tmp_path / "b"), "mv")
     assert moved.ref(0, "train_pool") == ref  # the same reference, read at the new place
-    assert len(read_table(ref)) == len(_pool())
+    assert len(moved.read_table(ref)) == len(_pool())
     # another run folder under the same id, with different content: its hash gives it away
     other = RunStore(str(tmp_path / "c"), "mv", RunConfig())
     other.write_table(0, "train_pool", _pool().slice(0, 1), schema_version=POOL_SCHEMA_VERSION)
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
-        read_table(ref)
+        other.read_table(ref)

@@ -6,12 +6,12 @@ import time
 import pytest
 
 from lion_core.config import ApiRole, BatchSettings, Price, RateLimits, RetryPolicy
+from lion_core.discrimination.judging import JudgeItem, discriminate
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.gateway import Endpoint, Gateway
 from lion_core.llm.replay import NeedAnswers, StoreGateway, batch_pass, batch_runner
 from lion_core.llm.requests import ChatRequest
 from lion_core.llm.responses import ResponseStore
-from lion_core.referee import JudgeItem, discriminate
 from tests.fault_server import FaultPlan, FaultServer
 
 

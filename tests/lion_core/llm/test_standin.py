@@ -1,9 +1,10 @@
 """The offline stand-ins' pure parts: reading our prompts back, the score, and replies our parsers take."""
 
 from lion_core.config import GeneratorConfig
-from lion_core.generation import Parsed, generator_request, parse_candidate
+from lion_core.discrimination.judging import JudgeItem, judge_request
+from lion_core.discrimination.verdicts import Scores, parse_judgment
+from lion_core.generation.candidates import Parsed, generator_request, parse_candidate
 from lion_core.llm import standin
-from lion_core.referee import JudgeItem, Scores, judge_request, parse_judgment
 
 
 def _user(request) -> str:

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from rouge_score import rouge_scorer
 
-from lion_core.novelty import filter_novel, rouge_l_f1, rouge_tokens, unicode_tokens
+from lion_core.generation.novelty import filter_novel, rouge_l_f1, rouge_tokens, unicode_tokens
 
 
 def _reference(pool, candidates, threshold=0.7):

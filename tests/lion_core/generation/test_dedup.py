@@ -3,9 +3,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from lion_core.dedup import dedup
 from lion_core.errors import SeedError
-from tests.flows.test_cli import lion
+from lion_core.generation.dedup import dedup
+from tests.lion_cli.lion_script import lion
 
 
 def _files(tmp_path):

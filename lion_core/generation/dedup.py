@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from lion_core.novelty import filter_novel
+from lion_core.generation.novelty import filter_novel
+from lion_core.rows import table_of_dicts
 from lion_core.seeds import load_seeds
 
 DEDUP_SCHEMA = pa.schema([
@@ -31,4 +32,4 @@ def dedup(against: str, candidates: str, threshold: float = 0.7, tokenizer_name:
         text, source = similar(v.most_similar)
         out.append({"instruction": r["instruction"], "input": r["input"], "accepted": v.accepted,
                     "max_rouge_l": v.max_rouge_l, "most_similar": text, "most_similar_source": source})
-    return pa.Table.from_pylist(out, schema=DEDUP_SCHEMA)
+    return table_of_dicts(out, DEDUP_SCHEMA, "dedup")

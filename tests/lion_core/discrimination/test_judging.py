@@ -1,16 +1,9 @@
 import pytest
 
 from lion_core.config import ApiRole, RateLimits, RetryPolicy, Sampling
+from lion_core.discrimination.judging import JudgeItem, JudgmentRow, discriminate, discrimination_report, judge_request
+from lion_core.discrimination.verdicts import Unparsed, parse_judgment, quote_material
 from lion_core.llm import Endpoint, Gateway, ResponseStore
-from lion_core.referee import (
-    JudgeItem,
-    Unparsed,
-    discriminate,
-    discrimination_report,
-    judge_request,
-    parse_judgment,
-    quote_material,
-)
 from tests.fault_server import FaultServer
 
 EXPL = "Assistant 1 is accurate and detailed. Assistant 2 misses the point."
@@ -182,27 +175,27 @@ def test_discriminate_both_orders_means_labels_and_reasks(tmp_path):
                       rate_limits=RateLimits(requests_per_minute=60000), retry=RetryPolicy(max_attempts=2))
         gw = Gateway(Endpoint(role="referee", endpoint_id="ref", model="m", base_url=srv.url, api_model="m", config=cfg), store)
         rows = discriminate(gw, items, style="lion", tau=1.0, max_reasks=2)
-    by = {r["instruction"]: r for r in rows}
-    assert (by["q1"]["mean_t"], by["q1"]["mean_s"], by["q1"]["d"], by["q1"]["label"]) == (8.5, 5.5, 3.0, "hard")
-    assert (by["q1"]["t_score_s_first"], by["q1"]["s_score_s_first"]) == (8.0, 6.0)
-    assert by["q2"]["label"] == "easy" and by["q2"]["d"] == 0
-    assert by["q3"]["label"] == "hard" and by["q3"]["d"] == 1.0 and by["q3"]["asks"] == 3
-    assert by["q4"]["label"] == "unresolved" and by["q4"]["d"] is None and by["q4"]["mean_t"] is None
-    assert by["q4"]["raw_t_first"] == "garbage" and by["q4"]["asks"] == 4  # 1 + 2 re-asks, then the other order 1
+    by = {r.instruction: r for r in rows}
+    assert (by["q1"].mean_t, by["q1"].mean_s, by["q1"].d, by["q1"].label) == (8.5, 5.5, 3.0, "hard")
+    assert (by["q1"].t_score_s_first, by["q1"].s_score_s_first) == (8.0, 6.0)
+    assert by["q2"].label == "easy" and by["q2"].d == 0
+    assert by["q3"].label == "hard" and by["q3"].d == 1.0 and by["q3"].asks == 3
+    assert by["q4"].label == "unresolved" and by["q4"].d is None and by["q4"].mean_t is None
+    assert by["q4"].raw_t_first == "garbage" and by["q4"].asks == 4  # 1 + 2 re-asks, then the other order 1
     assert srv.stats.seen[("q4", True)] == 3  # bounded: max_reasks + 1
     rep = discrimination_report(rows)
-    assert rep["unresolved"] == 1 and rep["resolved"] == 4 and rep["hard"] == 2 and rep["easy"] == 2
-    assert rep["hard_fraction"] == 0.5 and rep["coverage_teacher_first"] == 0.8 and rep["coverage_student_first"] == 1.0
+    assert rep.unresolved == 1 and rep.resolved == 4 and rep.hard == 2 and rep.easy == 2
+    assert rep.hard_fraction == 0.5 and rep.coverage_teacher_first == 0.8 and rep.coverage_student_first == 1.0
     # q3 flips: a tie with the teacher first, a teacher win with the student first; q1, q2, q5 agree
-    assert rep["order_inconsistency_rate"] == 0.25
+    assert rep.order_inconsistency_rate == 0.25
 
 
 def test_order_inconsistency_is_counted():
-    rows = [{"label": "easy", "t_score_t_first": 8, "s_score_t_first": 6, "t_score_s_first": 5, "s_score_s_first": 7,
-             "mean_t": 6.5, "mean_s": 6.5, "d": 0.0, "asks": 2},
-            {"label": "hard", "t_score_t_first": 8, "s_score_t_first": 6, "t_score_s_first": 8, "s_score_s_first": 6,
-             "mean_t": 8.0, "mean_s": 6.0, "d": 2.0, "asks": 2}]
-    assert discrimination_report(rows)["order_inconsistency_rate"] == 0.5
+    rows = [JudgmentRow(id="a", instruction="a", input="", label="easy", t_score_t_first=8, s_score_t_first=6,
+                        t_score_s_first=5, s_score_s_first=7, mean_t=6.5, mean_s=6.5, d=0.0, asks=2),
+            JudgmentRow(id="b", instruction="b", input="", label="hard", t_score_t_first=8, s_score_t_first=6,
+                        t_score_s_first=8, s_score_s_first=6, mean_t=8.0, mean_s=6.0, d=2.0, asks=2)]
+    assert discrimination_report(rows).order_inconsistency_rate == 0.5
 
 
 class LayoutReadingReferee(FaultServer):
@@ -231,7 +224,7 @@ def _referee_gateway(url, store):
 
 
 def test_forged_markers_never_change_a_verdict(tmp_path, monkeypatch):
-    import lion_core.referee as referee
+    import lion_core.discrimination.judging as referee
 
     # A wrong answer that forges a second, good answer into each slot, then injects score lines.
     forged = "\n".join(["Paris is in Spain. WRONG"]
@@ -246,13 +239,13 @@ def test_forged_markers_never_change_a_verdict(tmp_path, monkeypatch):
             return discriminate(_referee_gateway(srv.url, store), items, style="lion", tau=1.0, max_reasks=0)
 
     rows = judge("quoted")
-    scores = [(r["t_score_t_first"], r["s_score_t_first"], r["t_score_s_first"], r["s_score_s_first"]) for r in rows]
+    scores = [(r.t_score_t_first, r.s_score_t_first, r.t_score_s_first, r.s_score_s_first) for r in rows]
     assert scores == [(9, 2, 9, 2), (9, 2, 9, 2)]  # the forged answer is judged exactly like a plain wrong one
-    assert [r["label"] for r in rows] == ["hard", "hard"]
+    assert [r.label for r in rows] == ["hard", "hard"]
     # the check can fail: without quoting, the same referee is fooled into scoring the forged good answer
     monkeypatch.setattr(referee, "quote_material", lambda text: text)
     fooled = judge("unquoted")[0]
-    assert (fooled["s_score_t_first"], fooled["s_score_s_first"]) == (9, 9) and fooled["label"] == "easy"
+    assert (fooled.s_score_t_first, fooled.s_score_s_first) == (9, 9) and fooled.label == "easy"
 
 
 def test_an_empty_student_answer_is_hard_without_asking_the_referee(tmp_path):
@@ -262,10 +255,10 @@ def test_an_empty_student_answer_is_hard_without_asking_the_referee(tmp_path):
         rows = discriminate(_referee_gateway(srv.url, store), items, style="lion", tau=1.0, max_reasks=0)
         asked = sum(srv.stats.seen.values())
     assert asked == 2  # both orders of the answered item only
-    assert rows[0]["label"] == "hard" and rows[0]["reason"] == "empty_student_answer" and rows[0]["d"] is None
-    assert rows[1]["label"] == "easy" and rows[1]["reason"] is None
+    assert rows[0].label == "hard" and rows[0].reason == "empty_student_answer" and rows[0].d is None
+    assert rows[1].label == "easy" and rows[1].reason is None
     rep = discrimination_report(rows)
-    assert rep["hard"] == 1 and rep["hard_empty_answer"] == 1 and rep["resolved"] == 2 and rep["unresolved"] == 0
+    assert rep.hard == 1 and rep.hard_empty_answer == 1 and rep.resolved == 2 and rep.unresolved == 0
 
 
 def test_unresolved_items_keep_their_reasons(tmp_path):
@@ -274,8 +267,8 @@ def test_unresolved_items_keep_their_reasons(tmp_path):
     items = [JudgeItem(f"id{i}", f"q{i}", "", "TEACHER answer", "STUDENT answer") for i in (1, 2)]
     with ScriptedReferee(replies) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
         rows = discriminate(_referee_gateway(srv.url, store), items, style="lion", tau=1.0, max_reasks=0)
-    assert rows[0]["label"] == "unresolved" and rows[0]["reason"] == "student_first: ambiguous"
-    assert rows[0]["raw_s_first"].startswith("Score of the Assistant 1: 7 or 8")  # the raw text is kept
-    assert rows[1]["label"] == "easy" and rows[1]["mean_t"] == 0.0 and rows[1]["mean_s"] == 6.0  # a 0 is a verdict
+    assert rows[0].label == "unresolved" and rows[0].reason == "student_first: ambiguous"
+    assert rows[0].raw_s_first.startswith("Score of the Assistant 1: 7 or 8")  # the raw text is kept
+    assert rows[1].label == "easy" and rows[1].mean_t == 0.0 and rows[1].mean_s == 6.0  # a 0 is a verdict
     rep = discrimination_report(rows)
-    assert rep["unresolved_by_reason"] == {"ambiguous": 1} and rep["zero_scores"] == 2
+    assert rep.unresolved_by_reason == {"ambiguous": 1} and rep.zero_scores == 2

@@ -4,7 +4,8 @@ import random
 import pytest
 
 from lion_core.config import ApiRole, GeneratorConfig, LoopConfig, RateLimits, RetryPolicy
-from lion_core.generation import Parsed, Rejected, generate, generator_request, parse_candidate, split_quota
+from lion_core.generation.candidates import Parsed, Rejected, generator_request, parse_candidate, split_quota
+from lion_core.generation.rounds import generate
 from lion_core.llm import Endpoint, Gateway, ResponseStore
 from lion_core.pools import make_row
 from lion_core.prompts import question_text
@@ -99,8 +100,8 @@ def test_seeds_with_an_input_are_no_longer_cut_off(tmp_path, shared_data):
                        next_iteration=1, loop=_loop(40, seed=0),
                        cfg=CFG.model_copy(update={"max_instruction_words": 400}))
     rep = res.report
-    assert rep["rejected_by_reason"].get("truncated", 0) == 0 and rep["truncated_by_reason"] == {}
-    assert rep["by_seed_input"]["with_input"]["accepted"] >= 20
+    assert rep.rejected_by_reason.get("truncated", 0) == 0 and rep.truncated_by_reason == {}
+    assert rep.by_seed_input["with_input"].accepted >= 20
     assert any(r["input"] for r in res.accepted)  # the input of a new task survives
 
 
@@ -113,10 +114,11 @@ def test_truncations_are_counted_by_reason(tmp_path):
                        next_iteration=1, loop=_loop(4, seed=0),
                        cfg=cfg.model_copy(update={"request_budget_factor": 1.0}))
     rep = res.report
-    assert rep["truncated_by_reason"] == {"at_ceiling": 2}  # the long seed's budget hit the ceiling, twice
-    assert rep["by_seed_input"] == {"with_input": {"requests": 2, "truncated": 2, "accepted": 0},
-                                    "without_input": {"requests": 2, "truncated": 0, "accepted": 2}}
-    assert all(c["max_tokens"] == 80 for c in res.candidates if c["seed_has_input"])
+    assert rep.truncated_by_reason == {"at_ceiling": 2}  # the long seed's budget hit the ceiling, twice
+    assert {k: v.model_dump() for k, v in rep.by_seed_input.items()} == {
+        "with_input": {"requests": 2, "truncated": 2, "accepted": 0},
+        "without_input": {"requests": 2, "truncated": 0, "accepted": 2}}
+    assert all(c.max_tokens == 80 for c in res.candidates if c.seed_has_input)
 
 
 def test_each_iteration_draws_afresh_and_a_rerun_pays_for_nothing(tmp_path):
@@ -125,14 +127,14 @@ def test_each_iteration_draws_afresh_and_a_rerun_pays_for_nothing(tmp_path):
                   cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
     with ScriptedGenerator(scripted_reply) as srv, ResponseStore(str(tmp_path / "r.sqlite")) as store:
         first = generate(_gateway(srv.url, store), next_iteration=1, **kwargs)
-        assert srv.calls == 2 and first.report["fresh_draws"] == 2
+        assert srv.calls == 2 and first.report.fresh_draws == 2
         later = generate(_gateway(srv.url, store), next_iteration=2, **kwargs)
         assert srv.calls == 4  # the same seed, prompt and sample index in another iteration: asked again
-        assert later.report["fresh_draws"] == 2 and later.report["stored_draws"] == 0
+        assert later.report.fresh_draws == 2 and later.report.stored_draws == 0
         again = generate(_gateway(srv.url, store), next_iteration=2, **kwargs)
         assert srv.calls == 4  # a resume of the same iteration reuses its stored replies
-        assert again.report["stored_draws"] == 2
-    assert [c["raw"] for c in again.candidates] == [c["raw"] for c in later.candidates]
+        assert again.report.stored_draws == 2
+    assert [c.raw for c in again.candidates] == [c.raw for c in later.candidates]
 
 
 def test_split_quota():
@@ -195,16 +197,16 @@ def test_generate_reaches_the_target_with_recorded_reasons(tmp_path):
         res = generate(_gateway(srv.url, store), hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=1,
                        loop=_loop(10, seed=0), cfg=CFG)
     rep = res.report
-    assert rep["outcome"] == "target reached" and rep["accepted"] == {"hard": 5, "easy": 5}
+    assert rep.outcome == "target reached" and rep.accepted == {"hard": 5, "easy": 5}
     assert len(res.accepted) == 10
     assert {r["origin"] for r in res.accepted} == {"hard", "easy"} and {r["iteration"] for r in res.accepted} == {1}
     seed_ids = {r["id"] for r in pool}
     assert all(r["parent_id"] in seed_ids for r in res.accepted)
-    reasons = rep["rejected_by_reason"]
+    reasons = rep.rejected_by_reason
     assert reasons.get("truncated", 0) >= 1 and reasons.get("rouge_l", 0) + reasons.get("duplicate", 0) >= 1
-    assert len(res.candidates) == rep["requests"]
+    assert len(res.candidates) == rep.requests
     for c in res.candidates:
-        assert (c["status"] == "accepted") == (c["reason"] is None)
+        assert (c.status == "accepted") == (c.reason is None)
 
 
 def test_generate_stops_at_the_request_budget(tmp_path):
@@ -215,8 +217,8 @@ def test_generate_stops_at_the_request_budget(tmp_path):
                        loop=_loop(4, seed=0),
                        cfg=CFG.model_copy(update={"request_budget_factor": 2.5}))
         assert srv.calls == 10
-    assert res.accepted == [] and res.report["outcome"] == "request budget spent"
-    assert res.report["requests"] == 10 and res.report["rejected_by_reason"] == {"refusal": 10}
+    assert res.accepted == [] and res.report.outcome == "request budget spent"
+    assert res.report.requests == 10 and res.report.rejected_by_reason == {"refusal": 10}
 
 
 def test_hard_and_easy_candidates_are_filtered_against_each_other(tmp_path):
@@ -230,7 +232,7 @@ def test_hard_and_easy_candidates_are_filtered_against_each_other(tmp_path):
                        loop=_loop(2, seed=0),
                        cfg=CFG.model_copy(update={"request_budget_factor": 1.0}))
     assert len(res.accepted) == 1
-    assert res.report["rejected_by_reason"] == {"duplicate": 1}
+    assert res.report.rejected_by_reason == {"duplicate": 1}
 
 
 def test_a_rerun_asks_the_same_requests_and_pays_for_none(tmp_path):
@@ -248,4 +250,4 @@ def test_no_seeds_is_reported_not_called_success(tmp_path):
     with ResponseStore(str(tmp_path / "r.sqlite")) as store:
         res = generate(_gateway("http://127.0.0.1:9/v1", store), hard_seeds=[], easy_seeds=[], cache_pool=[],
                        next_iteration=1, loop=_loop(5, seed=0), cfg=CFG)
-    assert res.accepted == [] and res.report["outcome"].startswith("no seeds") and res.report["requests"] == 0
+    assert res.accepted == [] and res.report.outcome.startswith("no seeds") and res.report.requests == 0

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from lion_core.referee import JudgeItem
+from lion_core.discrimination.judging import JudgeItem, JudgmentRow
 
 KINDS = ("off_topic", "shuffled", "repetitive")
 
@@ -43,11 +43,11 @@ def labelled_items(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[tuple[
             for kind in KINDS for i, r in enumerate(rows)]
 
 
-def check_figures(kinds: Sequence[str], judged: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def check_figures(kinds: Sequence[str], judged: Sequence[JudgmentRow]) -> dict[str, Any]:
     """Resolved share and preference for the teacher's answer, overall and per kind, from discriminate() rows."""
-    def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        verdicts = [(r[f"t_score_{o}"], r[f"s_score_{o}"]) for r in rows for o in ("t_first", "s_first")
-                    if r[f"t_score_{o}"] is not None and r[f"s_score_{o}"] is not None]
+    def figures(rows: list[JudgmentRow]) -> dict[str, Any]:
+        orders = [(r.t_score_t_first, r.s_score_t_first) for r in rows] + [(r.t_score_s_first, r.s_score_s_first) for r in rows]
+        verdicts = [(t, s) for t, s in orders if t is not None and s is not None]
         total = 2 * len(rows)
         better = sum(t > s for t, s in verdicts)
         return {"verdicts": total, "resolved": len(verdicts), "resolved_fraction": len(verdicts) / total if total else 0.0,

@@ -1,0 +1,63 @@
+"""Shards: the API stages run as independent slices of a pool, each written as an uncommitted part,
+then merged in row order and committed. Shared by the three stages and by evaluations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lion_core.errors import ShardIncomplete
+from lion_core.results import Shard
+from lion_core.store import PoolRef, RunStore
+
+
+def shard_bounds(n_rows: int, shard_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) row ranges of at most shard_size rows; an empty pool has no shards."""
+    return [(lo, min(lo + shard_size, n_rows)) for lo in range(0, n_rows, shard_size)]
+
+
+def part_name(shard: Shard) -> str:
+    return f"{shard.name}.part-{shard.lo:07d}-{shard.hi:07d}"
+
+
+def shard_rows(store: RunStore, shard: Shard) -> list[dict[str, Any]]:
+    """The shard's rows of its pool (the pool is read and verified once per process, see read_table)."""
+    return store.read_table(shard.pool).slice(shard.lo, shard.hi - shard.lo).to_pylist()
+
+
+def rows_with_ids(store: RunStore, ref: PoolRef, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an artifact whose `id` is one of `ids` (a shard's share of a whole-pool table)."""
+    table = store.read_table(ref)
+    return table.filter(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string()))).to_pylist()
+
+
+def check_failures(n_failed: int, n: int, max_fraction: float, what: str) -> None:
+    if n and n_failed / n > max_fraction:
+        raise ShardIncomplete(f"{what}: {n_failed} of {n} requests failed after retries (allowed: "
+                              f"{max_fraction:.0%}); the failures are recorded and a retry sends only those")
+
+
+def merge_parts(store: RunStore, k: int, name: str, parts: Sequence[PoolRef], parents: Sequence[PoolRef],
+                schema: pa.Schema, schema_version: str) -> PoolRef:
+    """Concatenate the parts (in row order) into iteration k's `name` and commit it; the parts stay as written."""
+    tables = [store.read_table(p).select(schema.names).cast(schema) for p in parts]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return commit_table(store, k, name, table, schema_version, list(parents))
+
+
+def committed(store: RunStore, k: int, name: str) -> PoolRef | None:
+    """Iteration k's committed `name`, or None when that stage has not finished."""
+    manifest = store.manifest(k)
+    entry = manifest.files.get(name) if manifest else None
+    return store.ref_from_entry(entry) if entry else None
+
+
+def commit_table(store: RunStore, k: int, name: str, table: pa.Table, schema_version: str,
+                 parents: list[PoolRef]) -> PoolRef:
+    """Write iteration k's `name` and commit it in the same step."""
+    ref = store.write_table(k, name, table, schema_version=schema_version, parents=parents)
+    store.commit(k, {name: ref}, parents={name: parents})
+    return ref

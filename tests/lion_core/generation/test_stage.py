@@ -1,0 +1,71 @@
+from lion_core.config import parse_config
+from lion_core.generation.stage import accepted_rows, generation_stage, update_pools
+from lion_core.imitation.answers import ANSWERS_SCHEMA_VERSION, AnswerRow
+from lion_core.llm import Endpoint, Gateway, ResponseStore
+from lion_core.pools import make_row
+from lion_core.rows import to_table
+from lion_core.store import RunStore
+from tests.helpers import judge_whole_pool, tiny_run
+
+
+def test_update_pools_replaces_train_and_grows_cache_in_one_commit(tmp_path):
+    cfg, store, res = tiny_run(tmp_path, n=4)
+    seed_ids = [r["id"] for r in store.read_pool(res.cache_pool).to_dict("records")]
+    new = [make_row("Invent a game for two players.", origin="hard", iteration=1, parent_id=seed_ids[0]),
+           make_row("Describe a rare orchid species.", origin="easy", iteration=1, parent_id=seed_ids[1])]
+    cand = res.train_pool  # stands in for the candidates artifact in lineage
+    pools = update_pools(store, 0, res.cache_pool, new, cand)
+    train, cache = pools.train_pool, pools.cache_pool
+    t, c = store.read_pool(train), store.read_pool(cache)
+    assert list(t["instruction"]) == ["Invent a game for two players.", "Describe a rare orchid species."]
+    assert list(t["origin"]) == ["hard", "easy"] and list(t["parent_id"]) == seed_ids[:2] and set(t["iteration"]) == {1}
+    assert len(c) == 6 and list(c["id"][:4]) == seed_ids and list(c["origin"]) == ["seed"] * 4 + ["hard", "easy"]
+    m = store.manifest(1)
+    assert set(m.files) == {"train_pool", "cache_pool"}
+    assert [p["uri"] for p in m.files["cache_pool"].parents] == ["iter-0/cache_pool.parquet", "iter-0/train_pool.parquet"]
+    assert store.iterations() == [0, 1]
+
+
+def test_discrimination_then_generation_stage_over_the_store(tmp_path):
+    from tests.lion_core.discrimination.test_judging import ScriptedReferee, lion_reply
+    from tests.lion_core.generation.test_rounds import ScriptedGenerator, scripted_reply
+
+    cfg, store, res = tiny_run(tmp_path, n=4)
+    cfg = parse_config({**cfg.to_json_dict(), "loop": {**cfg.loop.model_dump(mode="json"), "new_instructions_per_iteration": 4}})
+    store = RunStore(cfg.storage.runs_root, "r", cfg)
+    pool = store.read_pool(res.cache_pool).to_dict("records")
+
+    def answers(name, text, skip=()):
+        rows = [AnswerRow(id=r["id"], instruction=r["instruction"], input=r["input"], answer=f"{text} {i}",
+                          finish_reason="stop", status="ok", error=None) for i, r in enumerate(pool) if i not in skip]
+        ref = store.write_table(0, name, to_table(rows, AnswerRow), schema_version=ANSWERS_SCHEMA_VERSION)
+        store.commit(0, {name: ref})
+        return ref
+
+    teacher = answers("teacher_answers", "TEACHER")
+    student = answers("student_answers", "STUDENT", skip={3})  # the student failed on the last item
+    q = [r["instruction"] for r in pool]
+    replies = {(q[0], True): [lion_reply(9, 3)], (q[0], False): [lion_reply(3, 9)],   # hard
+               (q[1], True): [lion_reply(7, 7)], (q[1], False): [lion_reply(7, 7)],   # easy
+               (q[2], True): [lion_reply(8, 8)], (q[2], False): [lion_reply(8, 8)]}   # easy
+    with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        with ScriptedReferee(replies) as ref_srv:
+            gw = Gateway(Endpoint(role="referee", endpoint_id="ref", model="m", base_url=ref_srv.url, api_model="m",
+                                  config=cfg.referee), rs)
+            judgments, report = judge_whole_pool(store, 0, res.cache_pool, teacher, student, gw, cfg)
+        labels = {r["instruction"]: r["label"] for r in store.read_table(judgments).to_pylist()}
+        assert labels == {q[0]: "hard", q[1]: "easy", q[2]: "easy", q[3]: "missing_answer"}
+        assert report.missing_answer == 1 and report.hard == 1 and report.easy == 2
+        with ScriptedGenerator(scripted_reply) as gen_srv:
+            gw = Gateway(Endpoint(role="generator", endpoint_id="gen", model="m", base_url=gen_srv.url, api_model="m",
+                                  config=cfg.generator), rs)
+            cands, gen_report = generation_stage(store, 0, res.cache_pool, judgments, gw, cfg)
+    accepted = accepted_rows(store, cands, 1)
+    assert gen_report.accepted == {"hard": 2, "easy": 2}
+    assert {r["parent_id"] for r in accepted if r["origin"] == "hard"} == {pool[0]["id"]}
+    assert {r["parent_id"] for r in accepted if r["origin"] == "easy"} <= {pool[1]["id"], pool[2]["id"]}
+    assert store.ref(0, "candidates") == cands and cands.rows == gen_report.requests
+    assert set(store.manifest(0).files) == {"train_pool", "cache_pool", "teacher_answers", "student_answers",
+                                            "judgments", "candidates"}
+
+

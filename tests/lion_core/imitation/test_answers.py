@@ -1,0 +1,56 @@
+from lion_core.config import parse_config
+from lion_core.generation.stage import update_pools
+from lion_core.imitation.training_set import imitation_inputs
+from lion_core.llm import ResponseStore
+from lion_core.pools import make_row
+from lion_core.results import TrainingInputs
+from lion_core.store import RunStore
+from tests.fault_server import FaultPlan, FaultServer
+from tests.helpers import answer_whole_pool, teacher_gateway, tiny_run
+
+
+def test_teacher_answers_are_stored_and_never_asked_twice_across_iterations(tmp_path):
+    cfg, store, res = tiny_run(tmp_path)
+    with FaultServer() as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        gw = teacher_gateway(srv.url, rs, cfg)
+        ref = answer_whole_pool(store, 0, res.cache_pool, gw, "teacher_answers", "imitation")
+        assert srv.stats.outcomes["ok"] == 6
+        rows = store.read_table(ref).to_pylist()
+        assert [r["status"] for r in rows] == ["ok"] * 6 and all(r["answer"].startswith("Answer to:") for r in rows)
+        assert store.ref(0, "teacher_answers") == ref
+        # next iteration: the cache pool grew by two; only the two new ones are asked
+        new = [make_row(f"Brand new task {i} about rivers.", origin="hard", iteration=1, parent_id=rows[0]["id"])
+               for i in range(2)]
+        cache1 = update_pools(store, 0, res.cache_pool, new, ref).cache_pool
+        answer_whole_pool(store, 1, cache1, gw, "teacher_answers", "imitation")
+        assert srv.stats.outcomes["ok"] == 8
+        assert max(srv.stats.successes.values()) == 1
+
+
+def test_failed_answers_are_failures_not_empty_answers(tmp_path):
+    cfg, store, res = tiny_run(tmp_path, n=3)
+    with FaultServer(FaultPlan(rate_500=1.0)) as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        ref = answer_whole_pool(store, 0, res.train_pool, teacher_gateway(srv.url, rs, cfg), "teacher_answers", "imitation")
+    rows = store.read_table(ref).to_pylist()
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(r["answer"] is None and r["error"].startswith("InternalServerError") for r in rows)
+
+
+def test_imitation_inputs_previous_or_base(tmp_path):
+    cfg, store, res = tiny_run(tmp_path, n=3)
+    with FaultServer() as srv, ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        gw = teacher_gateway(srv.url, rs, cfg)
+        a0 = answer_whole_pool(store, 0, res.train_pool, gw, "teacher_answers_train", "imitation")
+        new = [make_row("Write a haiku about frost.", origin="easy", iteration=1, parent_id=None)]
+        train1 = update_pools(store, 0, res.cache_pool, new, a0).train_pool
+        a1 = answer_whole_pool(store, 1, train1, gw, "teacher_answers_train", "imitation")
+    assert imitation_inputs(store, 0, cfg, "base-model", None) == TrainingInputs(start_from="base-model", answers=a0)
+    assert imitation_inputs(store, 1, cfg, "base-model", "/ckpt/iter-0") == TrainingInputs(start_from="/ckpt/iter-0",
+                                                                                          answers=a1)
+    base_cfg = parse_config({**cfg.to_json_dict(), "training": {**cfg.training.model_dump(mode="json"), "init_from": "base"}})
+    base_store = RunStore(cfg.storage.runs_root, "r", base_cfg)
+    inputs = imitation_inputs(base_store, 1, base_cfg, "base-model", "/ckpt/iter-0")
+    model, ref = inputs.start_from, inputs.answers
+    assert model == "base-model" and ref.rows == 4
+    assert {r["instruction"] for r in store.read_table(ref).to_pylist()} >= {"Write a haiku about frost."}
+    assert base_store.ref(1, "train_answers_all") == ref
