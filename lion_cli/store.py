@@ -84,9 +84,9 @@ def dedup(
 
     import pyarrow.parquet as pq
 
+    from lion_core.files import write_bytes_atomic
     from lion_core.generation.dedup import dedup as run_dedup
     from lion_core.generation.novelty import TOKENIZERS
-    from lion_core.store import write_bytes_atomic
 
     if tokenizer_name not in TOKENIZERS:
         raise typer.BadParameter(f"use one of {', '.join(TOKENIZERS)}", param_hint="--tokenizer")

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 
 from lion_core.config import RunConfig
 from lion_core.errors import LionError, StoreError
+from lion_core.files import sha256_bytes
 from lion_core.results import DatasetExport
 from lion_core.rows import table_of_dicts
-from lion_core.store import RunStore, sha256_bytes
+from lion_core.store import RunStore
 from lion_core.version import code_version
 
 DATA_FILE = "data/train-00000-of-00001.parquet"

@@ -10,10 +10,11 @@ import pyarrow as pa
 
 from lion_core import evaluation as ev
 from lion_core.config import RunConfig
+from lion_core.files import join_uri, write_bytes_atomic
 from lion_core.plots import relative_by_category, relative_by_checkpoint
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.results import OpenedEvaluation, Scored
-from lion_core.store import PoolRef, RunStore, join_uri, write_bytes_atomic
+from lion_core.store import PoolRef, RunStore
 
 SCORES_SCHEMA_VERSION = "eval-scores/1"
 RESULTS_SCHEMA_VERSION = "eval-results/2"

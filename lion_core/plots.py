@@ -14,10 +14,11 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import PercentFormatter
 
 from lion_core.errors import LionError
+from lion_core.files import join_uri, write_bytes_atomic
 from lion_core.instruction_types import TypeCounts, sample, type_counts_in_child
 from lion_core.report import leading_word
 from lion_core.shards import committed
-from lion_core.store import RunStore, join_uri, write_bytes_atomic
+from lion_core.store import RunStore
 
 log = logging.getLogger("lion.plots")
 

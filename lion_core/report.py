@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lion_core.files import exists, join_uri, read_bytes, write_bytes_atomic
 from lion_core.results import (
     DiscriminationResult,
     FinalResult,
@@ -20,7 +21,7 @@ from lion_core.results import (
     per_role,
     total_cost,
 )
-from lion_core.store import RunStore, exists, join_uri, read_bytes, write_bytes_atomic
+from lion_core.store import RunStore
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SKIP = {"please", "now", "kindly", "can", "could", "would", "you", "i", "the", "a", "an"}

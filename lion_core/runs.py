@@ -13,11 +13,12 @@ from typing import Any
 
 from lion_core.config import RunConfig, config_changes, identity_of
 from lion_core.errors import ConfigError, StoreError
+from lion_core.files import exists, join_uri, read_bytes, write_bytes_atomic
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.preflight import preflight_problems
 from lion_core.results import OpenedRun
 from lion_core.seeds import load_seeds
-from lion_core.store import PoolRef, RunStore, exists, join_uri, new_run_id, read_bytes, write_bytes_atomic
+from lion_core.store import PoolRef, RunStore, new_run_id
 
 POOL_NAMES = ("train_pool", "cache_pool")
 log = logging.getLogger("lion.runs")

@@ -10,10 +10,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from lion_core import checkpoints, evaluation_store
 from lion_core import evaluation as ev
 from lion_core.config import RunConfig
+from lion_core.files import read_bytes
 from lion_core.limits import role_config
 from lion_core.report import artifact_key, charts_markdown, file_link
 from lion_core.results import OpenedEvaluation, Scored
-from lion_core.store import PoolRef, read_bytes
+from lion_core.store import PoolRef
 from tasks.common import RunContext, input_cache_key, transient
 
 

@@ -9,11 +9,11 @@ from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from lion_core import report
+from lion_core.files import join_uri, read_bytes, write_bytes_atomic
 from lion_core.plots import write_iteration_plots
 from lion_core.report import artifact_key, file_link
 from lion_core.results import FinalResult, IterationSummary
 from lion_core.runs import read_resumes
-from lion_core.store import join_uri, read_bytes, write_bytes_atomic
 from tasks.common import RunContext
 
 

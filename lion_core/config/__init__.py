@@ -12,7 +12,7 @@ path is marked on the field itself (`lion_core.config.base`).
 """
 
 from lion_core.config.base import LOCAL_PATH, OPERATION, NonNegFloat, PositiveInt
-from lion_core.config.identity import OPERATIONS, config_changes, identity_of
+from lion_core.config.identity import config_changes
 from lion_core.config.loading import PATH_FIELDS, load_config, parse_config
 from lion_core.config.roles import (
     EMBEDDED,
@@ -31,12 +31,14 @@ from lion_core.config.roles import (
     TeacherConfig,
 )
 from lion_core.config.run import (
+    OPERATIONS,
     DataConfig,
     EvaluationConfig,
     LoopConfig,
     OrchestrationConfig,
     RunConfig,
     StorageConfig,
+    identity_of,
 )
 from lion_core.config.student import LoraSettings, StudentConfig, StudentGeneration, TrainingConfig
 

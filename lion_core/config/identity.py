@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from lion_core.config.base import OPERATION, marked_paths
-from lion_core.config.run import RunConfig
 
-OPERATIONS = tuple(marked_paths(RunConfig, OPERATION))
-"""Config fields that say how and where a run is carried out, not what it computes: where the API is
-and under which key, how fast and how often it is called, what it costs, timeouts, parallelism and
-where files live. A resume may change them (the run records what changed); every other field is
-the run's identity, and a resume that changes one is refused."""
-
-
-def identity_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A config's JSON form (`RunConfig.to_json_dict`) without its OPERATIONS fields."""
+def strip_operations(config: dict[str, Any], operations: Sequence[str]) -> dict[str, Any]:
+    """A config's JSON form (`RunConfig.to_json_dict`) without the `operations` fields (dotted paths;
+    lion_core.config.run.OPERATIONS are those of RunConfig)."""
     out = json.loads(json.dumps(config))
-    for path in OPERATIONS:
+    for path in operations:
         *parents, leaf = path.split(".")
         node = out
         for name in parents:
@@ -43,9 +36,9 @@ def identity_of(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_hash(config: dict[str, Any]) -> str:
+def identity_hash(config: dict[str, Any], operations: Sequence[str]) -> str:
     """sha256 of the canonical JSON form of a config's identity (`RunConfig.config_hash`)."""
-    canonical = json.dumps(identity_of(config), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(strip_operations(config, operations), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lion_core.config.base import LOCAL_PATH, OPERATION, NonNegFloat, PositiveInt, Section
+from lion_core.config.base import LOCAL_PATH, OPERATION, NonNegFloat, PositiveInt, Section, marked_paths
+from lion_core.config.identity import identity_hash, strip_operations
 from lion_core.config.roles import GeneratorConfig, RefereeConfig, TeacherConfig
 from lion_core.config.student import StudentConfig, TrainingConfig
 
@@ -187,10 +188,19 @@ class RunConfig(Section):
     def config_hash(self) -> str:
         """sha256 of the canonical JSON form of the run's identity (`identity_of`): equal whatever the
         YAML layout, and unchanged by operations settings, so a resume may change those."""
-        # Imported here: identity.py derives OPERATIONS by walking this class, so it imports this module.
-        from lion_core.config.identity import config_hash
-
-        return config_hash(self.to_json_dict())
+        return identity_hash(self.to_json_dict(), OPERATIONS)
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+OPERATIONS = tuple(marked_paths(RunConfig, OPERATION))
+"""Config fields that say how and where a run is carried out, not what it computes: where the API is
+and under which key, how fast and how often it is called, what it costs, timeouts, parallelism and
+where files live. A resume may change them (the run records what changed); every other field is
+the run's identity, and a resume that changes one is refused."""
+
+
+def identity_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A config's JSON form (`RunConfig.to_json_dict`) without its OPERATIONS fields."""
+    return strip_operations(config, OPERATIONS)

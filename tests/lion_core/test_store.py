@@ -8,15 +8,9 @@ import pytest
 
 from lion_core.config import RunConfig, identity_of
 from lion_core.errors import IntegrityError, StoreError
+from lion_core.files import parquet_lion_metadata, read_bytes, write_bytes_atomic
 from lion_core.pools import POOL_SCHEMA_VERSION, make_row, pool_table
-from lion_core.store import (
-    PoolRef,
-    RunStore,
-    SourceRef,
-    parquet_lion_metadata,
-    read_bytes,
-    write_bytes_atomic,
-)
+from lion_core.store import PoolRef, RunStore, SourceRef
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
