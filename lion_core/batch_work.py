@@ -4,13 +4,10 @@ this completes, or names what the store still lacks (lion_core.llm.replay)."""
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 from lion_core.config import RunConfig
-from lion_core.discrimination.judging import JUDGMENTS_SCHEMA, JUDGMENTS_SCHEMA_VERSION
 from lion_core.discrimination.stage import judge, judge_items
 from lion_core.generation.stage import generate_from
-from lion_core.imitation.answers import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, teacher_answers
+from lion_core.imitation.answers import teacher_answers
 from lion_core.llm.gateway import ChatGateway
 from lion_core.results import BatchWork
 from lion_core.store import RunStore
@@ -26,11 +23,3 @@ def replay_requests(store: RunStore, work: BatchWork, gateway: ChatGateway, conf
     else:
         assert work.judgments is not None
         generate_from(store, work.k, work.pool, work.judgments, gateway, config)
-
-
-def part_format(name: str) -> tuple[pa.Schema, str]:
-    """The schema and version of the artifact `name` that shards are merged into: `judgments*` are
-    verdicts (an evaluation's `judgments-<checkpoint>` too), anything else is answers."""
-    if name.startswith("judgments"):
-        return JUDGMENTS_SCHEMA, JUDGMENTS_SCHEMA_VERSION
-    return ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION

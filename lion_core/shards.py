@@ -1,5 +1,6 @@
-"""Shards: the API stages run as independent slices of a pool, each written as an uncommitted part,
-then merged in row order and committed. Shared by the three stages and by evaluations."""
+"""Shards: an API stage runs as independent slices of a pool (the teacher's answers, the referee's
+verdicts; an evaluation's too), each written as an uncommitted part, then merged in row order and
+committed (lion_core.merge)."""
 
 from __future__ import annotations
 
@@ -38,14 +39,6 @@ def check_failures(n_failed: int, n: int, max_fraction: float, what: str) -> Non
     if n and n_failed / n > max_fraction:
         raise ShardIncomplete(f"{what}: {n_failed} of {n} requests failed after retries (allowed: "
                               f"{max_fraction:.0%}); the failures are recorded and a retry sends only those")
-
-
-def merge_parts(store: RunStore, k: int, name: str, parts: Sequence[PoolRef], parents: Sequence[PoolRef],
-                schema: pa.Schema, schema_version: str) -> PoolRef:
-    """Concatenate the parts (in row order) into iteration k's `name` and commit it; the parts stay as written."""
-    tables = [store.read_table(p).select(schema.names).cast(schema) for p in parts]
-    table = pa.concat_tables(tables) if tables else schema.empty_table()
-    return commit_table(store, k, name, table, schema_version, list(parents))
 
 
 def committed(store: RunStore, k: int, name: str) -> PoolRef | None:

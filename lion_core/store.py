@@ -113,7 +113,6 @@ def new_run_id() -> str:
 _COMMIT_LOCK = threading.Lock()
 
 
-
 def _root(runs_root: str) -> str:
     # A local root is made absolute so refs stay valid in a task running from another folder.
     root = runs_root if "://" in runs_root else os.path.abspath(os.path.expanduser(runs_root))

@@ -17,7 +17,8 @@ from lion_core.llm.replay import batch_runner
 from lion_core.llm.responses import ResponseStore
 from lion_core.results import BatchPassResult, BatchWork, Candidates, Judging, Shard, ShardResult
 from lion_core.store import PoolRef
-from tasks.common import RunContext, SlottedGateway, api_gateway, backoff, input_cache_key, role_endpoint, transient
+from lion_prefect.slots import SlottedGateway
+from tasks.common import RunContext, api_gateway, backoff, input_cache_key, role_endpoint, transient
 
 # Defaults; flows apply the run's orchestration settings with tasks.common.configured().
 _API = dict(retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0.5, retry_condition_fn=transient,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from lion_core import runs, shards
-from lion_core.batch_work import part_format
+from lion_core import merge, runs
 from lion_core.config import RunConfig
 from lion_core.generation.stage import accepted_rows
 from lion_core.generation.stage import update_pools as update_pool_files
@@ -31,7 +30,7 @@ def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedR
       persist_result=True, **_STORE)
 def merge_parts(ctx: RunContext, k: int, name: str, parts: list[PoolRef], parents: list[PoolRef]) -> PoolRef:
     """Commit the shard parts, in row order, as iteration k's `name`."""
-    return shards.merge_parts(ctx.store(), k, name, parts, parents, *part_format(name))
+    return merge.merge_parts(ctx.store(), k, name, parts, parents)
 
 
 @task(name="update-pools", tags=["lion", "store"], task_run_name="iter-{k}-update-pools", cache_key_fn=input_cache_key,

@@ -35,7 +35,7 @@ LONGEST_FIRST = [
     "tests/flows/test_evaluate_flow.py", "tests/integration/test_stages_embedded.py",
     "tests/integration/test_standin_referee.py", "tests/integration/test_embedded_endpoint.py",
     "tests/bench/test_paper_scale.py", "tests/flows/test_deployment.py", "tests/lion_prefect/test_slot_reclaim.py",
-    "tests/flows/test_remote_storage.py",
+    "tests/flows/test_remote_storage.py", "tests/flows/test_compat.py",
 ]
 
 

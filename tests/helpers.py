@@ -55,26 +55,24 @@ def wait_until_gone(pid: int, timeout_s: float = 5.0) -> bool:
 
 def answer_whole_pool(store, k, pool, gateway, name, stage="imitation"):
     """A pool answered as the flows do it, in one shard: the part, then the committed merge."""
-    from lion_core.batch_work import part_format
     from lion_core.imitation.answers import answer_part
+    from lion_core.merge import merge_parts
     from lion_core.results import Shard
-    from lion_core.shards import merge_parts
 
     shard = Shard(k=k, name=name, pool=pool, index=0, lo=0, hi=pool.rows)
     part = answer_part(store, shard, gateway, stage, max_failed_fraction=1.0)
-    return merge_parts(store, k, name, [part], [pool], *part_format(name))
+    return merge_parts(store, k, name, [part], [pool])
 
 
 def judge_whole_pool(store, k, cache_pool, teacher, student, gateway, config):
     """A Cache Pool judged as the flows do it, in one shard: the committed verdicts and their report."""
-    from lion_core.batch_work import part_format
     from lion_core.discrimination.stage import discrimination_part, judgments_report
+    from lion_core.merge import merge_parts
     from lion_core.results import Judging, Shard
-    from lion_core.shards import merge_parts
 
     shard = Shard(k=k, name="judgments", pool=cache_pool, index=0, lo=0, hi=cache_pool.rows)
     part = discrimination_part(store, shard, Judging(teacher=teacher, student=student), gateway, config)
-    ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student], *part_format("judgments"))
+    ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student])
     return ref, judgments_report(store, ref)
 
 

@@ -37,18 +37,25 @@ class JudgmentRow:
     id: str | None
     instruction: str | None
     input: str | None
-    t_score_t_first: float | None = None
-    s_score_t_first: float | None = None
-    t_score_s_first: float | None = None
-    s_score_s_first: float | None = None
-    mean_t: float | None = None
-    mean_s: float | None = None
-    d: float | None = None
-    label: str | None = None
-    reason: str | None = None
-    raw_t_first: str | None = ""
-    raw_s_first: str | None = ""
-    asks: int | None = 0
+    t_score_t_first: float | None
+    s_score_t_first: float | None
+    t_score_s_first: float | None
+    s_score_s_first: float | None
+    mean_t: float | None
+    mean_s: float | None
+    d: float | None
+    label: str | None
+    reason: str | None
+    raw_t_first: str | None
+    raw_s_first: str | None
+    asks: int | None
+
+    @classmethod
+    def unjudged(cls, item_id: str, instruction: str, input: str, label: str, reason: str | None) -> JudgmentRow:
+        """An item labelled without asking the referee (an empty student answer; a missing answer)."""
+        return cls(id=item_id, instruction=instruction, input=input, t_score_t_first=None, s_score_t_first=None,
+                   t_score_s_first=None, s_score_s_first=None, mean_t=None, mean_s=None, d=None, label=label,
+                   reason=reason, raw_t_first="", raw_s_first="", asks=0)
 
 
 JUDGMENTS_SCHEMA = arrow_schema(JudgmentRow)
@@ -108,11 +115,11 @@ def discriminate(gateway: ChatGateway, items: Sequence[JudgeItem], *, style: str
 
 
 def _row(item: JudgeItem, tau: float, orders: tuple | None) -> JudgmentRow:
-    row = JudgmentRow(id=item.id, instruction=item.instruction, input=item.input)
     if orders is None:
-        return replace(row, label="hard", reason=EMPTY_STUDENT_ANSWER)
+        return JudgmentRow.unjudged(item.id, item.instruction, item.input, "hard", EMPTY_STUDENT_ANSWER)
     first, second = orders
-    row = replace(row, raw_t_first=first[1], raw_s_first=second[1], asks=first[2] + second[2])
+    row = replace(JudgmentRow.unjudged(item.id, item.instruction, item.input, "unresolved", None),
+                  raw_t_first=first[1], raw_s_first=second[1], asks=first[2] + second[2])
     if not isinstance(first[0], str):
         row = replace(row, t_score_t_first=first[0][0], s_score_t_first=first[0][1])
     if not isinstance(second[0], str):

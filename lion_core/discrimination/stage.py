@@ -58,8 +58,8 @@ def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway
                  for r in rows)
     shards.check_failures(failed, len(rows), config.orchestration.max_failed_fraction,
                           f"{shard.name} rows {shard.lo}-{shard.hi}")
-    rows += [JudgmentRow(id=r["id"], instruction=r["instruction"], input=r["input"], label="missing_answer",
-                         reason=missing[r["id"]]) for r in pool if r["id"] in missing]
+    rows += [JudgmentRow.unjudged(r["id"], r["instruction"], r["input"], "missing_answer", missing[r["id"]])
+             for r in pool if r["id"] in missing]
     return store.write_table(shard.k, shards.part_name(shard), to_table(rows, JudgmentRow),
                              schema_version=JUDGMENTS_SCHEMA_VERSION, parents=[shard.pool, judging.teacher, judging.student])
 

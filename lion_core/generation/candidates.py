@@ -30,12 +30,12 @@ class CandidateRow:
     cached: bool | None
     raw: str | None
     finish_reason: str | None
-    instruction: str | None = None
-    input: str | None = None
-    status: str | None = "rejected"
-    reason: str | None = None
-    max_rouge_l: float | None = None
-    most_similar: str | None = None
+    instruction: str | None
+    input: str | None
+    status: str | None
+    reason: str | None
+    max_rouge_l: float | None
+    most_similar: str | None
 
 
 CANDIDATES_SCHEMA = arrow_schema(CandidateRow)

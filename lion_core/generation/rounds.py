@@ -82,7 +82,9 @@ def generate(
         for (origin, seed), req, res in zip(plan, requests, results):
             cand = CandidateRow(round=rounds, origin=origin, seed_id=seed["id"], seed_instruction=seed["instruction"],
                                 seed_has_input=bool((seed.get("input") or "").strip()), max_tokens=req.max_tokens,
-                                cached=res.cached, raw=res.text if res.ok else None, finish_reason=res.finish_reason)
+                                cached=res.cached, raw=res.text if res.ok else None, finish_reason=res.finish_reason,
+                                instruction=None, input=None, status="rejected", reason=None, max_rouge_l=None,
+                                most_similar=None)
             candidates.append(cand)
             if not res.ok:
                 cand.reason = "request_failed"

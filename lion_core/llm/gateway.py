@@ -184,7 +184,7 @@ def parse_completion(body: Any) -> tuple[str, str | None, int, int]:
 
 class ChatGateway(Protocol):
     """What a stage needs of a gateway, whichever answers it: `Gateway` (the endpoint, live),
-    `tasks.common.SlottedGateway` (the same, holding a slot of the key's limit per chunk) or
+    `lion_prefect.slots.SlottedGateway` (the same, holding a slot of the key's limit per chunk) or
     `lion_core.llm.replay.StoreGateway` (the response store only, in batch mode). A stage written against
     this runs unchanged interactively and in batch mode."""
 

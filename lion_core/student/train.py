@@ -149,11 +149,18 @@ def load_setup(args: argparse.Namespace) -> Setup:
 def baseline_rss_bytes() -> int | None:
     """Resident memory with the libraries the fine-tune uses loaded and no model yet: what the record's
     peak is read against, so the difference is the model's and the optimizer's."""
+    # The same libraries as before the fine-tune's steps were split (the Trainer and the auto classes
+    # included), so the figure compares with earlier records.
     import torch  # noqa: F401
-    import transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments  # noqa: F401
 
+    import lion_core.config  # noqa: F401
+    import lion_core.imitation.answers  # noqa: F401
+    import lion_core.prompts  # noqa: F401
     import lion_core.store  # noqa: F401
     import lion_core.student.data  # noqa: F401
+    import lion_core.student.lora  # noqa: F401
+    import lion_core.student.models  # noqa: F401
 
     return current_rss_bytes()
 

@@ -30,7 +30,9 @@ def answers(tmp_path_factory):
     rows.append({**rows[0], "id": "f" * 16, "answer": None, "status": "failed", "error": "x"})  # never trained on
     ref = store.write_table(0, "teacher_answers", pa.Table.from_pylist(rows, schema=ANSWERS_SCHEMA),
                             schema_version=ANSWERS_SCHEMA_VERSION)
-    return ref
+    # By location, not `run://`: the tests' configs put their runs elsewhere, and a reference resolves
+    # under the config's runs root.
+    return ref.model_copy(update={"uri": store.resolve(ref.uri)})
 
 
 def _config(tmp_path, **training):

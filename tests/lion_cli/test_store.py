@@ -1,4 +1,4 @@
-"""`lion init`, `lion pools show` (lion_cli.store); `lion dedup` is tested with lion_core.dedup."""
+"""`lion init`, `lion pools show` (lion_cli.store); `lion dedup` is tested with lion_core.generation.dedup."""
 
 import json
 

@@ -51,6 +51,12 @@ def test_a_misspelt_or_missing_field_is_an_error_where_the_row_is_made():
         AnswerRow(id="a", instruction="Say hi.", input="", answer="hi", finish_reason="stop", status="ok")
 
 
+@pytest.mark.parametrize("row_type", [JudgmentRow, CandidateRow])
+def test_every_column_of_the_verdicts_and_candidates_must_be_given(row_type):
+    with pytest.raises(TypeError, match="missing"):
+        row_type(id="a") if row_type is JudgmentRow else row_type(round=1, origin="hard")
+
+
 def test_rows_round_trip_and_a_table_with_a_missing_or_extra_column_is_refused():
     rows = [_answer(), _answer(id="b", answer=None, status="failed", error="APIError: boom")]
     table = to_table(rows, AnswerRow)
@@ -63,7 +69,7 @@ def test_rows_round_trip_and_a_table_with_a_missing_or_extra_column_is_refused()
 
 def test_a_row_of_another_table_is_refused():
     with pytest.raises(TypeError, match="row 0 is a JudgmentRow, not a AnswerRow"):
-        to_table([JudgmentRow(id="a", instruction="x", input="")], AnswerRow)
+        to_table([JudgmentRow.unjudged("a", "x", "", "missing_answer", "no teacher answer")], AnswerRow)
 
 
 def test_a_pool_row_with_a_misspelt_key_is_refused_not_written_with_nulls():

@@ -28,7 +28,7 @@ def hold(limit: str, own_api: bool = False) -> None:
 
         with get_client(sync_client=True) as client:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
-    from tasks.common import api_slot
+    from lion_prefect.slots import api_slot
 
     with api_slot(limit):
         print("held", flush=True)
@@ -42,11 +42,11 @@ def scenario() -> None:
     from prefect import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    import tasks.common
-    from tasks.common import api_slot
+    import lion_prefect.slots
+    from lion_prefect.slots import api_slot
 
     # A short spell between looks for expired leases: the lease's own 60 s is what is waited for.
-    tasks.common.SLOT_WAIT_S = 3.0
+    lion_prefect.slots.SLOT_WAIT_S = 3.0
     limit = "lion-api-slot-test"
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))

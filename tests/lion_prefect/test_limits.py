@@ -9,7 +9,7 @@ from lion_core.llm.gateway import Endpoint, Gateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.llm.responses import ResponseStore
 from lion_prefect.limits import apply_limits
-from tasks.common import SlottedGateway
+from lion_prefect.slots import SlottedGateway
 from tests.fault_server import FaultServer
 
 API = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "LION_TEST_KEY"}
