@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
-
-import pyarrow as pa
 
 from lion_core import evaluation as ev
 from lion_core.config import RunConfig
@@ -14,10 +13,52 @@ from lion_core.files import join_uri, write_bytes_atomic
 from lion_core.plots import relative_by_category, relative_by_checkpoint
 from lion_core.pools import POOL_SCHEMA_VERSION, pool_table
 from lion_core.results import OpenedEvaluation, Scored
+from lion_core.rows import count, to_table
 from lion_core.store import PoolRef, RunStore
 
 SCORES_SCHEMA_VERSION = "eval-scores/1"
 RESULTS_SCHEMA_VERSION = "eval-results/2"
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One question for one checkpoint: both answers, the four scores and both raw judgments."""
+
+    checkpoint: str
+    question_id: str
+    category: str
+    question: str
+    input: str
+    reference_answer: str | None
+    student_answer: str | None
+    reference_score_reference_first: float | None
+    student_score_reference_first: float | None
+    reference_score_student_first: float | None
+    student_score_student_first: float | None
+    judgment_reference_first: str | None
+    judgment_student_first: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRow:
+    """One checkpoint in one category (`all` first): lion_core.evaluation.scores_table."""
+
+    checkpoint: str
+    category: str
+    questions: int = count()
+    relative_score: float | None
+    relative_score_ci95_low: float | None
+    relative_score_ci95_high: float | None
+    relative_score_reference_first: float | None
+    relative_score_student_first: float | None
+    wins: int = count()
+    ties: int = count()
+    losses: int = count()
+    judged_reference_first: int = count()
+    judged_student_first: int = count()
+    failed_reference_first: int = count()
+    failed_student_first: int = count()
+    order_inconsistency_rate: float | None
 
 
 def open_evaluation(config: RunConfig, eval_id: str, eval_set: str) -> OpenedEvaluation:
@@ -34,22 +75,22 @@ def open_evaluation(config: RunConfig, eval_id: str, eval_set: str) -> OpenedEva
 
 
 def detail_rows(label: str, questions: list[dict[str, Any]], judged: Mapping[str, dict[str, Any]],
-                student: Mapping[str, dict[str, Any]], reference: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+                student: Mapping[str, dict[str, Any]], reference: Mapping[str, dict[str, Any]]) -> list[ResultRow]:
     """One row per question for one checkpoint: both answers, the four scores and both raw judgments."""
     out = []
     for q in questions:
         meta = json.loads(q["metadata"])
         j, s, ref = judged.get(q["id"], {}), student.get(q["id"], {}), reference.get(q["id"], {})
-        out.append({
-            "checkpoint": label, "question_id": meta["question_id"], "category": meta["category"],
-            "question": q["instruction"], "input": q["input"], "reference_answer": ref.get("answer"),
-            "student_answer": s.get("answer"),
-            "reference_score_reference_first": j.get("t_score_t_first"),
-            "student_score_reference_first": j.get("s_score_t_first"),
-            "reference_score_student_first": j.get("t_score_s_first"),
-            "student_score_student_first": j.get("s_score_s_first"),
-            "judgment_reference_first": j.get("raw_t_first"), "judgment_student_first": j.get("raw_s_first"),
-        })
+        out.append(ResultRow(
+            checkpoint=label, question_id=str(meta["question_id"]), category=meta["category"],
+            question=q["instruction"], input=q["input"], reference_answer=ref.get("answer"),
+            student_answer=s.get("answer"),
+            reference_score_reference_first=j.get("t_score_t_first"),
+            student_score_reference_first=j.get("s_score_t_first"),
+            reference_score_student_first=j.get("t_score_s_first"),
+            student_score_student_first=j.get("s_score_s_first"),
+            judgment_reference_first=j.get("raw_t_first"), judgment_student_first=j.get("raw_s_first"),
+        ))
     return out
 
 
@@ -61,16 +102,16 @@ def score_checkpoints(store: RunStore, questions: PoolRef, judgments: Mapping[st
     categories = {r["id"]: json.loads(r["metadata"])["category"] for r in qrows}
     ref_answers = {r["id"]: r for r in store.read_table(reference).to_pylist()}
     all_scores: dict[str, dict[str, Any]] = {}
-    detail: list[dict[str, Any]] = []
+    detail: list[ResultRow] = []
     for label, jref in judgments.items():
         rows = [r for r in store.read_table(jref).to_pylist() if r["label"] != "missing_answer"]
         all_scores[label] = ev.checkpoint_scores(rows, categories, len(qrows))
         student = {r["id"]: r for r in store.read_table(answers[label]).to_pylist()}
         detail += detail_rows(label, qrows, {r["id"]: r for r in rows}, student, ref_answers)
     refs = {
-        "results": store.write_table(0, "results", pa.Table.from_pylist(detail), schema_version=RESULTS_SCHEMA_VERSION,
+        "results": store.write_table(0, "results", to_table(detail, ResultRow), schema_version=RESULTS_SCHEMA_VERSION,
                                      parents=[questions, reference, *answers.values(), *judgments.values()]),
-        "scores": store.write_table(0, "scores", pa.Table.from_pylist(ev.scores_table(all_scores)),
+        "scores": store.write_table(0, "scores", to_table([ScoreRow(**r) for r in ev.scores_table(all_scores)], ScoreRow),
                                     schema_version=SCORES_SCHEMA_VERSION, parents=list(judgments.values())),
     }
     store.commit(0, refs)

@@ -28,6 +28,11 @@ def not_null() -> Any:
     return dataclasses.field(metadata={"nullable": False})
 
 
+def count() -> Any:
+    """An int64 column (a count of a table whose ints have always been 64-bit)."""
+    return dataclasses.field(metadata={"arrow": pa.int64()})
+
+
 @functools.cache
 def arrow_schema(row_type: type) -> pa.Schema:
     """The row type's schema: one column per field, in field order; `X | None` and plain fields are
@@ -37,7 +42,7 @@ def arrow_schema(row_type: type) -> pa.Schema:
     for f in dataclasses.fields(row_type):
         hint = hints[f.name]
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
-        columns.append(pa.field(f.name, _ARROW[base], nullable=f.metadata.get("nullable", True)))
+        columns.append(pa.field(f.name, f.metadata.get("arrow", _ARROW[base]), nullable=f.metadata.get("nullable", True)))
     return pa.schema(columns)
 
 

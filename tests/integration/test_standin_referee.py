@@ -35,9 +35,8 @@ def test_labelled_check_prefers_the_teachers_answer_in_both_orders(endpoints, tm
     for kind, f in figures["by_kind"].items():
         assert f["prefers_teacher_fraction"] >= 0.8, (kind, f)
     # it cannot see position: both orders give the same two scores
-    assert all(r["t_score_t_first"] == r["t_score_s_first"] and r["s_score_t_first"] == r["s_score_s_first"]
-               for r in judged)
-    assert all("stand-in" in r["raw_t_first"] for r in judged)
+    assert all(r.t_score_t_first == r.t_score_s_first and r.s_score_t_first == r.s_score_s_first for r in judged)
+    assert all("stand-in" in (r.raw_t_first or "") for r in judged)
 
 
 def test_anything_but_a_referee_or_generator_prompt_is_refused_with_400(standin):

@@ -80,3 +80,15 @@ def test_a_pool_row_with_a_misspelt_key_is_refused_not_written_with_nulls():
     bad = {**{k: v for k, v in row.items() if k != "parent_id"}, "parentid": None}
     with pytest.raises(StoreError, match=r"pool: row 0: missing keys \['parent_id'\], unexpected \['parentid'\]"):
         pool_table([bad])
+
+
+def test_an_evaluations_scores_keep_their_types_when_a_column_is_all_empty():
+    from lion_core.evaluation_store import ScoreRow
+
+    row = ScoreRow(checkpoint="base", category="all", questions=2, relative_score=None, relative_score_ci95_low=None,
+                   relative_score_ci95_high=None, relative_score_reference_first=None, relative_score_student_first=None,
+                   wins=0, ties=0, losses=0, judged_reference_first=0, judged_student_first=0, failed_reference_first=2,
+                   failed_student_first=2, order_inconsistency_rate=None)
+    table = to_table([row], ScoreRow)
+    # inferred from dicts, an all-None column came out as Arrow's null type; typed, it stays a float
+    assert table.schema.field("relative_score").type == pa.float64() and table.schema.field("wins").type == pa.int64()
