@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -42,8 +43,8 @@ from lion_core.llm.batches import plan_batches
 from lion_core.llm.requests import ChatRequest
 from lion_core.prompts import teacher_messages
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
-    "alpaca_data_52k_en_via_open-chinese.parquet"
+DEFAULT_DATA = (Path(os.environ.get("LION_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+                / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet")
 
 
 def tokens(text: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -29,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the loopback fault server lives with the tests, outside the package
 from tests.fault_server import FaultServer  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
-    "alpaca_data_52k_en_via_open-chinese.parquet"
+DEFAULT_DATA = (Path(os.environ.get("LION_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+                / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet")
 
 
 def official_budget(seed: dict, cfg: GeneratorConfig) -> int:

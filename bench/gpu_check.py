@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -31,7 +32,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ALPACA = REPO.parent / "shared" / "data" / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
+ALPACA = (Path(os.environ.get("LION_SHARED_DATA", REPO.parent / "shared" / "data"))
+          / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet")
 SEEDS = REPO / "data" / "demo_seeds.jsonl"
 ZERO2 = REPO / "deployments" / "deepspeed" / "zero2.json"
 BUDGET_S = 8 * 60

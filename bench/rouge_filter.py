@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -21,8 +22,8 @@ from rouge_score import rouge_scorer
 
 from lion_core.generation.novelty import filter_novel
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford_alpaca" / \
-    "alpaca_data_52k_en_via_open-chinese.parquet"
+DEFAULT_DATA = (Path(os.environ.get("LION_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+                / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet")
 
 
 def variant(rng: random.Random, s: str) -> str:

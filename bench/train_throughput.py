@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 from pathlib import Path
@@ -35,7 +36,8 @@ from lion_core.student.launch import TrainOptions, train_student
 from lion_core.student.models import checkpoint_info, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet"
+DEFAULT_DATA = (Path(os.environ.get("LION_SHARED_DATA", REPO.parent / "shared" / "data"))
+                / "stanford_alpaca" / "alpaca_data_52k_en_via_open-chinese.parquet")
 METHODS = {
     "full": {"method": "full", "freeze_embeddings": False},
     "full_frozen_embeddings": {"method": "full", "freeze_embeddings": True},
