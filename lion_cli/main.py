@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from lion_cli import config, exports, limits, run, store, supervision
+from lion_cli import config, exports, limits, plan, run, store, supervision
 from lion_core.errors import LionError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ limits_app = typer.Typer(help="The Prefect concurrency limits that share each AP
 
 # `lion --help` lists the commands in this order.
 app.command("init")(store.init)
+app.command("plan")(plan.plan)
 app.command("run")(run.run)
 app.command("evaluate")(run.evaluate)
 app.command("export-model")(exports.export_model_command)

@@ -21,6 +21,7 @@ SHARED_DATA = Path(os.environ.get("LION_SHARED_DATA", REPO.parent / "shared" / "
 SAME_WORKER = {
     "tests/flows/test_lion_flow.py": "uninterrupted",  # the session's uninterrupted run
     "tests/flows/test_chaos.py": "uninterrupted",
+    "tests/flows/test_plan.py": "uninterrupted",
     "tests/flows/test_evaluate_flow.py": "embedded",  # the embedded servers
     "tests/integration/test_embedded_endpoint.py": "embedded",
     "tests/integration/test_stages_embedded.py": "embedded",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lion_core import shards
+from lion_core.config import Sampling
 from lion_core.llm.gateway import ChatGateway
 from lion_core.llm.requests import ChatRequest
 from lion_core.prompts import teacher_messages
@@ -35,15 +36,15 @@ class AnswerRow:
 ANSWERS_SCHEMA = arrow_schema(AnswerRow)
 
 
-def answer_request(row: dict[str, Any], gateway: ChatGateway) -> ChatRequest:
-    s = gateway.endpoint.config.sampling
+def answer_request(row: dict[str, Any], s: Sampling) -> ChatRequest:
+    """The request for a pool row's answer (its key is what the response store knows it by)."""
     return ChatRequest.of(teacher_messages(row["instruction"], row["input"]), temperature=s.temperature, top_p=s.top_p,
                           max_tokens=s.max_tokens, tag=row["id"])
 
 
 def teacher_answers(gateway: ChatGateway, rows: Sequence[dict[str, Any]], stage: str = "imitation") -> list[AnswerRow]:
     """The gateway role's answer to each pool row, in order."""
-    results = gateway.run_sync([answer_request(r, gateway) for r in rows], stage)
+    results = gateway.run_sync([answer_request(r, gateway.endpoint.config.sampling) for r in rows], stage)
     return [AnswerRow(id=r["id"], instruction=r["instruction"], input=r["input"], answer=res.text if res.ok else None,
                       finish_reason=res.finish_reason, status="ok" if res.ok else "failed",
                       error=None if res.ok else f"{res.error_class}: {res.error_message}")
