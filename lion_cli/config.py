@@ -17,9 +17,16 @@ def config_check(
 ) -> None:
     """Validate a run config, check every file, key and endpoint it names, and print its hash."""
     from lion_core.preflight import preflight_problems
+    from lion_core.seeds import load_seeds
 
     cfg = load_config(file)
     problems = preflight_problems(cfg, new_run=True, probe=probe)
+    seeds = None
+    if cfg.data.seed and not problems:  # read as a new run reads them (a hub dataset is fetched into its cache)
+        try:
+            seeds = load_seeds(cfg.data.seed)
+        except LionError as err:
+            problems.append(f"data.seed: {err}")
     if problems:
         raise LionError(f"{file}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
     typer.echo(f"{file}: ok  (config hash {cfg.config_hash()[:16]})")
@@ -27,6 +34,8 @@ def config_check(
         r = getattr(cfg, role)
         key = f"key from ${r.api_key_env}" if r.api_key_env else "no key"
         typer.echo(f"  {role:<9} {r.model} @ {r.base_url}  ({key})")
+    if seeds is not None:
+        typer.echo(f"  seeds     {len(seeds.rows)} instructions from {seeds.source.uri}")
     typer.echo(f"  student   {cfg.student.model}  ({cfg.student.prompt_format} prompts)")
     t = cfg.training
     adapters = f", rank {t.lora.rank} adapters on {t.lora.target_modules}" if t.method != "full" else ""

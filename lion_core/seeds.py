@@ -273,8 +273,9 @@ def _parse_hf_name(source: str) -> tuple[str, str | None, str | None]:
 
 
 def _hf_files(source: str) -> tuple[list[tuple[str, bytes]], SourceRef]:
-    """Data files of a dataset in the local Hugging Face cache; never goes online."""
-    from huggingface_hub import snapshot_download
+    """Data files of a Hugging Face dataset: from the local cache, else downloaded into it, as every
+    Hugging Face loader does; with HF_HUB_OFFLINE set, only the cache is looked in."""
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo_id, revision, split = _parse_hf_name(source)
@@ -282,11 +283,18 @@ def _hf_files(source: str) -> tuple[list[tuple[str, bytes]], SourceRef]:
         folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, local_files_only=True))
     except LocalEntryNotFoundError:
         cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-        raise SeedError(
-            f"{source}: dataset {repo_id!r} is not in the local Hugging Face cache ({cache}) and this run "
-            f"does not download; fetch it first where there is network access "
-            f"(`hf download {repo_id} --repo-type dataset`) or pass a local file"
-        ) from None
+        if constants.HF_HUB_OFFLINE:
+            raise SeedError(
+                f"{source}: dataset {repo_id!r} is not in the local Hugging Face cache ({cache}) and HF_HUB_OFFLINE "
+                f"is set; fetch it first where there is network access (`hf download {repo_id} --repo-type dataset`) "
+                "or pass a local file"
+            ) from None
+        try:
+            folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
+                                            allow_patterns=[f"*{suffix}" for suffix in sorted(FORMATS)]))
+        except Exception as err:  # noqa: BLE001 - the hub client's errors are many; each is reported as it is
+            raise SeedError(f"{source}: dataset {repo_id!r} could not be downloaded into the Hugging Face cache "
+                            f"({cache}): {type(err).__name__}: {err}") from None
     paths = sorted(
         p for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in FORMATS and not any(part.startswith(".") for part in p.relative_to(folder).parts)

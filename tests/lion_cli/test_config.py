@@ -6,8 +6,18 @@ from tests.lion_cli.lion_script import REPO, lion
 
 
 def test_config_check(tmp_path):
-    r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml", env={"OPENAI_API_KEY": "sk-test"})
-    assert r.returncode == 0 and "ok" in r.stdout and "$OPENAI_API_KEY" in r.stdout
+    # The shipped config reads its seeds from the hub: offline, and not in the cache, that is the one problem.
+    r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml",
+             env={"OPENAI_API_KEY": "sk-test", "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 1 and "1 problem(s)" in r.stderr and "data.seed: hf:tatsu-lab/alpaca" in r.stderr
+    assert "HF_HUB_OFFLINE is set" in r.stderr
+    local = tmp_path / "openai-local.yaml"
+    local.write_text((REPO / "configs" / "openai.yaml").read_text()
+                     .replace("seed: hf:tatsu-lab/alpaca", f"seed: {REPO / 'data' / 'demo_seeds.jsonl'}")
+                     .replace("deepspeed_config: ../", f"deepspeed_config: {REPO}/"))
+    r = lion("config", "check", "--no-probe", local, env={"OPENAI_API_KEY": "sk-test"})
+    assert r.returncode == 0 and "ok" in r.stdout and "$OPENAI_API_KEY" in r.stdout, r.stderr
+    assert "seeds     32 instructions from" in r.stdout
     r = lion("config", "check", "--no-probe", REPO / "configs" / "openai.yaml")
     assert r.returncode == 1 and "3 problem(s)" in r.stderr and "teacher.api_key_env: $OPENAI_API_KEY is not set" in r.stderr
     bad = tmp_path / "bad.yaml"

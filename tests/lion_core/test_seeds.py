@@ -265,8 +265,51 @@ def test_hf_dataset_from_local_cache(hf_cache):
 
 
 def test_hf_dataset_not_cached_is_a_clear_offline_error(hf_cache):
-    with pytest.raises(SeedError, match=r"hf:nobody/absent: dataset 'nobody/absent' is not in the local Hugging Face cache"):
+    with pytest.raises(SeedError, match=r"hf:nobody/absent: dataset 'nobody/absent' is not in the local Hugging Face "
+                                        r"cache .* and HF_HUB_OFFLINE is set"):
         load_seeds("hf:nobody/absent")
+
+
+def test_hf_dataset_not_cached_is_downloaded_when_online(hf_cache, monkeypatch, tmp_path):
+    """Online, a dataset missing from the cache is fetched through the hub client (a stand-in here: this
+    machine has no network), and loaded from where it put the files."""
+    import huggingface_hub
+    import huggingface_hub.constants as c
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def snapshot_download(repo_id, *, repo_type, revision=None, local_files_only=False, allow_patterns=None):
+        calls.append((repo_id, repo_type, local_files_only, allow_patterns))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        folder = tmp_path / "downloaded" / "abcdef"
+        (folder / "data").mkdir(parents=True)
+        pq.write_table(pa.table({"instruction": ["Fetched one."], "input": [""], "output": ["a"]}),
+                       folder / "data" / "train.parquet")
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    seeds = load_seeds("hf:tatsu-lab/alpaca")
+    assert [r["instruction"] for r in seeds.rows] == ["Fetched one."]
+    assert [c[2] for c in calls] == [True, False] and calls[1][:2] == ("tatsu-lab/alpaca", "dataset")
+    assert "*.parquet" in calls[1][3]
+
+
+def test_hf_download_failure_is_a_clear_error(hf_cache, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants as c
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+
+    def snapshot_download(repo_id, *, local_files_only=False, **_):
+        raise LocalEntryNotFoundError("not cached") if local_files_only else ConnectionError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(SeedError, match="could not be downloaded .* ConnectionError: no route to host"):
+        load_seeds("hf:tatsu-lab/alpaca")
 
 
 def test_hf_bad_name(hf_cache):
