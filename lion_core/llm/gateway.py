@@ -125,6 +125,8 @@ class _Outcome:
     retry_after: float | None = None
     context_overflow: bool = False
     fatal: bool = False
+    throttled: bool = False
+    """The server asked us to slow down: a 429, or a 503/529 that says it is overloaded."""
 
 
 def classify(err: BaseException) -> _Outcome:
@@ -136,9 +138,11 @@ def classify(err: BaseException) -> _Outcome:
         retry_after = retry_after_seconds(headers)
         if isinstance(err, openai.RateLimitError):
             # OpenAI also answers 429 when the account has no quota left: waiting will not fix that.
-            return _Outcome(retryable=getattr(err, "code", None) != "insufficient_quota", retry_after=retry_after)
+            quota = getattr(err, "code", None) == "insufficient_quota"
+            return _Outcome(retryable=not quota, retry_after=retry_after, throttled=not quota)
         if err.status_code >= 500 or err.status_code in (408, 409, 425):
-            return _Outcome(retryable=True, retry_after=retry_after)
+            overloaded = err.status_code == 529 or (err.status_code == 503 and "overload" in str(err.message).lower())
+            return _Outcome(retryable=True, retry_after=retry_after, throttled=overloaded)
         if err.status_code in (400, 413, 422) and _CONTEXT_OVERFLOW.search(f"{getattr(err, 'code', '')} {err.message}"):
             return _Outcome(retryable=False, context_overflow=True)
         return _Outcome(retryable=False)
@@ -322,12 +326,15 @@ class Gateway:
                     continue
                 if not outcome.retryable or breaker.open:
                     break
+                if outcome.throttled:
+                    limiter.on_throttle()
                 if outcome.retry_after is not None:
                     limiter.pause(outcome.retry_after)
                 if attempts < cfg.retry.max_attempts:
                     await asyncio.sleep(self._backoff(attempts, outcome.retry_after))
                 continue
             limiter.settle(est, pt + ct if pt + ct else est)
+            limiter.on_success()
             breaker.record(None)
             result = ChatResult(key=key, ok=True, text=text, finish_reason=finish, prompt_tokens=pt,
                                 completion_tokens=ct, attempts=prior + attempts, truncated=truncated)

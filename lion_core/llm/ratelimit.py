@@ -126,3 +126,9 @@ class RateLimiter:
                 continue
             if left <= 0:
                 self.pause(reset)
+
+    def on_success(self) -> None:
+        """A request was answered: an adaptive limiter may send a little faster."""
+
+    def on_throttle(self) -> None:
+        """The server said slow down (429, or 503/529 overloaded): an adaptive limiter backs off."""
