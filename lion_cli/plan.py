@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lion_core.config import load_config
+from lion_core.config import RunConfig, load_config
 from lion_core.errors import LionError
+
+if TYPE_CHECKING:  # the planner is imported by the command itself: `lion --help` stays fast
+    from lion_core.planning import Plan
 
 
 def plan(
@@ -27,7 +30,6 @@ def plan(
     files and response store do not hold yet."""
     from pydantic import ValidationError
 
-    from lion_core.evaluation import load_eval_set
     from lion_core.llm.responses import ResponseStore
     from lion_core.planning import Assumptions, make_plan, remaining_work
     from lion_core.seeds import load_seeds
@@ -39,7 +41,7 @@ def plan(
                                   teacher_reply_tokens=teacher_reply_tokens)
     except ValidationError as err:
         raise LionError(f"lion plan: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
-    questions = len(load_eval_set(cfg.evaluation.eval_set)) if cfg.evaluation.after_run and cfg.evaluation.eval_set else 0
+    questions = eval_questions(cfg)
     remaining = None
     if resume:
         store = RunStore(cfg.storage.runs_root, resume, cfg)
@@ -57,6 +59,18 @@ def plan(
         return
     typer.echo(f"{file}: {result.seeds} seeds, {result.iterations} iterations"
                + (f", resuming {resume} (what its files and response store already hold is left out)" if resume else ""))
+    print_plan(result)
+
+
+def eval_questions(cfg: RunConfig) -> int:
+    """Questions the evaluation after the run asks about (0 when there is none)."""
+    from lion_core.evaluation import load_eval_set
+
+    return len(load_eval_set(cfg.evaluation.eval_set)) if cfg.evaluation.after_run and cfg.evaluation.eval_set else 0
+
+
+def print_plan(result: Plan) -> None:
+    """The plan's rows, totals, per-role figures and the assumptions it rests on (`lion plan`, `lion run --preview`)."""
     typer.echo(f"{'iteration':>10} {'stage':<15} {'role':<10} {'requests':>9} {'prompt tok':>11} {'compl tok':>10} "
                f"{'$':>10} {'batch $':>10} {'hours':>7}")
     for r in result.rows:
