@@ -50,7 +50,7 @@ def lion_run_name() -> str:
 
 @flow(name="lion", log_prints=True, flow_run_name=lion_run_name)
 def lion(config_path: str, run_id: str | None = None, iterations: int | None = None, seed: str | None = None,
-         export_dataset: bool = False, push_to_hub: str | None = None) -> RunResult:
+         export_dataset: bool = False, push_to_hub: str | None = None, retry_failed: bool = False) -> RunResult:
     """Run (or resume) a Lion distillation run until it has `iterations` iterations.
 
     Args:
@@ -61,6 +61,8 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
         export_dataset: At the end, write what the run distilled as a Hugging Face dataset folder beside its
             checkpoints (the `lion-export` flow, as a sub-flow).
         push_to_hub: At the end, export the dataset and push it to this Hugging Face dataset repo (user/name).
+        retry_failed: Send again the requests given up for good (their budget of unusable replies spent),
+            with as many more tries.
     """
     logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
     config = load_config(config_path)
@@ -70,11 +72,11 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
         # the flow run that held the run before us is dead: if it still shows Running, close it and free its slots
         crash_orphaned_runs(run_id, flow_run.id, flow_run.name, dead_attempt=held.previous_owner)
         return run_iterations(config_path, config, run_id, iterations or config.loop.iterations, seed,
-                              export_dataset, push_to_hub)
+                              export_dataset, push_to_hub, retry_failed)
 
 
 def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int, seed: str | None,
-                   export_dataset: bool, push_to_hub: str | None) -> RunResult:
+                   export_dataset: bool, push_to_hub: str | None, retry_failed: bool = False) -> RunResult:
     """The body of `lion`, run while it holds the run: open it, run the iterations not yet finished, the
     final imitation, the evaluation and the export."""
     logger = get_run_logger()
@@ -91,7 +93,7 @@ def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int,
     if start < total or not is_current_final(final, total):
         with embedded_endpoints(config) as embedded:
             ctx = RunContext(config=config, run_id=run_id, run_key=f"{run_id}@{opened.created_at}",
-                             embedded=embedded)
+                             embedded=embedded, retry_failed=retry_failed)
             for k in range(start, total):
                 iteration(ctx, k)
             # The last generation's instructions were paid for: train on them too (the paper's final model).

@@ -1,8 +1,9 @@
 """The `lion` command line: store commands call lion_core directly; `run`, `evaluate` and `limits` use
 Prefect (imported only by the commands that need it, so the others start fast).
 
-Errors meant for the user (LionError) print as one message and exit 1; anything else prints one line
-and exits 2. `--debug`, anywhere on the command line, shows the traceback instead.
+Errors meant for the user (LionError) print as one message and exit 1, or the error's own code (3: a
+budget cap reached, 4: an endpoint down for longer than allowed); anything else prints one line and
+exits 2. `--debug`, anywhere on the command line, shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> None:
         if debug:
             raise
         typer.echo(f"lion: error: {err}", err=True)
-        code = 1
+        code = err.exit_code
     except KeyboardInterrupt:
         typer.echo("lion: interrupted", err=True)
         code = 130

@@ -20,13 +20,26 @@ def run(
     resume: Annotated[str | None, typer.Option("--resume", help="Continue this existing run.")] = None,
     iterations: Annotated[int | None, typer.Option("--iterations", "-n", min=1, help="Default: loop.iterations.")] = None,
     seed: Annotated[str | None, typer.Option("--seed", "-s", help="Seed file/URI for a new run; default: data.seed")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="With --resume: send again the requests given up "
+                            "for good (their budget of unusable replies spent), with as many more tries.")] = False,
+    preview: Annotated[int | None, typer.Option("--preview", min=1, help="Only the first N seeds, one iteration, as a "
+                       "run of its own (paid): prints prompts, replies, verdicts, new instructions and the full run's "
+                       "projected cost.")] = None,
 ) -> None:
     """Run the Lion loop as a Prefect flow (a server if PREFECT_API_URL is set, else a local one)."""
     from lion_core.store import RunStore, new_run_id
 
     cfg = load_config(config)
+    if preview is not None:
+        if resume or iterations:
+            raise LionError("--preview starts a run of its own with one iteration: it takes neither --resume nor --iterations")
+        from lion_cli.preview import preview_run
+
+        return preview_run(config, cfg, preview, run_id, seed)
     if resume and run_id:
         raise typer.BadParameter("give --run-id for a new run or --resume for an existing one, not both")
+    if retry_failed and not resume:
+        raise typer.BadParameter("--retry-failed goes with --resume RUN: a new run has no failed requests")
     rid = resume or run_id or new_run_id()
     exists = RunStore(cfg.storage.runs_root, rid).exists()
     if resume and not exists:
@@ -43,7 +56,7 @@ def run(
     from flows.lion import lion
 
     with tags(PROCESS_TAG):
-        result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed)
+        result = lion(config_path=str(config), run_id=rid, iterations=iterations, seed=seed, retry_failed=retry_failed)
     _print_result(result, cfg)
 
 

@@ -22,6 +22,15 @@ from lion_core.store import PoolRef
 class Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A result pickled by older code (Prefect's persisted task results) lacks the fields added since:
+        # they take their defaults, so a run made before them resumes.
+        values = state.get("__dict__", {})
+        for name, info in type(self).model_fields.items():
+            if name not in values and not info.is_required():
+                values[name] = info.get_default(call_default_factory=True)
+        super().__setstate__(state)
+
 
 class UsageRow(Result):
     """One role's API usage in one stage: what was asked, what the store answered, what it cost."""
@@ -68,10 +77,14 @@ def total_cost(usage: Sequence[UsageRow]) -> float:
 
 
 class ShardResult(Result):
-    """An API task's share of a stage: its part file, not yet committed, and its usage."""
+    """An API task's share of a stage: its part file, not yet committed, its usage and its failures."""
 
     part: PoolRef
     usage: list[UsageRow]
+    failed: int = 0
+    """Items of the shard without an answer after the gateway's retries (kept in the part as failures)."""
+    final: int = 0
+    """Of those, items not sent again unless asked (`--retry-failed`): their unusable-reply budget is spent."""
 
 
 class Shard(Result):

@@ -1,16 +1,21 @@
 """Shards: an API stage runs as independent slices of a pool (the teacher's answers, the referee's
 verdicts; an evaluation's too), each written as an uncommitted part, then merged in row order and
-committed (lion_core.merge)."""
+committed (lion_core.merge).
+
+A shard writes its part whatever failed in it and says how many of its items failed; whether that is
+too many is judged over the whole stage (`check_stage_failures`), so one item that can never be
+answered does not stop a run because it sits in a small shard."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lion_core.errors import ShardIncomplete
+from lion_core.errors import StageIncomplete
 from lion_core.results import Shard
 from lion_core.store import PoolRef, RunStore
 
@@ -35,10 +40,26 @@ def rows_with_ids(store: RunStore, ref: PoolRef, ids: Sequence[str]) -> list[dic
     return table.filter(pc.is_in(table["id"], value_set=pa.array(list(ids), pa.string()))).to_pylist()
 
 
-def check_failures(n_failed: int, n: int, max_fraction: float, what: str) -> None:
-    if n and n_failed / n > max_fraction:
-        raise ShardIncomplete(f"{what}: {n_failed} of {n} requests failed after retries (allowed: "
-                              f"{max_fraction:.0%}); the failures are recorded and a retry sends only those")
+@dataclass(frozen=True)
+class Written:
+    """A shard's part and its items without an answer after the gateway's retries."""
+
+    part: PoolRef
+    failed: int
+    final: int
+    """Of the failed, those the gateway will not send again: their budget of unusable replies is spent
+    (`lion run --retry-failed` sends them)."""
+
+
+def too_many_failed(n_failed: int, n: int, max_fraction: float) -> bool:
+    return bool(n) and n_failed / n > max_fraction
+
+
+def check_stage_failures(n_failed: int, n: int, max_fraction: float, what: str) -> None:
+    if too_many_failed(n_failed, n, max_fraction):
+        raise StageIncomplete(f"{what}: {n_failed} of {n} items have no answer after every retry (allowed: "
+                              f"{max_fraction:.0%}, orchestration.max_failed_fraction); the failures are recorded "
+                              f"with their reasons, and a resume sends only those")
 
 
 def committed(store: RunStore, k: int, name: str) -> PoolRef | None:

@@ -11,6 +11,7 @@ from lion_core.generation.stage import generation_stage
 from lion_core.imitation.answers import answer_part
 from lion_core.limits import limit_name, role_config
 from lion_core.llm.accounting import Accounting
+from lion_core.llm.budget import Budget
 from lion_core.llm.gateway import Gateway
 from lion_core.llm.replay import batch_pass as look_at_batches
 from lion_core.llm.replay import batch_runner
@@ -29,8 +30,8 @@ _API = dict(retries=3, retry_delay_seconds=backoff(30, 3), retry_jitter_factor=0
 def answers_shard(ctx: RunContext, shard: Shard, role: str = "teacher", stage: str = "imitation") -> ShardResult:
     """Answers of an API role (the teacher; the reference model in evaluations) for the shard's rows."""
     with api_gateway(ctx, role) as (gateway, accounting):
-        part = answer_part(ctx.store(), shard, gateway, stage, ctx.config.orchestration.max_failed_fraction)
-    return ShardResult(part=part, usage=accounting.table())
+        written = answer_part(ctx.store(), shard, gateway, stage)
+    return ShardResult(part=written.part, usage=accounting.table(), failed=written.failed, final=written.final)
 
 
 def judging_run_name(parameters: dict) -> str:
@@ -44,8 +45,8 @@ def judging_run_name(parameters: dict) -> str:
 def judgments_shard(ctx: RunContext, shard: Shard, judging: Judging) -> ShardResult:
     """Verdicts of the referee (or the evaluation's judge), both orders, for the shard's rows."""
     with api_gateway(ctx, judging.role) as (gateway, accounting):
-        part = discrimination_part(ctx.store(), shard, judging, gateway, ctx.config)
-    return ShardResult(part=part, usage=accounting.table())
+        written = discrimination_part(ctx.store(), shard, judging, gateway, ctx.config)
+    return ShardResult(part=written.part, usage=accounting.table(), failed=written.failed, final=written.final)
 
 
 @task(name="generate-instructions", tags=["lion", "api", "generator"], task_run_name="iter-{k}-generator", **_API)
@@ -70,15 +71,17 @@ def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> Batch
     endpoint = role_endpoint(ctx, role)
     accounting = Accounting()
     with ResponseStore(cfg.storage.response_store_path()) as responses:
-        runner = batch_runner(endpoint, responses, stage, accounting)
+        runner = batch_runner(endpoint, responses, stage, accounting,
+                              budget=Budget(cfg.budget, ctx.run_id, role, responses))
         if endpoint.config.mode == "interactive":  # switched back: collect the batches already paid for
             try:
                 live = runner.drive_live()
             finally:
                 runner.close()
             return BatchPassResult(done=not live, batches_live=live, usage=accounting.table())
-        interactive = SlottedGateway(Gateway(endpoint, responses, accounting), limit_name(role_config(cfg, role)),
-                                     cfg.orchestration.shard_size)
+        gateway = Gateway(endpoint, responses, accounting, budget=Budget(cfg.budget, ctx.run_id, role, responses),
+                          retry_failed=ctx.retry_failed)
+        interactive = SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size)
         try:
             look = look_at_batches(lambda gw: replay_requests(ctx.store(), work, gw, cfg, stage), endpoint, responses, runner,
                                    ask_interactively=lambda reqs: interactive.run_sync(reqs, stage))

@@ -19,9 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from lion_core.config import RunConfig
-from lion_core.errors import LionError, ShardIncomplete
+from lion_core.errors import LionError, ShardIncomplete, StageIncomplete
 from lion_core.limits import limit_name, role_config, shard_role
 from lion_core.llm.accounting import Accounting
+from lion_core.llm.budget import Budget
 from lion_core.llm.gateway import ChatGateway, Endpoint, EndpointUnreachable, Gateway
 from lion_core.llm.replay import StoreGateway, batch_runner
 from lion_core.llm.responses import ResponseStore
@@ -48,6 +49,9 @@ class RunContext(BaseModel):
     """{embedded model: (base URL, served model)} of this flow run's embedded servers; never part of a cache key."""
     store_root: str | None = None
     """Where the run folder lives, when not under storage.runs_root (evaluations)."""
+    retry_failed: bool = False
+    """Send again the requests recorded as failed for good (their unusable-reply budget spent), with
+    as many more tries (`lion run --retry-failed`); never part of a cache key."""
 
     def store(self) -> RunStore:
         return RunStore(self.store_root or self.config.storage.runs_root, self.run_id, self.config)
@@ -81,7 +85,7 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     Never on a bad config, a rejected API key or corrupt data: those fail the same way again."""
     try:
         state.result()
-    except (ShardIncomplete, EndpointUnreachable, TrainingError):
+    except (ShardIncomplete, StageIncomplete, EndpointUnreachable, TrainingError):
         return True
     except LionError:
         return False
@@ -114,7 +118,8 @@ def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[ChatGateway, Accou
             finally:
                 runner.close()
             return
-        gateway = Gateway(endpoint, responses, accounting)
+        gateway = Gateway(endpoint, responses, accounting, budget=Budget(cfg.budget, ctx.run_id, role, responses),
+                          retry_failed=ctx.retry_failed)
         yield SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size), accounting
 
 

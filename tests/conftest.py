@@ -22,6 +22,7 @@ SAME_WORKER = {
     "tests/flows/test_lion_flow.py": "uninterrupted",  # the session's uninterrupted run
     "tests/flows/test_chaos.py": "uninterrupted",
     "tests/flows/test_plan.py": "uninterrupted",
+    "tests/flows/test_spend.py": "uninterrupted",
     "tests/flows/test_evaluate_flow.py": "embedded",  # the embedded servers
     "tests/integration/test_embedded_endpoint.py": "embedded",
     "tests/integration/test_stages_embedded.py": "embedded",
@@ -36,7 +37,7 @@ LONGEST_FIRST = [
     "tests/flows/test_evaluate_flow.py", "tests/integration/test_stages_embedded.py",
     "tests/integration/test_standin_referee.py", "tests/integration/test_embedded_endpoint.py",
     "tests/bench/test_paper_scale.py", "tests/flows/test_deployment.py", "tests/lion_prefect/test_slot_reclaim.py",
-    "tests/flows/test_remote_storage.py", "tests/flows/test_compat.py",
+    "tests/flows/test_remote_storage.py", "tests/flows/test_compat.py", "tests/lion_cli/test_preview.py",
 ]
 
 

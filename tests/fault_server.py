@@ -41,6 +41,12 @@ class FaultPlan:
     seed: int = 0
     fail_after: int | None = None
     """After this many answered requests, every later request gets a 500: an outage mid-stage."""
+    outage_s: float | None = None
+    """With fail_after: the outage ends this many seconds after its first failed request."""
+    fail_status: int = 500
+    """What the outage answers: 500, or 503 with an "overloaded" message (as providers say it)."""
+    empty_for: tuple[str, ...] = ()
+    """Requests whose last message is one of these get an empty completion (paid: with usage) every time."""
     generator_refuses: bool = False
     """The generator declines every task (nothing is accepted, so the next Train Pool is empty)."""
     # -- the Batch API (files and batches endpoints) --
@@ -72,12 +78,14 @@ class ServerStats:
     accepted_at: list[float] = field(default_factory=list)  # monotonic arrival times of answered requests
     arrivals: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))  # by last user message
     batch_answered: collections.Counter = field(default_factory=collections.Counter)  # by request fingerprint
+    empty_replies: collections.Counter = field(default_factory=collections.Counter)  # paid empty replies, by last message
+    outage_started: float | None = None
     batches_created: int = 0
     files_uploaded: int = 0
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error"}
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class FaultServer:
@@ -224,8 +232,11 @@ class FaultServer:
             if plan.keep_prompts:
                 self.stats.arrivals[last].append(time.monotonic())
         fault = plan.script[n] if n < len(plan.script) else self._draw(fp, n)
-        if plan.fail_after is not None and sum(self.stats.successes.values()) >= plan.fail_after:
-            fault = "500"
+        if plan.fail_after is not None and sum(self.stats.answered.values()) >= plan.fail_after:
+            with self._lock:
+                started = self.stats.outage_started = self.stats.outage_started or time.monotonic()
+            if plan.outage_s is None or time.monotonic() - started < plan.outage_s:
+                fault = "500" if plan.fail_status == 500 else "outage"
         if plan.max_prompt_chars is not None and sum(len(m["content"]) for m in messages) > plan.max_prompt_chars:
             fault = "context"
         if plan.latency_s:
@@ -238,6 +249,16 @@ class FaultServer:
             return True
         if fault == "500":
             await self.send(writer, 500, self._error("server_error", "The server had an error"))
+            return True
+        if fault == "outage":
+            await self.send(writer, plan.fail_status, self._error("overloaded_error", "The server is overloaded"))
+            return True
+        if last in plan.empty_for:
+            with self._lock:
+                self.stats.empty_replies[last] += 1
+            reply = self._completion(req, fp)
+            reply["choices"][0]["message"]["content"] = ""
+            await self.send(writer, 200, json.dumps(reply).encode())
             return True
         if fault == "drop":
             return False

@@ -60,7 +60,7 @@ def answer_whole_pool(store, k, pool, gateway, name, stage="imitation"):
     from lion_core.results import Shard
 
     shard = Shard(k=k, name=name, pool=pool, index=0, lo=0, hi=pool.rows)
-    part = answer_part(store, shard, gateway, stage, max_failed_fraction=1.0)
+    part = answer_part(store, shard, gateway, stage).part
     return merge_parts(store, k, name, [part], [pool])
 
 
@@ -71,7 +71,7 @@ def judge_whole_pool(store, k, cache_pool, teacher, student, gateway, config):
     from lion_core.results import Judging, Shard
 
     shard = Shard(k=k, name="judgments", pool=cache_pool, index=0, lo=0, hi=cache_pool.rows)
-    part = discrimination_part(store, shard, Judging(teacher=teacher, student=student), gateway, config)
+    part = discrimination_part(store, shard, Judging(teacher=teacher, student=student), gateway, config).part
     ref = merge_parts(store, k, "judgments", [part], [cache_pool, teacher, student])
     return ref, judgments_report(store, ref)
 
@@ -154,5 +154,5 @@ def teacher_gateway(url, store, cfg):
     from lion_core.llm import Endpoint, Gateway
 
     role = cfg.teacher.model_copy(update={"base_url": url, "retry": cfg.teacher.retry.model_copy(
-        update={"max_attempts": 2, "initial_backoff_s": 0.01})})
+        update={"max_attempts": 2, "initial_backoff_s": 0.01, "outage_after": 1000})})
     return Gateway(Endpoint(role="teacher", endpoint_id="teacher-ep", model="m", base_url=url, api_model="m", config=role), store)

@@ -32,6 +32,7 @@ from lion_core.config.roles import (
 )
 from lion_core.config.run import (
     OPERATIONS,
+    BudgetConfig,
     DataConfig,
     EvaluationConfig,
     LoopConfig,
@@ -44,7 +45,7 @@ from lion_core.config.student import LoraSettings, StudentConfig, StudentGenerat
 
 __all__ = [
     "EMBEDDED", "EMBEDDED_CHAT_MODEL", "EMBEDDED_MODELS", "LOCAL_PATH", "OPERATION", "OPERATIONS", "PATH_FIELDS",
-    "STANDIN_GENERATOR", "STANDIN_REFEREE", "ApiRole", "BatchSettings", "DataConfig", "EvaluationConfig",
+    "STANDIN_GENERATOR", "STANDIN_REFEREE", "ApiRole", "BatchSettings", "BudgetConfig", "DataConfig", "EvaluationConfig",
     "GeneratorConfig", "LoopConfig", "LoraSettings", "NonNegFloat", "OrchestrationConfig", "PositiveInt", "Price",
     "RateLimits", "RefereeConfig", "RetryPolicy", "RunConfig", "Sampling", "StorageConfig", "StudentConfig",
     "StudentGeneration", "TeacherConfig", "TrainingConfig", "config_changes", "identity_of", "load_config",

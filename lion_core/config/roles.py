@@ -50,6 +50,15 @@ class RateLimits(Section):
     max_tokens until the reply's usage is known), shared among its shards the same way."""
     max_concurrency: PositiveInt = 16
     """Most of this role's requests awaiting a reply at once, shared among its shards in flight."""
+    adaptive: bool = True
+    """Treat the two per-minute limits as ceilings and find what the provider really allows: start at them,
+    cut the request rate (the token rate with it) by 15 % on a 429 or 'overloaded' reply, by half while it
+    is still far too high, and win it back a little with each answer: quickly to just under where it was
+    cut, slowly beyond. Never above these limits nor above the `x-ratelimit-limit-*` the provider's replies
+    announce; never below a twentieth of them. The current level shows in the progress output and the log.
+    Turn it off to pace exactly at these limits: when they are known to be right and yours alone, or when the
+    endpoint answers 429 for reasons other than the rate (a proxy that sheds load at random), which would
+    hold the role down."""
 
 
 class RetryPolicy(Section):
@@ -67,6 +76,23 @@ class RetryPolicy(Section):
     """Connection failures in a row (refused, reset, unresolvable; not timeouts) after which a batch stops
     sending: an endpoint that is down would otherwise cost every request all its attempts and backoffs.
     The batch fails as retryable; what was answered is kept and the rest is sent by the retry."""
+    max_unusable_replies: PositiveInt = 2
+    """Paid replies that cannot be used (an empty completion, or a finish reason in
+    `invalid_finish_reasons`) one request may get in all: over its attempts, task retries and resumes.
+    Then it is recorded as failed with the reason and not sent again, unless `lion run --resume RUN
+    --retry-failed` asks for it (which grants it this many more)."""
+    invalid_finish_reasons: tuple[str, ...] = ("content_filter",)
+    """Finish reasons that make a reply unusable although it has text (a refusal by the provider's filter);
+    add `length` where a reply cut off at max_tokens must not be kept."""
+    outage_after: PositiveInt = 5
+    """Server errors in a row (5xx, 503 overloaded, timeouts), across a batch's requests, after which the
+    endpoint counts as down: the batch stops sending and probes with one request at a time, with a
+    growing wait (initial_backoff_s doubled up to max_backoff_s), and the attempts spent meanwhile are not
+    counted against the requests. The first answer ends the outage. Keep it below max_attempts: the run of
+    errors is counted across requests, so it then always opens before a request has spent its attempts."""
+    max_outage_s: Annotated[float, Field(gt=0)] = 1800.0
+    """Seconds an outage may last before the run stops (cleanly: every answer received is kept, nothing is
+    recorded as failed) with its own exit code, to be resumed with `lion run --resume` later."""
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RetryPolicy:

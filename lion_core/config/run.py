@@ -117,8 +117,9 @@ class OrchestrationConfig(Section):
     every run and worker on this Prefect server, once `lion limits apply` has set the tag limit; 1: two
     runs on one pool never use its GPUs at the same time. Without `limits apply` there is no GPU limit."""
     max_failed_fraction: Annotated[float, Field(ge=0, le=1)] = 0.02
-    """A shard whose failed requests (after the gateway's own retries) exceed this fraction fails, so the
-    task is retried and only the failed requests are sent again; below it they are kept as failures."""
+    """The share of a stage's items that may stay without an answer after the gateway's retries (kept as
+    failures with their reasons). Beyond it, the shards with failures worth sending again run again, up
+    to task_retries times; still beyond it, the run stops and a resume sends only the failed requests."""
     result_storage: str | None = None
     """Where Prefect keeps the iterations' task results: an fsspec URI (`s3://bucket/lion/results`, a
     mounted `/srv/lion/results`) or a saved storage block (`s3-bucket/lion-results`). A retried run in a
@@ -132,6 +133,26 @@ class OrchestrationConfig(Section):
             return v
         raise ValueError(f"must be an fsspec URI (s3://bucket/prefix), an absolute path or a block slug "
                          f"(block-type/block-name), got {v!r}")
+
+
+class BudgetConfig(Section):
+    """What a run may spend on the APIs, in US dollars at the roles' `price` (interactive calls; a role in
+    batch mode counts at its batch price when its answers are collected). A request that would take what
+    the run has spent, plus what its requests in flight may cost, past a cap is not sent: the stage stops
+    with every paid answer stored, and `lion run` exits with code 3, naming the cap and the spend. Raise
+    the cap and `lion run --resume RUN` goes on without paying twice. Spend is kept per run id in the
+    response store (an evaluation, `<run id>-eval`, counts on its own id)."""
+
+    max_cost_usd: Annotated[float, Field(gt=0)] | None = None
+    """The most the run may spend on all roles together; None: no cap."""
+    per_role: dict[Literal["teacher", "referee", "generator", "reference", "judge"], Annotated[float, Field(gt=0)]] = {}
+    """Caps of single roles (`{teacher: 40, referee: 30}`), besides the run's; a role without one has none."""
+    estimated_reply_tokens: PositiveInt = 512
+    """A request's cost is reserved before it is sent at its prompt's estimate plus its max_tokens; for a
+    request without max_tokens, plus this many completion tokens. The reply's usage settles it."""
+
+    def capped(self) -> bool:
+        return self.max_cost_usd is not None or bool(self.per_role)
 
 
 class EvaluationConfig(Section):
@@ -184,6 +205,12 @@ class RunConfig(Section):
     """How the flows split and retry work; the algorithm does not depend on it."""
     evaluation: EvaluationConfig = EvaluationConfig()
     """Judging checkpoints against a reference model (`lion evaluate`, `evaluation.after_run`)."""
+    budget: Annotated[BudgetConfig, OPERATION] = BudgetConfig()
+    """Caps on what the run spends on the APIs, at the roles' prices (`lion plan` projects the cost first).
+    A request that could take the run's spend past a cap is not sent: the stage stops with every paid
+    answer stored and `lion run` exits with code 3, naming the cap and the spend. Raise the cap and
+    `lion run --resume RUN` goes on without paying twice. Each run id keeps its own spend (a preview's
+    and an evaluation's too)."""
 
     def config_hash(self) -> str:
         """sha256 of the canonical JSON form of the run's identity (`identity_of`): equal whatever the

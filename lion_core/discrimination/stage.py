@@ -17,6 +17,7 @@ from lion_core.discrimination.judging import (
 )
 from lion_core.limits import role_config
 from lion_core.llm.gateway import ChatGateway
+from lion_core.llm.replies import UNUSABLE
 from lion_core.results import DiscriminationReport, Judging, Shard
 from lion_core.rows import rows_of, to_table
 from lion_core.store import PoolRef, RunStore
@@ -48,20 +49,23 @@ def judge(gateway: ChatGateway, items: list[JudgeItem], judging: Judging, config
 
 
 def discrimination_part(store: RunStore, shard: Shard, judging: Judging, gateway: ChatGateway,
-                        config: RunConfig) -> PoolRef:
+                        config: RunConfig) -> shards.Written:
     """Judgments of the shard's rows (Cache Pool items; an evaluation's questions), written as an
-    uncommitted part; items lacking an answer are labelled `missing_answer`."""
+    uncommitted part; items lacking an answer are labelled `missing_answer`, items whose requests failed
+    are kept as failures (the stage judges whether there are too many)."""
     pool = shards.shard_rows(store, shard)
     items, missing = judge_items(store, pool, judging)
     rows = judge(gateway, items, judging, config)
-    failed = sum((r.raw_t_first or "").startswith(REQUEST_FAILED) or (r.raw_s_first or "").startswith(REQUEST_FAILED)
-                 for r in rows)
-    shards.check_failures(failed, len(rows), config.orchestration.max_failed_fraction,
-                          f"{shard.name} rows {shard.lo}-{shard.hi}")
+    failures = [[raw for raw in (r.raw_t_first or "", r.raw_s_first or "") if raw.startswith(REQUEST_FAILED)]
+                for r in rows]
+    failures = [f for f in failures if f]
     rows += [JudgmentRow.unjudged(r["id"], r["instruction"], r["input"], "missing_answer", missing[r["id"]])
              for r in pool if r["id"] in missing]
-    return store.write_table(shard.k, shards.part_name(shard), to_table(rows, JudgmentRow),
+    part = store.write_table(shard.k, shards.part_name(shard), to_table(rows, JudgmentRow),
                              schema_version=JUDGMENTS_SCHEMA_VERSION, parents=[shard.pool, judging.teacher, judging.student])
+    final = f"{REQUEST_FAILED}: {UNUSABLE}:"
+    return shards.Written(part=part, failed=len(failures),
+                          final=sum(all(raw.startswith(final) for raw in f) for f in failures))
 
 
 def judgments_report(store: RunStore, judgments: PoolRef) -> DiscriminationReport:

@@ -11,11 +11,12 @@ from typing import Any
 from lion_core import shards
 from lion_core.config import Sampling
 from lion_core.llm.gateway import ChatGateway
+from lion_core.llm.replies import UNUSABLE
 from lion_core.llm.requests import ChatRequest
 from lion_core.prompts import teacher_messages
 from lion_core.results import Shard
 from lion_core.rows import arrow_schema, to_table
-from lion_core.store import PoolRef, RunStore
+from lion_core.store import RunStore
 
 ANSWERS_SCHEMA_VERSION = "answers/1"
 
@@ -51,11 +52,12 @@ def teacher_answers(gateway: ChatGateway, rows: Sequence[dict[str, Any]], stage:
             for r, res in zip(rows, results)]
 
 
-def answer_part(store: RunStore, shard: Shard, gateway: ChatGateway, stage: str, max_failed_fraction: float) -> PoolRef:
+def answer_part(store: RunStore, shard: Shard, gateway: ChatGateway, stage: str) -> shards.Written:
     """The gateway role's answers for the shard's rows, written as an uncommitted part; failed requests
-    are kept as failures, and more of them than allowed fails the shard (a retry sends only those)."""
+    are kept as failures (the stage judges whether there are too many)."""
     answers = teacher_answers(gateway, shards.shard_rows(store, shard), stage)
-    shards.check_failures(sum(a.status != "ok" for a in answers), len(answers), max_failed_fraction,
-                          f"{shard.name} rows {shard.lo}-{shard.hi}")
-    return store.write_table(shard.k, shards.part_name(shard), to_table(answers, AnswerRow),
+    part = store.write_table(shard.k, shards.part_name(shard), to_table(answers, AnswerRow),
                              schema_version=ANSWERS_SCHEMA_VERSION, parents=[shard.pool])
+    failed = [a for a in answers if a.status != "ok"]
+    return shards.Written(part=part, failed=len(failed),
+                          final=sum((a.error or "").startswith(f"{UNUSABLE}:") for a in failed))

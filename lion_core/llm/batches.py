@@ -37,6 +37,7 @@ from lion_core.errors import LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.batch_ledger import BatchLedger
 from lion_core.llm.batch_ledger import live_batch_count as live_batch_count  # re-exported: the flows ask here
+from lion_core.llm.budget import Budget, cost_usd, worst_case_usd
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 
@@ -106,12 +107,15 @@ class BatchRunner:
     files and batches); `folder` keeps the input files until their batch is collected. `accounting` gets a
     `batch` row for the role and stage: requests placed in batches (`calls`, of them `retries` placed again
     after a failed batch attempt) and the tokens of the answers collected, at `price`. `ledger` records
-    where each batch stands; by default the one in the store's file, and `close()` closes it either way."""
+    where each batch stands; by default the one in the store's file, and `close()` closes it either way.
+    `budget` keeps the run's spend as answers are collected, and submits only the batches whose worst
+    case fits within its caps beside the batches not yet collected."""
 
     def __init__(self, client: openai.OpenAI, store: ResponseStore, call: StoredCall, api_model: str,
                  settings: BatchSettings, folder: str | os.PathLike, accounting: Accounting | None = None,
-                 price: Price | None = None, ledger: BatchLedger | None = None):
+                 price: Price | None = None, ledger: BatchLedger | None = None, budget: Budget | None = None):
         self.client, self.store, self.call, self.api_model, self.settings = client, store, call, api_model, settings
+        self.budget = budget
         self.accounting, self.price = accounting or Accounting(), price or Price()
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -150,6 +154,10 @@ class BatchRunner:
         submitted = 0
         enqueued = self.ledger.enqueued_tokens(self.call.endpoint, self.call.model)
         room = self.settings.max_enqueued_tokens - enqueued
+        if todo and self.budget is not None:
+            todo = todo[:self._affordable(todo, enqueued)]
+            if not todo and not self._live():
+                raise self.budget.exhausted(len(answered), len(unique))
         if todo and (room > 0 or not enqueued):  # with nothing enqueued, one batch goes even if over the cap
             for members in plan_batches(todo, self.api_model, self.settings, room):
                 self._drive(self._prepare(members), unique)
@@ -161,6 +169,15 @@ class BatchRunner:
         pending = sum(1 for k in unique if k not in answered and k not in exhausted)
         return BatchProgress(total=len(unique), answered=len(answered), failed=failed_for_good, pending=pending,
                              exhausted=exhausted, batches_live=len(self._live()), batches_submitted_now=submitted)
+
+    def _affordable(self, todo: list[tuple[str, ChatRequest]], enqueued_tokens: int) -> int:
+        """How many of `todo` may go in new batches under the budget: the batches not yet collected are held at
+        their tokens' worst case (every token at the dearer of the two prices)."""
+        assert self.budget is not None
+        dearer = max(self.price.prompt_per_million, self.price.completion_per_million)
+        reply = self.budget.config.estimated_reply_tokens
+        return self.budget.affordable([worst_case_usd(r, self.price, reply) for _, r in todo],
+                                      held=enqueued_tokens * dearer / 1e6)
 
     def exhausted(self, keys: Sequence[str]) -> set[str]:
         """Keys not answered and in no live batch whose batch attempts are spent (`on_exhausted` applies)."""
@@ -320,6 +337,8 @@ class BatchRunner:
             if not self.store.successes([key]):
                 self.accounting.add_tokens(self.call.role, self.call.stage, result.prompt_tokens,
                                            result.completion_tokens, self.price, mode="batch")
+                if self.budget is not None:
+                    self.budget.settle(0.0, cost_usd(result.prompt_tokens, result.completion_tokens, self.price))
             self.store.put_success(self.call, request, result, latency_s=0.0)
             return
         err = item.get("error") or body.get("error") or {}

@@ -5,22 +5,26 @@ answered (a success in the response store) are not sent again; identical request
 once. Every response is stored the moment it arrives; a request that still fails after its attempts is
 stored as a failure (error class, message, attempts) and is retried by the next run. Authentication
 and permission errors stop the batch at once rather than failing every request one by one.
+
+Three things stop a batch cleanly, with every answer received stored and nothing recorded as failed
+that was not asked: connections refused one after another (`EndpointUnreachable`, retried by the
+task), an outage longer than `retry.max_outage_s` (`EndpointDown`, see lion_core.llm.health) and a
+spending cap (`BudgetExhausted`, see lion_core.llm.budget). A paid reply of no use (`UnusableReply`)
+is retried at most `retry.max_unusable_replies` times over the request's whole life, then recorded as
+failed and left alone unless the gateway is told to `retry_failed`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import openai
-import pydantic
 
 # The HTTP response type the OpenAI SDK hands back from `client.post(..., cast_to=...)`: httpx2's from
 # openai 3 on, httpx's before (either may be installed beside the other).
@@ -30,20 +34,28 @@ else:  # pragma: no cover - the pinned SDK is 3.x
     from httpx import Response as HttpResponse
 
 from lion_core.config import EMBEDDED, ApiRole
-from lion_core.errors import ConfigError, LionError
+from lion_core.errors import ConfigError, EndpointDown, LionError
 from lion_core.llm.accounting import Accounting
+from lion_core.llm.budget import Budget, cost_usd, worst_case_usd
+from lion_core.llm.health import Breaker, Outage, server_error
 from lion_core.llm.loop import run_shared
 from lion_core.llm.progress import Progress
-from lion_core.llm.ratelimit import RateLimiter, retry_after_seconds
+from lion_core.llm.ratelimit import RateLimiter
+from lion_core.llm.replies import (  # noqa: F401 - MalformedResponse, parse_completion, scrub: imported from here too
+    NO_KEY,
+    MalformedResponse,
+    UnusableReply,
+    classify,
+    parse_completion,
+    scrub,
+    truncate,
+)
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 
-_CONTEXT_OVERFLOW = re.compile(
-    r"context[_ ]length|maximum context|context window|too many tokens|prompt is too long|reduce the length",
-    re.IGNORECASE,
-)
-_KEY_LIKE = re.compile(r"\b(sk-|sk_)[A-Za-z0-9_\-*]{4,}")
-NO_KEY = "no-key"  # the SDK wants some key; local endpoints ignore it
+LEARNT_RPM: dict[tuple[str, str, int], float] = {}
+"""The level an adaptive limiter settled at, per endpoint, model and ceiling: the next batch of this process
+to the same endpoint starts there (every shard of a stage is a batch of its own)."""
 
 
 class EndpointRejected(LionError):
@@ -56,30 +68,8 @@ class EndpointUnreachable(LionError):
 
 
 class _NotSent(Exception):
-    """The breaker opened before this request's first attempt: it stays unsent, not failed."""
-
-
-class _Breaker:
-    """Counts connection failures in a row across a batch's workers; any answer from the server,
-    even an error status, shows it is reachable and resets the count."""
-
-    def __init__(self, threshold: int):
-        self.threshold, self.streak, self.last = threshold, 0, ""
-
-    @property
-    def open(self) -> bool:
-        return self.streak >= self.threshold
-
-    def record(self, err: BaseException | None, message: str = "") -> None:
-        if err is None or not isinstance(err, openai.APIConnectionError):
-            self.streak = 0
-        elif not isinstance(err, openai.APITimeoutError):  # slow is not down
-            self.streak += 1
-            self.last = f"{type(err).__name__}: {message}"
-
-
-class MalformedResponse(Exception):
-    """A 2xx answer that is not a usable chat completion."""
+    """The batch stopped (the breaker opened, a cap was reached) before this request went: it stays
+    unsent, not failed."""
 
 
 @dataclass(frozen=True)
@@ -119,73 +109,6 @@ class Endpoint:
                    config=cfg, api_key=key)
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    retryable: bool
-    retry_after: float | None = None
-    context_overflow: bool = False
-    fatal: bool = False
-    throttled: bool = False
-    """The server asked us to slow down: a 429, or a 503/529 that says it is overloaded."""
-
-
-def classify(err: BaseException) -> _Outcome:
-    """Which failures are worth another attempt."""
-    if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return _Outcome(retryable=False, fatal=True)
-    if isinstance(err, openai.APIStatusError):
-        headers = err.response.headers if err.response is not None else {}
-        retry_after = retry_after_seconds(headers)
-        if isinstance(err, openai.RateLimitError):
-            # OpenAI also answers 429 when the account has no quota left: waiting will not fix that.
-            quota = getattr(err, "code", None) == "insufficient_quota"
-            return _Outcome(retryable=not quota, retry_after=retry_after, throttled=not quota)
-        if err.status_code >= 500 or err.status_code in (408, 409, 425):
-            overloaded = err.status_code == 529 or (err.status_code == 503 and "overload" in str(err.message).lower())
-            return _Outcome(retryable=True, retry_after=retry_after, throttled=overloaded)
-        if err.status_code in (400, 413, 422) and _CONTEXT_OVERFLOW.search(f"{getattr(err, 'code', '')} {err.message}"):
-            return _Outcome(retryable=False, context_overflow=True)
-        return _Outcome(retryable=False)
-    if isinstance(err, (openai.APIConnectionError, openai.APIResponseValidationError, MalformedResponse,
-                        json.JSONDecodeError, UnicodeDecodeError, pydantic.ValidationError)):
-        return _Outcome(retryable=True)  # timeouts, resets, garbage bodies
-    return _Outcome(retryable=False)
-
-
-def scrub(message: str, api_key: str) -> str:
-    """Error texts can echo (part of) a key; none of it may reach the store or a log."""
-    if api_key and api_key != NO_KEY:
-        message = message.replace(api_key, "***")
-    return _KEY_LIKE.sub("sk-***", message)
-
-
-def truncate(request: ChatRequest, keep_fraction: float) -> ChatRequest:
-    """Cut the longest message to `keep_fraction` of its characters (its start is kept)."""
-    i = max(range(len(request.messages)), key=lambda j: len(request.messages[j][1]))
-    role, content = request.messages[i]
-    msgs = list(request.messages)
-    msgs[i] = (role, content[: int(len(content) * keep_fraction)])
-    return replace(request, messages=tuple(msgs))
-
-
-def parse_completion(body: Any) -> tuple[str, str | None, int, int]:
-    """Text, finish reason and token counts of a chat completion's JSON body; anything else is malformed."""
-    choices = body.get("choices") if isinstance(body, dict) else None
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise MalformedResponse("response has no choices")
-    message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else None
-    finish = choices[0].get("finish_reason")
-    if not isinstance(text, str) or not text.strip():
-        raise MalformedResponse(f"empty completion (finish_reason {finish!r})")
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    try:
-        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    except (TypeError, ValueError):
-        raise MalformedResponse(f"usage is not a pair of token counts: {usage!r}") from None
-    return text, finish if isinstance(finish, str) else None, pt, ct
-
-
 class ChatGateway(Protocol):
     """What a stage needs of a gateway, whichever answers it: `Gateway` (the endpoint, live),
     `lion_prefect.slots.SlottedGateway` (the same, holding a slot of the key's limit per chunk) or
@@ -202,13 +125,17 @@ class ChatGateway(Protocol):
 
 class Gateway:
     """One endpoint's client. One batch at a time per endpoint in a process; across processes, shard
-    tasks share budgets through the orchestrator's concurrency limits."""
+    tasks share budgets through the orchestrator's concurrency limits. `budget` keeps the run's spend
+    (and its caps, when it has any); `retry_failed` sends again the requests whose unusable-reply
+    budget is spent, with as many more."""
 
     def __init__(self, endpoint: Endpoint, store: ResponseStore, accounting: Accounting | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, budget: Budget | None = None, retry_failed: bool = False):
         self.endpoint = endpoint
         self.store = store
         self.accounting = accounting or Accounting()
+        self.budget = budget
+        self.retry_failed = retry_failed
         self._rng = rng or random.Random()
 
     def run_sync(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
@@ -233,20 +160,30 @@ class Gateway:
                 todo.put_nowait(k)
         fatal: list[BaseException] = []
         limits, retry = ep.config.rate_limits, ep.config.retry
-        limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
+        limiter = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute, adaptive=limits.adaptive,
+                              name=f"{ep.role}/{stage}")
+        learnt = (ep.base_url, ep.api_model, limits.requests_per_minute)
+        if learnt in LEARNT_RPM:
+            limiter.start_at(LEARNT_RPM[learnt])
+        progress.level = limiter.level_text
         call = StoredCall(role=ep.role, stage=stage, endpoint=ep.endpoint_id, model=ep.model)
-        breaker = _Breaker(retry.unreachable_after)
+        breaker = Breaker(retry.unreachable_after)
+        outage = Outage(f"{ep.role}/{stage}", retry.outage_after, retry.max_outage_s, retry.initial_backoff_s,
+                        retry.max_backoff_s)
+
+        def stopped() -> bool:
+            return bool(fatal) or breaker.open or bool(self.budget and self.budget.refused)
 
         async def worker(client: openai.AsyncOpenAI, limit: int | None = None) -> None:
-            while not fatal and not breaker.open and (limit is None or limit > 0):
+            while not stopped() and (limit is None or limit > 0):
                 limit = None if limit is None else limit - 1
                 try:
                     k = todo.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker)
-                except EndpointRejected as err:
+                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker, outage)
+                except (EndpointRejected, EndpointDown) as err:
                     fatal.append(err)
                     return
                 except _NotSent:
@@ -273,9 +210,14 @@ class Gateway:
                         raise
         finally:
             progress.close()
+            if limits.adaptive and limiter.backoffs:
+                LEARNT_RPM[learnt] = limiter.level_rpm
         done = sum(1 for k in unique if k in results)
         if fatal:
-            raise EndpointRejected(f"{fatal[0]} ({done} of {len(unique)} requests answered or recorded; the rest not sent)")
+            err = fatal[0]
+            raise type(err)(f"{err} ({done} of {len(unique)} requests answered or recorded; the rest not sent)")
+        if self.budget and self.budget.refused:
+            raise self.budget.exhausted(done, len(unique))
         if breaker.open:
             raise EndpointUnreachable(
                 f"{ep.role}: {ep.base_url} is unreachable: {breaker.streak} connection failures in a row (last "
@@ -283,69 +225,107 @@ class Gateway:
         return [replace(results[k], tag=r.tag) for k, r in zip(keys, requests)]
 
     async def _ask(self, client: openai.AsyncOpenAI, limiter: RateLimiter, call: StoredCall, key: str,
-                   request: ChatRequest, stage: str, breaker: _Breaker) -> ChatResult:
+                   request: ChatRequest, stage: str, breaker: Breaker, outage: Outage) -> ChatResult:
         ep, cfg = self.endpoint, self.endpoint.config
         usage = self.accounting.row(ep.role, stage)
-        prior = self.store.previous_attempts(key)
+        prior, prior_unusable, last_class, last_message = self.store.previous(key)
+        allowance = cfg.retry.max_unusable_replies + (prior_unusable if self.retry_failed else 0)
+        if prior_unusable >= allowance:  # paid for often enough: it stays failed, unless retry_failed
+            usage.failures += 1
+            return ChatResult(key=key, ok=False, attempts=prior, error_class=last_class, error_message=last_message,
+                              unusable=prior_unusable, cached=True)
         current, truncated = request, False
-        attempts, error_class, error_message = 0, "", ""
+        attempts, unusable, error_class, error_message = 0, 0, "", ""
+        reply_tokens = self.budget.config.estimated_reply_tokens if self.budget else 0
         while attempts < cfg.retry.max_attempts:
-            est = current.estimated_tokens()
-            await limiter.acquire(est)
-            if breaker.open:
-                limiter.settle(est, 0)
-                if not attempts:
-                    raise _NotSent
-                break  # recorded below as the failure it was
-            attempts += 1
-            usage.calls += 1
-            usage.retries += attempts > 1
-            started = time.monotonic()
+            probe = await outage.admit()
             try:
-                body: dict[str, Any] = {"model": ep.api_model, "messages": current.api_messages(),
-                                        "temperature": current.temperature, "top_p": current.top_p}
-                if current.max_tokens is not None:
-                    body["max_tokens"] = current.max_tokens
-                # The SDK's documented raw POST: its HTTP client, auth, timeouts and error statuses (raised
-                # as openai.APIStatusError), without its typed parameter transform and response model,
-                # which cost a sixth of the gateway's CPU at a few hundred requests a second.
-                raw = await client.post("/chat/completions", cast_to=HttpResponse, body=body)
-                limiter.observe(raw.headers)
-                text, finish, pt, ct = parse_completion(raw.json())
-            except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
-                limiter.settle(est, 0)
-                outcome = classify(err)
-                error_class = type(err).__name__
-                error_message = scrub(str(err), ep.api_key)[:2000]
-                breaker.record(err, error_message)
-                if outcome.fatal:
-                    raise EndpointRejected(
-                        f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
-                if outcome.context_overflow and cfg.context_overflow == "truncate" and not truncated:
-                    current, truncated = truncate(current, cfg.truncate_keep_fraction), True
+                est = current.estimated_tokens()
+                await limiter.acquire(est)
+                reserved = worst_case_usd(current, cfg.price, reply_tokens)
+                if breaker.open or (self.budget and not self.budget.reserve(reserved)):
+                    limiter.settle(est, 0)
+                    if not attempts or not breaker.open:
+                        raise _NotSent
+                    break  # recorded below as the failure it was
+                attempts += 1
+                usage.calls += 1
+                usage.retries += attempts > 1
+                started = time.monotonic()
+                try:
+                    body: dict[str, Any] = {"model": ep.api_model, "messages": current.api_messages(),
+                                            "temperature": current.temperature, "top_p": current.top_p}
+                    if current.max_tokens is not None:
+                        body["max_tokens"] = current.max_tokens
+                    # The SDK's documented raw POST: its HTTP client, auth, timeouts and error statuses (raised
+                    # as openai.APIStatusError), without its typed parameter transform and response model,
+                    # which cost a sixth of the gateway's CPU at a few hundred requests a second.
+                    raw = await client.post("/chat/completions", cast_to=HttpResponse, body=body)
+                    limiter.observe(raw.headers)
+                    text, finish, pt, ct = parse_completion(raw.json(), cfg.retry.invalid_finish_reasons)
+                except UnusableReply as err:  # paid for, of no use: counted, and retried on a budget of its own
+                    pt, ct = err.prompt_tokens, err.completion_tokens
+                    self._paid(stage, reserved, pt, ct, est, limiter)
+                    breaker.record(None)
+                    outage.record(None)
+                    unusable += 1
+                    error_class, error_message = type(err).__name__, scrub(str(err), ep.api_key)[:2000]
+                    if prior_unusable + unusable >= allowance:
+                        break
+                    await asyncio.sleep(self._backoff(attempts, None))
                     continue
-                if not outcome.retryable or breaker.open:
-                    break
-                if outcome.throttled:
-                    limiter.on_throttle()
-                if outcome.retry_after is not None:
-                    limiter.pause(outcome.retry_after)
-                if attempts < cfg.retry.max_attempts:
-                    await asyncio.sleep(self._backoff(attempts, outcome.retry_after))
-                continue
-            limiter.settle(est, pt + ct if pt + ct else est)
+                except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
+                    limiter.settle(est, 0)
+                    if self.budget:
+                        self.budget.settle(reserved, None)
+                    outcome = classify(err)
+                    error_class = type(err).__name__
+                    error_message = scrub(str(err), ep.api_key)[:2000]
+                    breaker.record(err, error_message)
+                    outage.record(err, error_message)
+                    if outcome.fatal:
+                        raise EndpointRejected(
+                            f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
+                    if outage.down and server_error(err):
+                        attempts -= 1  # the endpoint is down, not this request: the attempt is not its own
+                        continue
+                    if outcome.context_overflow and cfg.context_overflow == "truncate" and not truncated:
+                        current, truncated = truncate(current, cfg.truncate_keep_fraction), True
+                        continue
+                    if not outcome.retryable or breaker.open:
+                        break
+                    if outcome.throttled:
+                        limiter.on_throttle()
+                    if outcome.retry_after is not None:
+                        limiter.pause(outcome.retry_after)
+                    if attempts < cfg.retry.max_attempts:
+                        await asyncio.sleep(self._backoff(attempts, outcome.retry_after))
+                    continue
+            finally:
+                if probe:
+                    outage.probe_done()
+            self._paid(stage, reserved, pt, ct, est, limiter)
             limiter.on_success()
             breaker.record(None)
+            outage.record(None)
             result = ChatResult(key=key, ok=True, text=text, finish_reason=finish, prompt_tokens=pt,
-                                completion_tokens=ct, attempts=prior + attempts, truncated=truncated)
+                                completion_tokens=ct, attempts=prior + attempts, truncated=truncated,
+                                unusable=prior_unusable + unusable)
             self.store.put_success(call, request, result, latency_s=time.monotonic() - started)
-            self.accounting.add_tokens(ep.role, stage, pt, ct, cfg.price)
             return result
         usage.failures += 1
         result = ChatResult(key=key, ok=False, attempts=prior + attempts, error_class=error_class,
-                            error_message=error_message, truncated=truncated)
+                            error_message=error_message, truncated=truncated, unusable=prior_unusable + unusable)
         self.store.put_failure(call, request, result)
         return result
+
+    def _paid(self, stage: str, reserved: float, pt: int, ct: int, est: int, limiter: RateLimiter) -> None:
+        """A reply came with a bill: the limiter, the accounting and the run's spend learn what it cost."""
+        ep = self.endpoint
+        limiter.settle(est, pt + ct if pt + ct else est)
+        self.accounting.add_tokens(ep.role, stage, pt, ct, ep.config.price)
+        if self.budget:
+            self.budget.settle(reserved, cost_usd(pt, ct, ep.config.price))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 log = logging.getLogger("lion.gateway")
@@ -14,6 +15,8 @@ class Progress:
     def __init__(self, total: int, label: str, stream: TextIO | None = None, interval_s: float = 15.0):
         self.total, self.label, self.interval_s = total, label, interval_s
         self.done = self.failed = self.cached = 0
+        self.level: Callable[[], str] | None = None
+        """What the rate limiter lets out now ("612/1800 rpm"), asked for as the bar or a log line is drawn."""
         self._start = self._last_log = time.monotonic()
         stream = stream or sys.stderr
         self._bar = None
@@ -28,7 +31,8 @@ class Progress:
         self.cached += cached
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(failed=self.failed, cached=self.cached, refresh=False)
+            extra = {"level": self.level()} if self.level is not None else {}
+            self._bar.set_postfix(failed=self.failed, cached=self.cached, **extra, refresh=False)
         elif time.monotonic() - self._last_log >= self.interval_s:
             self._last_log = time.monotonic()
             log.info(self.line())
@@ -39,8 +43,9 @@ class Progress:
         rate = live / elapsed
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         eta_s = f"{eta:.0f}s" if eta != float("inf") else "?"
+        level = f", level {self.level()}" if self.level is not None else ""
         return (f"{self.label}: {self.done}/{self.total} done ({self.failed} failed, {self.cached} from store), "
-                f"{rate:.2f} req/s, ETA {eta_s}")
+                f"{rate:.2f} req/s{level}, ETA {eta_s}")
 
     def close(self) -> None:
         if self._bar is not None:

@@ -20,6 +20,7 @@ import openai
 from lion_core.errors import LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.batches import BatchRunner
+from lion_core.llm.budget import Budget
 from lion_core.llm.gateway import ChatGateway, Endpoint
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
@@ -79,12 +80,12 @@ def batch_client(endpoint: Endpoint) -> openai.OpenAI:
 
 
 def batch_runner(endpoint: Endpoint, store: ResponseStore, stage: str, accounting: Accounting | None = None,
-                 client: openai.OpenAI | None = None) -> BatchRunner:
+                 client: openai.OpenAI | None = None, budget: Budget | None = None) -> BatchRunner:
     """The role's BatchRunner on the run's response store; input files wait in `<store>.batches/`."""
     call = StoredCall(role=endpoint.role, stage=stage, endpoint=endpoint.endpoint_id, model=endpoint.model)
     folder = Path(f"{store.path}.batches")
     return BatchRunner(client or batch_client(endpoint), store, call, endpoint.api_model, endpoint.config.batch,
-                       folder, accounting=accounting, price=endpoint.config.batch_price())
+                       folder, accounting=accounting, price=endpoint.config.batch_price(), budget=budget)
 
 
 def batch_pass(replay: Callable[[ChatGateway], object], endpoint: Endpoint, store: ResponseStore, runner: BatchRunner,

@@ -65,4 +65,6 @@ class ChatResult:
     """Served from the response store: no call was made for it now."""
     truncated: bool = False
     """The prompt was cut after a context-length error."""
+    unusable: int = 0
+    """Paid replies that could not be used (empty, or an invalid finish reason), over every run."""
     tag: str = ""

@@ -10,8 +10,9 @@ Durability: with WAL and synchronous=NORMAL a committed row survives the process
 (kill -9, OOM), because it is in the WAL file before commit returns; only an OS crash or power cut may
 lose the last commits. `durable=True` switches to synchronous=FULL (an fsync per response).
 
-A row is `ok` (with the text) or `failed` (error class, message, attempts); an `ok` row is never
-overwritten, a `failed` row is replaced by a later success. The API key is never stored: the key of a
+A row is `ok` (with the text) or `failed` (error class, message, attempts, and the paid replies that
+could not be used); an `ok` row is never overwritten, a `failed` row is replaced by a later success. The
+`spend` table keeps what each run has paid per role, for its budget cap. The API key is never stored: the key of a
 row is a hash of endpoint, model, messages and sampling parameters only.
 """
 
@@ -50,7 +51,17 @@ CREATE TABLE IF NOT EXISTS responses (
     CHECK (status != 'ok' OR text IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS responses_role_stage ON responses (role, stage, status);
+CREATE TABLE IF NOT EXISTS spend (
+    run TEXT NOT NULL,
+    role TEXT NOT NULL,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    paid_calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run, role)
+);
 """
+# Columns added after the first release, with what older rows hold: a store made by older code gains them
+# when it is opened.
+_ADDED_COLUMNS = {"unusable": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def _now() -> str:
@@ -82,6 +93,10 @@ class ResponseStore:
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA busy_timeout=60000")
             self._db.executescript(_SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(responses)")}
+            for column, decl in _ADDED_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE responses ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self._db.close()
@@ -123,6 +138,25 @@ class ResponseStore:
         r = self._db.execute("SELECT attempts FROM responses WHERE key = ?", (key,)).fetchone()
         return int(r[0]) if r else 0
 
+    def previous(self, key: str) -> tuple[int, int, str | None, str | None]:
+        """Attempts and paid unusable replies so far, and the last failure's class and message."""
+        r = self._db.execute("SELECT attempts, unusable, error_class, error_message FROM responses WHERE key = ?",
+                             (key,)).fetchone()
+        return (int(r[0]), int(r[1]), r[2], r[3]) if r else (0, 0, None, None)
+
+    def spent(self, run: str) -> dict[str, float]:
+        """What `run` has paid so far, per role (every paid reply, usable or not)."""
+        return dict(self._db.execute("SELECT role, cost_usd FROM spend WHERE run = ?", (run,)).fetchall())
+
+    def paid_calls(self, run: str) -> dict[str, int]:
+        return dict(self._db.execute("SELECT role, paid_calls FROM spend WHERE run = ?", (run,)).fetchall())
+
+    def add_spend(self, run: str, role: str, cost_usd: float) -> None:
+        self._db.execute(
+            """INSERT INTO spend (run, role, cost_usd, paid_calls) VALUES (?, ?, ?, 1)
+               ON CONFLICT(run, role) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd,
+                   paid_calls = paid_calls + 1""", (run, role, cost_usd))
+
     # -- writes ------------------------------------------------------------------------------------
     def put_success(self, call: StoredCall, request: ChatRequest, result: ChatResult, latency_s: float) -> None:
         if result.text is None:
@@ -148,15 +182,15 @@ class ResponseStore:
         now = _now()
         self._db.execute(
             """INSERT INTO responses (key, status, role, stage, endpoint, model, request, attempts,
-                   error_class, error_message, truncated, created_at, updated_at)
-               VALUES (?, 'failed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   error_class, error_message, truncated, unusable, created_at, updated_at)
+               VALUES (?, 'failed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(key) DO UPDATE SET
                    attempts = excluded.attempts, error_class = excluded.error_class,
                    error_message = excluded.error_message, truncated = excluded.truncated,
-                   updated_at = excluded.updated_at
+                   unusable = excluded.unusable, updated_at = excluded.updated_at
                WHERE responses.status = 'failed'""",
             (result.key, call.role, call.stage, call.endpoint, call.model, _request_json(request), result.attempts,
-             result.error_class, result.error_message, int(result.truncated), now, now),
+             result.error_class, result.error_message, int(result.truncated), result.unusable, now, now),
         )
 
 

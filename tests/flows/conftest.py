@@ -23,7 +23,8 @@ def write_flow_config(folder: Path, api_url: str, student: Path, *, n_seeds: int
     api = {"base_url": api_url, "model": "fake-model", "api_key_env": api_key_env,
            "sampling": {"temperature": 0.7, "max_tokens": 32},
            "rate_limits": {"requests_per_minute": 6000, "tokens_per_minute": 10_000_000, "max_concurrency": 4},
-           "retry": {"max_attempts": 2, "initial_backoff_s": 0.05, "max_backoff_s": 0.1, "request_timeout_s": 10}}
+           "retry": {"max_attempts": 2, "initial_backoff_s": 0.05, "max_backoff_s": 0.1, "request_timeout_s": 10,
+                     "outage_after": 1, "max_outage_s": 1}}
     data = {
         "teacher": api, "referee": {**api, "max_reasks": 1}, "generator": {**api, "sampling": {"temperature": 1.0}},
         "student": {"model": str(student), "prompt_format": "alpaca", "dtype": "float32",

@@ -12,6 +12,7 @@ import yaml
 from prefect.settings import temporary_settings
 
 from flows.lion import lion
+from lion_core.errors import EndpointDown
 from lion_core.store import RunStore
 from tests.fault_server import FaultPlan, FaultServer
 from tests.flows.conftest import write_flow_config
@@ -36,7 +37,7 @@ def test_a_run_on_s3_resumes_from_its_remote_task_results(prefect_harness, tiny_
         data["orchestration"]["result_storage"] = f"{prefix}/prefect-results"
         config.write_text(yaml.safe_dump(data, sort_keys=False))
         started = datetime.now(timezone.utc)
-        with pytest.raises(Exception, match="requests failed after retries"):
+        with pytest.raises(EndpointDown, match="retry.max_outage_s"):
             lion(config_path=str(config), run_id="remote")
         first = task_runs(since=started)
         results = s3.find(f"{prefix}/prefect-results")

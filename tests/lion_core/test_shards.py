@@ -1,14 +1,14 @@
-"""Shards of a pool, the failure threshold of a shard, and the merge of the parts in row order."""
+"""Shards of a pool, the failure threshold of a stage, and the merge of the parts in row order."""
 
 import pyarrow as pa
 import pytest
 
 from lion_core.discrimination.judging import JUDGMENTS_SCHEMA, JUDGMENTS_SCHEMA_VERSION
-from lion_core.errors import ShardIncomplete
+from lion_core.errors import StageIncomplete
 from lion_core.imitation.answers import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION, AnswerRow
 from lion_core.merge import merge_parts, part_format
 from lion_core.rows import to_table
-from lion_core.shards import check_failures, shard_bounds
+from lion_core.shards import check_stage_failures, shard_bounds
 
 
 def test_shard_bounds_cover_every_row_once():
@@ -17,11 +17,11 @@ def test_shard_bounds_cover_every_row_once():
     assert shard_bounds(8, 4) == [(0, 4), (4, 8)]
 
 
-def test_a_shard_fails_only_beyond_the_allowed_fraction():
-    check_failures(1, 10, 0.1, "rows 0-10")
-    check_failures(0, 0, 0.0, "an empty shard")
-    with pytest.raises(ShardIncomplete, match="rows 0-10: 2 of 10 requests failed"):
-        check_failures(2, 10, 0.1, "rows 0-10")
+def test_a_stage_fails_only_beyond_the_allowed_fraction():
+    check_stage_failures(1, 10, 0.1, "iteration 0 judgments")
+    check_stage_failures(0, 0, 0.0, "an empty stage")
+    with pytest.raises(StageIncomplete, match="iteration 0 judgments: 2 of 10 items have no answer after every retry"):
+        check_stage_failures(2, 10, 0.1, "iteration 0 judgments")
 
 
 def test_parts_merge_in_row_order_into_the_table_of_their_kind(tmp_path):

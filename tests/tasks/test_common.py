@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lion_core.config import parse_config
-from lion_core.errors import ConfigError, IntegrityError, ShardIncomplete
+from lion_core.errors import ConfigError, IntegrityError, ShardIncomplete, StageIncomplete
 from lion_core.llm.gateway import EndpointRejected, EndpointUnreachable
 from lion_core.store import PoolRef
 from lion_core.student.launch import TrainingError
@@ -53,7 +53,8 @@ def test_data_objects_are_refused_as_task_inputs():
 
 
 @pytest.mark.parametrize("error, retry", [
-    (ShardIncomplete("3 of 4 failed"), True), (TrainingError("rank died"), True), (OSError("disk"), True),
+    (ShardIncomplete("3 of 4 failed"), True), (StageIncomplete("3 of 40 items"), True),
+    (TrainingError("rank died"), True), (OSError("disk"), True),
     (ConnectionError("reset"), True), (EndpointUnreachable("refused"), True), (ConfigError("bad field"), False),
     (IntegrityError("hash"), False), (EndpointRejected("bad key"), False),
 ])

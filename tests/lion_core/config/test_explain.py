@@ -23,7 +23,7 @@ HEAD = re.compile(r"^(\S+): ", re.MULTILINE)  # a leaf's first line: `path: type
 def _flatten(data: dict, prefix: str = "") -> set[str]:
     out = set()
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (budget.per_role) is a leaf
             out |= _flatten(value, f"{prefix}{key}.")
         else:
             out.add(f"{prefix}{key}")
@@ -113,7 +113,8 @@ def test_explain_one_leaf():
 def test_explain_a_section_shows_only_that_section():
     text = explain("teacher.rate_limits")
     assert set(HEAD.findall(text)) == {f"teacher.rate_limits.{f}" for f in
-                                       ("requests_per_minute", "tokens_per_minute", "max_concurrency")}
+                                       ("requests_per_minute", "tokens_per_minute", "max_concurrency",
+                                        "adaptive")}
     assert text.startswith("[teacher.rate_limits]")
     teacher = set(HEAD.findall(explain("teacher")))
     assert teacher == {p for p in LEAVES if p.startswith("teacher.")}

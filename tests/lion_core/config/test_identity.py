@@ -19,7 +19,7 @@ PINNED_OPERATIONS = {
       for field in ("base_url", "api_key_env", "rate_limits", "retry", "price", "mode", "batch")),
     "training.timeout_s", "training.hostfile", "training.master_addr", "training.master_port",
     "training.multinode_launcher", "training.deepspeed_config", "evaluation.eval_set", "data.seed",
-    "storage", "orchestration", "evaluation.output_root",
+    "storage", "orchestration", "evaluation.output_root", "budget",
 }
 PINNED_PATH_FIELDS = {
     "data.seed", "training.deepspeed_config", "training.hostfile", "evaluation.eval_set", "evaluation.output_root",

@@ -21,7 +21,9 @@ from lion_core.llm.progress import Progress
 from tests.fault_server import FaultPlan, FaultServer
 from tests.helpers import FaultServerProcess
 
-FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2, request_timeout_s=1.0)
+# outage_after: these tests count each request's own attempts; tests of outages set it themselves
+FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.02, max_backoff_s=0.2, request_timeout_s=1.0,
+                         outage_after=1000)
 
 
 def _endpoint(url, *, retry=FAST_RETRY, concurrency=8, api_key="no-key", **kw):
