@@ -29,7 +29,7 @@ from lion_core.store import RunStore, validate_run_id
 from lion_prefect.orphans import crash_orphaned_runs
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
-from tasks.pools import open_run
+from tasks.pools import grant_unusable_again, open_run
 from tasks.report import publish_final_report
 from tasks.results import result_storage
 
@@ -81,6 +81,9 @@ def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int,
     final imitation, the evaluation and the export."""
     logger = get_run_logger()
     opened = open_run(config, run_id, seed)
+    if retry_failed:
+        logger.info("--retry-failed: %d request(s) given up for their unusable replies get a fresh budget",
+                    grant_unusable_again(config))
     ensure_limits(config)
     # Task results of every iteration go where a retry in a fresh container finds them.
     storage = result_storage(config)

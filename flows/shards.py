@@ -68,7 +68,7 @@ def settle_failures(task_obj: Task, ctx: RunContext, label: str, shards: list[Sh
         time.sleep(delay)
         again(retryable)
     check_stage_failures(sum(r.failed for r in results), total, o.max_failed_fraction,
-                         f"iteration {shards[0].k} {label}" if shards else label)
+                         f"iteration {shards[0].k} {label}" if shards else label, final=sum(r.final for r in results))
     return results
 
 

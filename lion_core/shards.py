@@ -55,11 +55,14 @@ def too_many_failed(n_failed: int, n: int, max_fraction: float) -> bool:
     return bool(n) and n_failed / n > max_fraction
 
 
-def check_stage_failures(n_failed: int, n: int, max_fraction: float, what: str) -> None:
+def check_stage_failures(n_failed: int, n: int, max_fraction: float, what: str, final: int = 0) -> None:
     if too_many_failed(n_failed, n, max_fraction):
+        given_up = (f"; {final} of them were given up after their unusable replies (empty, refused): a resume "
+                    f"leaves those, `lion run --resume RUN --retry-failed` asks them again, or raise "
+                    f"orchestration.max_failed_fraction to go on without them") if final else ""
         raise StageIncomplete(f"{what}: {n_failed} of {n} items have no answer after every retry (allowed: "
                               f"{max_fraction:.0%}, orchestration.max_failed_fraction); the failures are recorded "
-                              f"with their reasons, and a resume sends only those")
+                              f"with their reasons, and a resume sends the others again{given_up}")
 
 
 def committed(store: RunStore, k: int, name: str) -> PoolRef | None:

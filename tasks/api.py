@@ -79,8 +79,7 @@ def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> Batch
             finally:
                 runner.close()
             return BatchPassResult(done=not live, batches_live=live, usage=accounting.table())
-        gateway = Gateway(endpoint, responses, accounting, budget=Budget(cfg.budget, ctx.run_id, role, responses),
-                          retry_failed=ctx.retry_failed)
+        gateway = Gateway(endpoint, responses, accounting, budget=Budget(cfg.budget, ctx.run_id, role, responses))
         interactive = SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size)
         try:
             look = look_at_batches(lambda gw: replay_requests(ctx.store(), work, gw, cfg, stage), endpoint, responses, runner,

@@ -118,8 +118,7 @@ def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[ChatGateway, Accou
             finally:
                 runner.close()
             return
-        gateway = Gateway(endpoint, responses, accounting, budget=Budget(cfg.budget, ctx.run_id, role, responses),
-                          retry_failed=ctx.retry_failed)
+        gateway = Gateway(endpoint, responses, accounting, budget=Budget(cfg.budget, ctx.run_id, role, responses))
         yield SlottedGateway(gateway, limit_name(role_config(cfg, role)), cfg.orchestration.shard_size), accounting
 
 

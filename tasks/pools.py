@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from lion_core import merge, runs
 from lion_core.config import RunConfig
 from lion_core.generation.stage import accepted_rows
 from lion_core.generation.stage import update_pools as update_pool_files
 from lion_core.imitation.training_set import imitation_inputs
+from lion_core.llm.responses import ResponseStore
 from lion_core.results import OpenedRun, Pools, TrainingInputs
 from lion_core.store import PoolRef
 from tasks.common import RunContext, input_cache_key, transient
@@ -24,6 +26,13 @@ def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedR
         get_run_logger().info("run %s resumes with changed operations settings: %s", run_id,
                               "; ".join(f"{path} {old!r} -> {new!r}" for path, old, new in opened.changed))
     return opened
+
+
+@task(name="grant-unusable-again", tags=["lion", "store"], cache_policy=NO_CACHE, **_STORE)
+def grant_unusable_again(config: RunConfig) -> int:
+    """`--retry-failed`: the requests given up for their unusable replies get a fresh budget of them."""
+    with ResponseStore(config.storage.response_store_path()) as responses:
+        return responses.grant_unusable_again()
 
 
 @task(name="merge-parts", tags=["lion", "store"], task_run_name="iter-{k}-merge-{name}", cache_key_fn=input_cache_key,

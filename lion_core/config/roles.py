@@ -83,7 +83,7 @@ class RetryPolicy(Section):
     --retry-failed` asks for it (which grants it this many more)."""
     invalid_finish_reasons: tuple[str, ...] = ("content_filter",)
     """Finish reasons that make a reply unusable although it has text (a refusal by the provider's filter);
-    add `length` where a reply cut off at max_tokens must not be kept."""
+    add `length` where a reply cut off at max_tokens must not be kept. `stop` (a finished reply) may not be one."""
     outage_after: PositiveInt = 5
     """Server errors in a row (5xx, 503 overloaded, timeouts), across a batch's requests, after which the
     endpoint counts as down: the batch stops sending and probes with one request at a time, with a
@@ -93,6 +93,15 @@ class RetryPolicy(Section):
     max_outage_s: Annotated[float, Field(gt=0)] = 1800.0
     """Seconds an outage may last before the run stops (cleanly: every answer received is kept, nothing is
     recorded as failed) with its own exit code, to be resumed with `lion run --resume` later."""
+
+    @field_validator("invalid_finish_reasons")
+    @classmethod
+    def _finish_reasons(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if "stop" in v:
+            raise ValueError("'stop' is how every finished reply ends: listed here, no reply could be used")
+        if any(not r.strip() for r in v):
+            raise ValueError("must not hold an empty finish reason")
+        return v
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RetryPolicy:

@@ -11,7 +11,7 @@ that was not asked: connections refused one after another (`EndpointUnreachable`
 task), an outage longer than `retry.max_outage_s` (`EndpointDown`, see lion_core.llm.health) and a
 spending cap (`BudgetExhausted`, see lion_core.llm.budget). A paid reply of no use (`UnusableReply`)
 is retried at most `retry.max_unusable_replies` times over the request's whole life, then recorded as
-failed and left alone unless the gateway is told to `retry_failed`.
+failed and left alone until `ResponseStore.grant_unusable_again` (`lion run --retry-failed`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from lion_core.config import EMBEDDED, ApiRole
 from lion_core.errors import ConfigError, EndpointDown, LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.budget import Budget, cost_usd, worst_case_usd
-from lion_core.llm.health import Breaker, Outage, server_error
+from lion_core.llm.health import BatchView, Breaker, Outage, server_error
 from lion_core.llm.loop import run_shared
 from lion_core.llm.progress import Progress
 from lion_core.llm.ratelimit import RateLimiter
@@ -53,9 +53,12 @@ from lion_core.llm.replies import (  # noqa: F401 - MalformedResponse, parse_com
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 
-LEARNT_RPM: dict[tuple[str, str, int], float] = {}
-"""The level an adaptive limiter settled at, per endpoint, model and ceiling: the next batch of this process
-to the same endpoint starts there (every shard of a stage is a batch of its own)."""
+LEARNT_RPM: dict[tuple[str, str, int], tuple[float, float]] = {}
+"""Where an adaptive limiter ended (its level and the level it last backed off from), per endpoint, model and
+ceiling: the next batch of this process to the same endpoint starts there (every shard of a stage is a
+batch of its own)."""
+OUTAGES: dict[tuple[int, str, str], Outage] = {}
+"""Each endpoint's health as this process's batches see it (per process: a forked child has its own loop)."""
 
 
 class EndpointRejected(LionError):
@@ -126,16 +129,14 @@ class ChatGateway(Protocol):
 class Gateway:
     """One endpoint's client. One batch at a time per endpoint in a process; across processes, shard
     tasks share budgets through the orchestrator's concurrency limits. `budget` keeps the run's spend
-    (and its caps, when it has any); `retry_failed` sends again the requests whose unusable-reply
-    budget is spent, with as many more."""
+    (and its caps, when it has any)."""
 
     def __init__(self, endpoint: Endpoint, store: ResponseStore, accounting: Accounting | None = None,
-                 rng: random.Random | None = None, budget: Budget | None = None, retry_failed: bool = False):
+                 rng: random.Random | None = None, budget: Budget | None = None):
         self.endpoint = endpoint
         self.store = store
         self.accounting = accounting or Accounting()
         self.budget = budget
-        self.retry_failed = retry_failed
         self._rng = rng or random.Random()
 
     def run_sync(self, requests: Sequence[ChatRequest], stage: str) -> list[ChatResult]:
@@ -164,15 +165,18 @@ class Gateway:
                               name=f"{ep.role}/{stage}")
         learnt = (ep.base_url, ep.api_model, limits.requests_per_minute)
         if learnt in LEARNT_RPM:
-            limiter.start_at(LEARNT_RPM[learnt])
+            limiter.start_at(*LEARNT_RPM[learnt])
         progress.level = limiter.level_text
         call = StoredCall(role=ep.role, stage=stage, endpoint=ep.endpoint_id, model=ep.model)
         breaker = Breaker(retry.unreachable_after)
-        outage = Outage(f"{ep.role}/{stage}", retry.outage_after, retry.max_outage_s, retry.initial_backoff_s,
-                        retry.max_backoff_s)
+        outage = OUTAGES.setdefault((os.getpid(), ep.base_url, ep.api_model), Outage(
+            f"{ep.role} at {ep.base_url}", retry.outage_after, retry.max_outage_s, retry.initial_backoff_s,
+            retry.max_backoff_s))
 
         def stopped() -> bool:
             return bool(fatal) or breaker.open or bool(self.budget and self.budget.refused)
+
+        batch = BatchView(stopped)
 
         async def worker(client: openai.AsyncOpenAI, limit: int | None = None) -> None:
             while not stopped() and (limit is None or limit > 0):
@@ -182,7 +186,7 @@ class Gateway:
                 except asyncio.QueueEmpty:
                     return
                 try:
-                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker, outage)
+                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker, (outage, batch))
                 except (EndpointRejected, EndpointDown) as err:
                     fatal.append(err)
                     return
@@ -210,8 +214,8 @@ class Gateway:
                         raise
         finally:
             progress.close()
-            if limits.adaptive and limiter.backoffs:
-                LEARNT_RPM[learnt] = limiter.level_rpm
+            if limits.adaptive:
+                LEARNT_RPM[learnt] = limiter.learnt()
         done = sum(1 for k in unique if k in results)
         if fatal:
             err = fatal[0]
@@ -225,20 +229,24 @@ class Gateway:
         return [replace(results[k], tag=r.tag) for k, r in zip(keys, requests)]
 
     async def _ask(self, client: openai.AsyncOpenAI, limiter: RateLimiter, call: StoredCall, key: str,
-                   request: ChatRequest, stage: str, breaker: Breaker, outage: Outage) -> ChatResult:
+                   request: ChatRequest, stage: str, breaker: Breaker, health: tuple[Outage, BatchView]) -> ChatResult:
         ep, cfg = self.endpoint, self.endpoint.config
+        outage, batch = health
         usage = self.accounting.row(ep.role, stage)
         prior, prior_unusable, last_class, last_message = self.store.previous(key)
-        allowance = cfg.retry.max_unusable_replies + (prior_unusable if self.retry_failed else 0)
-        if prior_unusable >= allowance:  # paid for often enough: it stays failed, unless retry_failed
+        allowance = cfg.retry.max_unusable_replies
+        if prior_unusable >= allowance:  # paid for often enough: it stays failed (`lion run --retry-failed`)
             usage.failures += 1
             return ChatResult(key=key, ok=False, attempts=prior, error_class=last_class, error_message=last_message,
                               unusable=prior_unusable, cached=True)
         current, truncated = request, False
         attempts, unusable, error_class, error_message = 0, 0, "", ""
+        free = 0  # attempts that do not count against max_attempts: unusable replies (their own budget), outages
         reply_tokens = self.budget.config.estimated_reply_tokens if self.budget else 0
-        while attempts < cfg.retry.max_attempts:
-            probe = await outage.admit()
+        while attempts - free < cfg.retry.max_attempts:
+            probe = await outage.admit(batch)
+            if probe is None:
+                raise _NotSent
             try:
                 est = current.estimated_tokens()
                 await limiter.acquire(est)
@@ -269,10 +277,15 @@ class Gateway:
                     breaker.record(None)
                     outage.record(None)
                     unusable += 1
+                    free += 1
                     error_class, error_message = type(err).__name__, scrub(str(err), ep.api_key)[:2000]
                     if prior_unusable + unusable >= allowance:
                         break
-                    await asyncio.sleep(self._backoff(attempts, None))
+                    # kept at once: a stop before this request ends must not give it its budget again
+                    self.store.put_failure(call, request, ChatResult(
+                        key=key, ok=False, attempts=prior + attempts, error_class=error_class,
+                        error_message=error_message, truncated=truncated, unusable=prior_unusable + unusable))
+                    await asyncio.sleep(self._backoff(attempts - free + 1, None))
                     continue
                 except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
                     limiter.settle(est, 0)
@@ -287,7 +300,7 @@ class Gateway:
                         raise EndpointRejected(
                             f"{ep.role}: {ep.base_url} rejected the request: {error_class}: {error_message}") from None
                     if outage.down and server_error(err):
-                        attempts -= 1  # the endpoint is down, not this request: the attempt is not its own
+                        free += 1  # the endpoint is down, not this request: the attempt is not its own
                         continue
                     if outcome.context_overflow and cfg.context_overflow == "truncate" and not truncated:
                         current, truncated = truncate(current, cfg.truncate_keep_fraction), True
@@ -298,8 +311,8 @@ class Gateway:
                         limiter.on_throttle()
                     if outcome.retry_after is not None:
                         limiter.pause(outcome.retry_after)
-                    if attempts < cfg.retry.max_attempts:
-                        await asyncio.sleep(self._backoff(attempts, outcome.retry_after))
+                    if attempts - free < cfg.retry.max_attempts:
+                        await asyncio.sleep(self._backoff(attempts - free, outcome.retry_after))
                     continue
             finally:
                 if probe:

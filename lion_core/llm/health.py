@@ -49,11 +49,21 @@ def server_error(err: BaseException) -> bool:
     return isinstance(err, openai.APIStatusError) and err.status_code >= 500
 
 
+class BatchView:
+    """What the outage needs to know of one batch: whether it stopped, and whether it has probed since the
+    outage ran past its limit."""
+
+    def __init__(self, stopped: Callable[[], bool]):
+        self.stopped = stopped
+        self.probed_past_limit = False
+
+
 class Outage:
-    """One batch's view of its endpoint: up, or down since a moment, with one probe at a time."""
+    """An endpoint as the batches of a process see it: up, or down since a moment, with one probe at a time."""
 
     PATIENCE_S = 1.0
-    """How often a worker waiting for the end of an outage looks whether the run must stop."""
+    """How often a worker waiting for the end of an outage looks whether its batch stopped or the outage
+    ran past its limit."""
 
     def __init__(self, label: str, after: int, max_s: float, first_wait_s: float, longest_wait_s: float,
                  clock: Callable[[], float] = time.monotonic,
@@ -93,16 +103,24 @@ class Outage:
             log.warning("%s: %d server errors in a row (last %s): the endpoint counts as down; probing with one "
                         "request at a time for up to %.0f s", self.label, self.streak, self.last_error, self.max_s)
 
-    async def admit(self) -> bool:
-        """Wait until a request may go. When the endpoint is up: at once (False). When it is down: as the
-        one probe, after a wait that doubles with every probe (True; call `probe_done` after it), or never:
-        past `max_s` this raises EndpointDown."""
+    async def admit(self, batch: BatchView) -> bool | None:
+        """Wait until a request of `batch` may go. When the endpoint is up: at once (False). When it is down:
+        as the one probe, after a wait that doubles with every probe (True; call `probe_done` after it). None:
+        the batch stopped meanwhile (`batch.stopped()`), the request is not sent. Past `max_s` each batch
+        gets one probe at once (the outage is shared by the batches of a process, so a batch that starts
+        late need not wait the whole time again), then EndpointDown."""
         while self.since is not None:
+            if batch.stopped():
+                return None
             if self._clock() - self.since > self.max_s:
-                raise EndpointDown(
-                    f"{self.label}: the endpoint has answered only server errors for {self._clock() - self.since:.0f} s "
-                    f"(last {self.last_error}), longer than retry.max_outage_s ({self.max_s:.0f} s); the run stopped "
-                    f"sending. Nothing was recorded as failed: resume it when the provider is back")
+                if batch.probed_past_limit or self._probing:
+                    raise EndpointDown(
+                        f"{self.label}: the endpoint has answered only server errors for "
+                        f"{self._clock() - self.since:.0f} s (last {self.last_error}), longer than retry.max_outage_s "
+                        f"({self.max_s:.0f} s); the run stopped sending. Nothing was recorded as failed: resume it "
+                        f"when the provider is back")
+                batch.probed_past_limit = self._probing = True
+                return True
             if not self._probing:
                 self._probing = True
                 try:

@@ -226,13 +226,19 @@ class RateLimiter:
             if self._level > cap:
                 self._set_level(cap)
 
-    def start_at(self, rpm: float) -> None:
-        """Begin at a level an earlier batch to the same endpoint settled at (within floor and ceiling), as if
-        it had backed off there: a shard need not find the provider's limit again from the ceiling."""
+    def learnt(self) -> tuple[float, float]:
+        """Where this limiter ended: its level, and the level it last backed off from (`start_at`)."""
+        return self._level, self._peak
+
+    def start_at(self, rpm: float, peak: float | None = None) -> None:
+        """Begin where an earlier batch to the same endpoint ended (within floor and ceiling): at its level,
+        growing quickly back towards the level it last backed off from, as it would have. A shard need not
+        find the provider's limit again from the ceiling, nor stay below it after one 429."""
         if not self.adaptive:
             return
         level = min(self._cap, max(self._floor, rpm))
-        self._peak = self._cut_to = self._logged = level
+        self._peak = max(level, min(self._cap, peak if peak is not None else level))
+        self._cut_to = self._logged = level
         self._set_level(level)
 
     def on_success(self) -> None:

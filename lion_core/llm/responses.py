@@ -151,6 +151,11 @@ class ResponseStore:
     def paid_calls(self, run: str) -> dict[str, int]:
         return dict(self._db.execute("SELECT role, paid_calls FROM spend WHERE run = ?", (run,)).fetchall())
 
+    def grant_unusable_again(self) -> int:
+        """Give every request recorded as failed for its unusable replies a fresh budget of them (`lion run
+        --retry-failed`): the next run that needs one sends it again. How many there were."""
+        return self._db.execute("UPDATE responses SET unusable = 0 WHERE status = 'failed' AND unusable > 0").rowcount
+
     def add_spend(self, run: str, role: str, cost_usd: float) -> None:
         self._db.execute(
             """INSERT INTO spend (run, role, cost_usd, paid_calls) VALUES (?, ?, ?, 1)

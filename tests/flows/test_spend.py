@@ -98,10 +98,14 @@ def test_an_item_always_answered_empty_is_paid_at_most_its_budget_and_the_run_go
         # a resume that runs another iteration asks for the item again (its Cache Pool keeps it): not sent
         second = lion(config_path=str(config), run_id="empty", iterations=2)
         assert [s.iteration for s in second.iterations] == [0, 1]
-    assert api.stats.empty_replies[prompt] == 2
+        assert api.stats.empty_replies[prompt] == 2
+        # --retry-failed: a fresh budget, once, for the stages that run (iteration 2's Cache Pool keeps it)
+        third = lion(config_path=str(config), run_id="empty", iterations=3, retry_failed=True)
+        assert [s.iteration for s in third.iterations] == [0, 1, 2]
+    assert api.stats.empty_replies[prompt] == 4
     with sqlite3.connect(tmp_path / "responses.sqlite") as db:
         rows = db.execute("SELECT status, error_class, unusable FROM responses WHERE status = 'failed'").fetchall()
-    assert rows == [("failed", "UnusableReply", 2)]
+    assert rows == [("failed", "UnusableReply", 2)]  # its second budget spent too
     from lion_core.store import RunStore
 
     answers = RunStore(str(tmp_path / "runs"), "empty").table(0, "teacher_answers_train").to_pylist()

@@ -22,6 +22,8 @@ def test_a_stage_fails_only_beyond_the_allowed_fraction():
     check_stage_failures(0, 0, 0.0, "an empty stage")
     with pytest.raises(StageIncomplete, match="iteration 0 judgments: 2 of 10 items have no answer after every retry"):
         check_stage_failures(2, 10, 0.1, "iteration 0 judgments")
+    with pytest.raises(StageIncomplete, match="2 of them were given up .* --retry-failed"):
+        check_stage_failures(3, 10, 0.1, "iteration 0 judgments", final=2)
 
 
 def test_parts_merge_in_row_order_into_the_table_of_their_kind(tmp_path):

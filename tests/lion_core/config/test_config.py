@@ -137,6 +137,14 @@ def test_duplicate_keys_are_an_error(tmp_path):
     ("referee: {base_url: embedded, model: gpt-4}\n", "referee: model 'gpt-4' is not embedded"),
     ("evaluation: {after_run: true}\n", "evaluation: after_run needs an eval_set"),
     ("student: {keep_layers: 0}\n", "student.keep_layers"),
+    ("teacher: {retry: {invalid_finish_reasons: [stop]}}\n", "teacher.retry.invalid_finish_reasons: .*'stop'"),
+    ("referee: {retry: {max_unusable_replies: 0}}\n", "referee.retry.max_unusable_replies"),
+    ("generator: {retry: {max_outage_s: 0}}\n", "generator.retry.max_outage_s"),
+    ("budget: {max_cost_usd: -5}\n", "budget.max_cost_usd"),
+    ("budget: {per_role: {techer: 5}}\n", "budget.per_role"),
+    ("budget: {per_role: {teacher: 0}}\n", "budget.per_role.teacher"),
+    ("budget: {max_cots_usd: 5}\n", "budget.max_cots_usd"),
+    ("teacher: {rate_limits: {adaptive: maybe}}\n", "teacher.rate_limits.adaptive"),
 ])
 def test_bad_values_are_rejected(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):

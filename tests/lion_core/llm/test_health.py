@@ -10,7 +10,7 @@ import pytest
 from lion_core.config import ApiRole, RateLimits, RetryPolicy
 from lion_core.errors import EndpointDown
 from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
-from lion_core.llm.health import Outage
+from lion_core.llm.health import BatchView, Outage
 from tests.fault_server import FaultPlan, FaultServer
 
 # max_attempts 3: without outage handling, 30 s of 503s would spend every request's attempts many times over
@@ -92,20 +92,21 @@ def test_outage_opens_after_a_run_of_server_errors_and_the_first_answer_closes_i
         outage.record(None)  # an answer between errors: the run starts again
         for _ in range(2):
             outage.record(_server_error())
-        assert not outage.down and await outage.admit() is False
+        batch = BatchView(lambda: False)
+        assert not outage.down and await outage.admit(batch) is False
         outage.record(_server_error())
         assert outage.down
         waits = []
         for _ in range(4):  # each probe fails: the wait doubles up to the longest
-            assert await outage.admit() is True
+            assert await outage.admit(batch) is True
             waits.append(slept[-1])
             outage.record(_server_error())
             outage.probe_done()
         assert waits == [1, 2, 4, 4]
-        assert await outage.admit() is True
+        assert await outage.admit(batch) is True
         outage.record(None)
         outage.probe_done()
-        assert not outage.down and await outage.admit() is False
+        assert not outage.down and await outage.admit(batch) is False
 
     asyncio.run(scenario())
 
@@ -120,10 +121,40 @@ def test_outage_past_its_limit_raises():
         outage = Outage("referee/s", after=1, max_s=10, first_wait_s=4, longest_wait_s=4, clock=lambda: now[0],
                         sleep=sleep)
         outage.record(_server_error())
+        first = BatchView(lambda: False)
         with pytest.raises(EndpointDown, match="referee/s"):
             for _ in range(10):
-                await outage.admit()
+                await outage.admit(first)
                 outage.record(_server_error())
                 outage.probe_done()
+        # a batch that starts after the limit (the next shard) probes once, at once, then stops too
+        late, before = BatchView(lambda: False), now[0]
+        assert await outage.admit(late) is True and now[0] == before
+        outage.record(_server_error())
+        outage.probe_done()
+        with pytest.raises(EndpointDown):
+            await outage.admit(late)
+        # and a late batch whose probe is answered finds the endpoint up again
+        again = BatchView(lambda: False)
+        assert await outage.admit(again) is True
+        outage.record(None)
+        outage.probe_done()
+        assert await outage.admit(again) is False
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_that_stops_leaves_the_outage_queue():
+    async def scenario():
+        outage = Outage("teacher/s", after=1, max_s=100, first_wait_s=5, longest_wait_s=5)
+        outage.record(_server_error())
+        stop = []
+        batch = BatchView(lambda: bool(stop))
+        prober = asyncio.ensure_future(outage.admit(batch))  # sleeps 5 s before its probe
+        await asyncio.sleep(0)
+        waiter = asyncio.ensure_future(outage.admit(batch))
+        stop.append(True)  # the budget was refused, say
+        assert await asyncio.wait_for(waiter, 2) is None  # within PATIENCE_S, not after the outage
+        prober.cancel()
 
     asyncio.run(scenario())

@@ -260,7 +260,7 @@ def test_a_later_batch_to_the_same_endpoint_starts_at_the_level_the_last_one_set
             assert all(r.ok for r in Gateway(ep, store).run_sync(reqs, "s"))
             throttled.append(srv.stats.outcomes["429-rate"] - before)
             if batch == 0:
-                learnt = LEARNT_RPM[(srv.url, "m", 6000)]
+                learnt, _ = LEARNT_RPM[(srv.url, "m", 6000)]
                 assert learnt < 6000 / 2  # it found the server's limit well below the configured one
     assert throttled[0] > 0 and throttled[1] < throttled[0]  # the second batch did not search from the ceiling
 
@@ -276,3 +276,16 @@ def test_start_at_stays_within_floor_and_ceiling():
     fixed = RateLimiter(600, 60_000)
     fixed.start_at(100)
     assert fixed.level_rpm == 600
+
+
+def test_a_batch_started_below_an_earlier_peak_grows_back_quickly():
+    quick = RateLimiter(3600, 10**9, adaptive=True)
+    quick.start_at(1000, 3000)  # an earlier batch backed off from 3000 to 1000
+    slow = RateLimiter(3600, 10**9, adaptive=True)
+    slow.start_at(1000)  # as if it had backed off at 1000 itself
+    for _ in range(100):
+        quick.on_success()
+        slow.on_success()
+    assert quick.level_rpm == pytest.approx(1000 + 100 * ratelimit.FAST_STEP_RPM)
+    assert slow.level_rpm == pytest.approx(1000 + 100 * ratelimit.PROBE_STEP_RPM)
+    assert quick.learnt() == (quick.level_rpm, 3000)

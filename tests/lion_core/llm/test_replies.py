@@ -48,9 +48,12 @@ def test_an_always_empty_reply_is_paid_at_most_the_budget_over_reruns_then_only_
             assert not again[-1].ok and again[-1].error_class == "UnusableReply"
         assert srv.stats.empty_replies[NEVER] == 2
         assert store.row(bad.key)["status"] == "failed" and store.row(bad.key)["unusable"] == 2
-        # --retry-failed: as many more tries
-        retried = Gateway(_endpoint(srv.url), store, retry_failed=True).run_sync(_requests(), "imitation")
-        assert not retried[-1].ok and retried[-1].unusable == 4
+        # --retry-failed: as many more tries, once
+        assert store.grant_unusable_again() == 1
+        retried = Gateway(_endpoint(srv.url), store).run_sync(_requests(), "imitation")
+        assert not retried[-1].ok and retried[-1].unusable == 2
+        assert srv.stats.empty_replies[NEVER] == 4
+        Gateway(_endpoint(srv.url), store).run_sync(_requests(), "imitation")  # and not again
         assert srv.stats.empty_replies[NEVER] == 4
     assert max(srv.stats.answered.values()) == 1  # the good ones were paid once
 
@@ -59,7 +62,8 @@ def test_retry_failed_keeps_an_answer_that_comes(store):
     with FaultServer(FaultPlan(empty_for=(NEVER,))) as srv:
         Gateway(_endpoint(srv.url), store).run_sync(_requests(), "imitation")
         srv.plan = FaultPlan()  # the provider's filter changed its mind
-        retried = Gateway(_endpoint(srv.url), store, retry_failed=True).run_sync(_requests(), "imitation")
+        store.grant_unusable_again()
+        retried = Gateway(_endpoint(srv.url), store).run_sync(_requests(), "imitation")
     assert all(r.ok for r in retried)
     assert store.counts() == {"ok": 6}
 
