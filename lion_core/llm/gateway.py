@@ -170,7 +170,7 @@ class Gateway:
         call = StoredCall(role=ep.role, stage=stage, endpoint=ep.endpoint_id, model=ep.model)
         breaker = Breaker(retry.unreachable_after)
         outage = OUTAGES.setdefault((os.getpid(), ep.base_url, ep.api_model), Outage(
-            f"{ep.role} at {ep.base_url}", retry.outage_after, retry.max_outage_s, retry.initial_backoff_s,
+            f"{ep.base_url} ({ep.api_model})", retry.outage_after, retry.max_outage_s, retry.initial_backoff_s,
             retry.max_backoff_s))
 
         def stopped() -> bool:

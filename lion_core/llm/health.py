@@ -113,15 +113,16 @@ class Outage:
             if batch.stopped():
                 return None
             if self._clock() - self.since > self.max_s:
-                if batch.probed_past_limit or self._probing:
+                if batch.probed_past_limit:
                     raise EndpointDown(
                         f"{self.label}: the endpoint has answered only server errors for "
                         f"{self._clock() - self.since:.0f} s (last {self.last_error}), longer than retry.max_outage_s "
                         f"({self.max_s:.0f} s); the run stopped sending. Nothing was recorded as failed: resume it "
                         f"when the provider is back")
-                batch.probed_past_limit = self._probing = True
-                return True
-            if not self._probing:
+                if not self._probing:
+                    batch.probed_past_limit = self._probing = True
+                    return True
+            elif not self._probing:
                 self._probing = True
                 try:
                     await self._sleep(min(self.longest_wait_s, self.first_wait_s * 2 ** min(self.probes, 30)))

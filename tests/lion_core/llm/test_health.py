@@ -134,12 +134,17 @@ def test_outage_past_its_limit_raises():
         outage.probe_done()
         with pytest.raises(EndpointDown):
             await outage.admit(late)
-        # and a late batch whose probe is answered finds the endpoint up again
-        again = BatchView(lambda: False)
+        # and a late batch whose probe is answered finds the endpoint up again, with the batches that
+        # started beside it waiting for that probe rather than stopping
+        again, beside = BatchView(lambda: False), BatchView(lambda: False)
         assert await outage.admit(again) is True
+        waiting = asyncio.ensure_future(outage.admit(beside))
+        await asyncio.sleep(0)
+        assert not waiting.done()
         outage.record(None)
         outage.probe_done()
         assert await outage.admit(again) is False
+        assert await waiting is False
 
     asyncio.run(scenario())
 
