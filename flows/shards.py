@@ -106,7 +106,7 @@ def through_batches(ctx: RunContext, role: str, stage: str, work: BatchWork) -> 
         return []
     if settings.mode != "batch" and settings.base_url == "embedded":
         return []
-    if settings.mode != "batch" and not live_batch_count(ctx.config.storage.response_store_path(), settings.base_url,
+    if settings.mode != "batch" and not live_batch_count(ctx.config.storage, settings.base_url,
                                                          settings.model):
         return []
     label = f"iteration {work.k} {role} {stage} batches"

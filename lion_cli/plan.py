@@ -48,7 +48,7 @@ def plan(
         if not store.exists():
             raise LionError(f"no run {resume!r} under {cfg.storage.runs_root} to plan a resume of")
         seeds = store.read_pool(store.ref(0, "cache_pool")).to_dict("records")
-        with ResponseStore(cfg.storage.response_store_path()) as responses:
+        with ResponseStore.open(cfg.storage) as responses:
             remaining = remaining_work(store, cfg, responses, assumptions)
     else:
         seeds = load_seeds(cfg.data.seed).rows

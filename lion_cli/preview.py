@@ -32,9 +32,9 @@ def preview_run(config_path: Path, cfg: RunConfig, n: int, run_id: str | None, s
         raise LionError(f"run {rid!r} already exists under {cfg.storage.runs_root}; a preview is a new run: "
                         "give another --run-id")
     seeds = load_seeds(source).rows
-    # Beside the response store, which is always local: the flow reads its config from a local file, and the
+    # In the run's local folder (beside a SQLite store): the flow reads its config from a local file, and the
     # run records both files, so the preview can be resumed or inspected later like any run.
-    folder = Path(cfg.storage.response_store_path()).parent / "previews" / rid
+    folder = Path(cfg.storage.local_folder()) / "previews" / rid
     folder.mkdir(parents=True, exist_ok=True)
     seed_file, derived_path = folder / "seeds.jsonl", folder / "config.yaml"
     seed_file.write_text(seeds_jsonl(seeds[:n]), encoding="utf-8")
@@ -48,7 +48,7 @@ def preview_run(config_path: Path, cfg: RunConfig, n: int, run_id: str | None, s
     typer.echo(f"  its config: {derived_path}")
     result = _run_flow(derived_path, rid, str(seed_file))
 
-    with ResponseStore(derived.storage.response_store_path()) as responses:
+    with ResponseStore.open(derived.storage) as responses:
         report = gather(RunStore(derived.storage.runs_root, rid, derived), derived, responses)
     typer.echo(f"\n{report_text(report)}")
 

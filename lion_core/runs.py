@@ -185,14 +185,25 @@ class HeldRun:
 
 @contextlib.contextmanager
 def run_lock(config: RunConfig, run_id: str, owner: str) -> Iterator[HeldRun]:
-    """Hold the run for this process: an exclusive lock beside the response store (a local file), which
-    the kernel drops when the process ends, however it ends. Two processes on this machine working on
-    one run at once would send the same requests twice. The file names its owner (a flow run id); the
-    owner found in it when the lock is taken held it last and is dead, so a resume may close that flow
-    run and give back what it held. A file system without locks only costs the check (a warning)."""
+    """Hold the run for this process: an exclusive lock beside a SQLite response store (a local file), or
+    in a PostgreSQL store's server (a session lock, so it holds across machines), which is dropped when the
+    process ends, however it ends. Two processes working on one run at once would write its pools over
+    each other. The lock names its owner (a flow run id); the owner found when the lock is taken held it
+    last and is dead, so a resume may close that flow run and give back what it held. A file system
+    without locks only costs the check (a warning)."""
+    if config.storage.shared_store:
+        from lion_core.llm.responses import ResponseStore
+
+        with ResponseStore.open(config.storage) as store:
+            taken, who = store.hold_run(run_id, f"pid {os.getpid()} on {socket.gethostname()}", owner)
+            if not taken:
+                raise RunLocked(f"run {run_id} is already running ({who}; lock in {store.location}): wait for it "
+                                "to end or stop it, then resume")
+            yield HeldRun(path=f"{store.location}#run_locks/{run_id}", previous_owner=who if who != owner else None)
+        return
     import fcntl
 
-    folder = os.path.join(os.path.dirname(config.storage.response_store_path()), ".lion-locks")
+    folder = os.path.join(config.storage.local_folder(), ".lion-locks")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{run_id}.lock")
     fh = open(path, "a+")

@@ -70,7 +70,7 @@ def batch_pass(ctx: RunContext, role: str, stage: str, work: BatchWork) -> Batch
     cfg = ctx.config
     endpoint = role_endpoint(ctx, role)
     accounting = Accounting()
-    with ResponseStore(cfg.storage.response_store_path()) as responses:
+    with ResponseStore.open(cfg.storage) as responses:
         runner = batch_runner(endpoint, responses, stage, accounting,
                               budget=Budget(cfg.budget, ctx.run_id, role, responses))
         if endpoint.config.mode == "interactive":  # switched back: collect the batches already paid for

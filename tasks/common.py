@@ -110,7 +110,7 @@ def api_gateway(ctx: RunContext, role: str) -> Iterator[tuple[ChatGateway, Accou
     cfg = ctx.config
     endpoint = role_endpoint(ctx, role)
     accounting = Accounting()
-    with ResponseStore(cfg.storage.response_store_path()) as responses:
+    with ResponseStore.open(cfg.storage) as responses:
         if endpoint.config.mode == "batch":
             runner = batch_runner(endpoint, responses, "read")
             try:

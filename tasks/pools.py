@@ -31,7 +31,7 @@ def open_run(config: RunConfig, run_id: str, seed: str | None = None) -> OpenedR
 @task(name="grant-unusable-again", tags=["lion", "store"], cache_policy=NO_CACHE, **_STORE)
 def grant_unusable_again(config: RunConfig) -> int:
     """`--retry-failed`: the requests given up for their unusable replies get a fresh budget of them."""
-    with ResponseStore(config.storage.response_store_path()) as responses:
+    with ResponseStore.open(config.storage) as responses:
         return responses.grant_unusable_again()
 
 

@@ -70,5 +70,5 @@ def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult)
       cache_key_fn=input_cache_key, persist_result=True)
 def student_answers(ctx: RunContext, k: int, pool: PoolRef, checkpoint: str, name: str = "student_answers") -> PoolRef:
     """The checkpoint's answers for every instruction of a pool, each persisted as its batch ends."""
-    with ResponseStore(ctx.config.storage.response_store_path()) as responses:
+    with ResponseStore.open(ctx.config.storage) as responses:
         return student_answer_stage(ctx.store(), k, pool, checkpoint, ctx.config, responses, name=name)

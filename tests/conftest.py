@@ -41,6 +41,10 @@ LONGEST_FIRST = [
 ]
 
 
+# a real PostgreSQL server for the response store's tests on that backend (started by the first test that asks)
+pytest_plugins = ["tests.postgres"]
+
+
 def pytest_collection_modifyitems(items):
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep their order

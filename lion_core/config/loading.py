@@ -46,7 +46,8 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "<top level>"
         msg = e["msg"].removeprefix("Value error, ")
         got = ""
-        secret_field = "api_key_env" in e["loc"]  # a pasted key must not be echoed into logs
+        # a pasted key or a URL with a password must not be echoed into logs
+        secret_field = bool({"api_key_env", "password_env", "password_secret", "response_store"} & set(e["loc"]))
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not secret_field:
             shown = repr(e["input"])
             got = f" (got {shown[:80]}{'...' if len(shown) > 80 else ''})"

@@ -18,6 +18,8 @@ from lion_core.config.base import LOCAL_PATH, OPERATION, NonNegFloat, PositiveIn
 from lion_core.config.identity import identity_hash, strip_operations
 from lion_core.config.roles import GeneratorConfig, RefereeConfig, TeacherConfig
 from lion_core.config.student import StudentConfig, TrainingConfig
+from lion_core.database import check_postgres_url, is_postgres, redact
+from lion_core.errors import ConfigError
 
 
 class LoopConfig(Section):
@@ -56,20 +58,54 @@ class StorageConfig(Section):
     runs_root: Annotated[str, LOCAL_PATH] = "runs"
     """Local folder or fsspec URI (s3://, gs://, memory://) under which each run keeps its files."""
     response_store: Annotated[str | None, LOCAL_PATH] = None
-    """SQLite file of every API response (a local path). Default: <runs_root>/responses.sqlite when
-    runs_root is local; required when runs_root is remote. Shared by runs, so no request is paid twice."""
+    """Where every API response is kept, shared by runs so that no request is paid twice: a SQLite file
+    (a local path; default <runs_root>/responses.sqlite when runs_root is local) or a PostgreSQL database,
+    `postgresql://user@host:5432/database`, which workers on several machines share (required when
+    runs_root is remote, unless a local path is given). The batch ledger and the spend per run live there too."""
+    password_env: str | None = "LION_STORE_PASSWORD"
+    """Environment variable holding a PostgreSQL store's password (never in the URL or this file); null
+    for a server that needs none (trust, peer or ~/.pgpass)."""
+    password_secret: str | None = None
+    """A Prefect Secret block holding a PostgreSQL store's password: read when a flow starts, used when
+    `password_env` is unset."""
+    claim_lease_s: Annotated[float, Field(ge=5)] = 60.0
+    """Seconds a request in flight stays claimed by a worker after its last renewal: a worker that dies
+    without trace (its machine gone) holds its requests that long before another may send them."""
+
+    @field_validator("response_store")
+    @classmethod
+    def _store(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v:
+            if not is_postgres(v):
+                raise ValueError(f"{redact(v)}: a response store is a local SQLite path or a postgresql:// URL")
+            try:
+                check_postgres_url(v, "")
+            except ConfigError as err:
+                raise ValueError(str(err).removeprefix(": ")) from None
+        return v
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not a password")
+        return v
 
     @model_validator(mode="after")
     def _store_is_local(self) -> StorageConfig:
-        if self.response_store is not None and "://" in self.response_store:
-            raise ValueError("response_store must be a local path (SQLite needs a local file system)")
         if self.response_store is None and "://" in self.runs_root:
-            raise ValueError("runs_root is remote: set response_store to a local path")
+            raise ValueError("runs_root is remote: set response_store to a postgresql:// URL (or a local path)")
         if self.checkpoints_root is not None and "://" in self.checkpoints_root:
-            raise ValueError("checkpoints_root must be a local path")
+            raise ValueError("checkpoints_root must be a local path (a shared file system's mount for a run that "
+                             "moves between machines)")
         if self.checkpoints_root is None and "://" in self.runs_root:
             raise ValueError("runs_root is remote: set checkpoints_root to a local path")
         return self
+
+    @property
+    def shared_store(self) -> bool:
+        """The response store is a PostgreSQL database (reachable from other machines)."""
+        return self.response_store is not None and is_postgres(self.response_store)
 
     def checkpoint_dir(self, run_id: str, k: int) -> str:
         """Iteration k's training folder; its model is `<this>/final`."""
@@ -88,7 +124,19 @@ class StorageConfig(Section):
     local; required when runs_root is remote (training writes to a local file system)."""
 
     def response_store_path(self) -> str:
+        """The SQLite file's absolute path, or the PostgreSQL URL (without a password)."""
+        if self.shared_store:
+            return self.response_store
         return os.path.abspath(os.path.expanduser(self.response_store or os.path.join(self.runs_root, "responses.sqlite")))
+
+    def local_folder(self) -> str:
+        """A local folder for what a run keeps beside its store (run locks, previews): the SQLite store's
+        folder, or, with a PostgreSQL store, the runs_root when local, else a cache folder of this machine."""
+        if not self.shared_store:
+            return os.path.dirname(self.response_store_path())
+        if "://" not in self.runs_root:
+            return os.path.abspath(os.path.expanduser(self.runs_root))
+        return os.path.join(os.path.expanduser(os.environ.get("XDG_CACHE_HOME", "~/.cache")), "lion")
 
     @field_validator("runs_root")
     @classmethod

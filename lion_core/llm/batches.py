@@ -102,9 +102,14 @@ def plan_batches(items: Sequence[tuple[str, ChatRequest]], api_model: str, setti
     return batches
 
 
+INPUT_IN_LEDGER = "ledger:"
+"""How a job's `input_path` says its input file is kept in the ledger (`batch_inputs`), not on a disk."""
+
+
 class BatchRunner:
     """One role's batches on one endpoint. `client` is an `openai.OpenAI` for the endpoint (the real SDK:
-    files and batches); `folder` keeps the input files until their batch is collected. `accounting` gets a
+    files and batches); `folder` keeps the input files until their batch is collected (None: the ledger keeps
+    them, so that a store on PostgreSQL needs no local disk and another machine can resume). `accounting` gets a
     `batch` row for the role and stage: requests placed in batches (`calls`, of them `retries` placed again
     after a failed batch attempt) and the tokens of the answers collected, at `price`. `ledger` records
     where each batch stands; by default the one in the store's file, and `close()` closes it either way.
@@ -112,14 +117,15 @@ class BatchRunner:
     case fits within its caps beside the batches not yet collected."""
 
     def __init__(self, client: openai.OpenAI, store: ResponseStore, call: StoredCall, api_model: str,
-                 settings: BatchSettings, folder: str | os.PathLike, accounting: Accounting | None = None,
+                 settings: BatchSettings, folder: str | os.PathLike | None, accounting: Accounting | None = None,
                  price: Price | None = None, ledger: BatchLedger | None = None, budget: Budget | None = None):
         self.client, self.store, self.call, self.api_model, self.settings = client, store, call, api_model, settings
         self.budget = budget
         self.accounting, self.price = accounting or Accounting(), price or Price()
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.ledger = ledger or BatchLedger(store.path)
+        self.folder = None if folder is None else Path(folder)
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.ledger = ledger or BatchLedger(store.connect())
 
     def close(self) -> None:
         self.ledger.close()
@@ -212,12 +218,15 @@ class BatchRunner:
         job = hashlib.sha256(json.dumps([self.call.endpoint, self.call.model, keys, round_]).encode()).hexdigest()[:32]
         content = "".join(json.dumps(request_line(k, r, self.api_model), ensure_ascii=False) + "\n" for k, r in members)
         data = content.encode()
-        path = self.folder / f"{job}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        if self.folder is None:
+            path, kept = f"{INPUT_IN_LEDGER}{job}.jsonl", content
+        else:
+            path, kept = self.folder / f"{job}.jsonl", None
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
         recorded = self.ledger.record(job, self.call, str(path), hashlib.sha256(data).hexdigest(), keys,
-                                      sum(r.estimated_tokens() for _, r in members))
+                                      sum(r.estimated_tokens() for _, r in members), data=kept)
         usage = self.accounting.row(self.call.role, self.call.stage, "batch")
         usage.calls += len(members)
         usage.retries += sum(1 for n in self.ledger.attempts(dict(members)).values() if n)
@@ -254,8 +263,13 @@ class BatchRunner:
             log.warning("%s batch %s (%s): %s; tried again on the next pass", self.call.role, job["job"][:12],
                         job["state"], message)
 
+    def _input(self, job: dict) -> bytes:
+        if job["input_path"].startswith(INPUT_IN_LEDGER):
+            return self.ledger.input(job["job"]).encode()
+        return Path(job["input_path"]).read_bytes()
+
     def _upload(self, job: dict) -> dict:
-        data = Path(job["input_path"]).read_bytes()
+        data = self._input(job)
         if hashlib.sha256(data).hexdigest() != job["input_sha256"]:
             raise RuntimeError(f"batch input {job['input_path']} changed since it was written")
         f = self.client.files.create(file=(Path(job["input_path"]).name, data), purpose="batch")
@@ -298,7 +312,7 @@ class BatchRunner:
         """Save every answer and every per-request error; requests the batch never answered (expired,
         cancelled, failed) are recorded as failed with the batch's status. Idempotent."""
         members = self.ledger.members(job["job"])
-        lines = {json.loads(x)["custom_id"]: json.loads(x) for x in Path(job["input_path"]).read_text().splitlines()}
+        lines = {json.loads(x)["custom_id"]: json.loads(x) for x in self._input(job).decode().splitlines()}
         seen: set[str] = set()
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if not file_id:
@@ -318,7 +332,10 @@ class BatchRunner:
             kind = "Batch" + "".join(w.capitalize() for w in (job["status"] or "ended").split("_"))
             self._failure(key, known.get(key) or _request_of(lines[key]), kind, reason)
         self.ledger.update(job["job"], state="collected")
-        Path(job["input_path"]).unlink(missing_ok=True)
+        if job["input_path"].startswith(INPUT_IN_LEDGER):
+            self.ledger.drop_input(job["job"])
+        else:
+            Path(job["input_path"]).unlink(missing_ok=True)
         log.info("%s batch %s %s: %d answered, %d errors, %d unanswered", self.call.role, job["job"][:12],
                  job["status"], job["completed"], job["failed"], len(unanswered))
 

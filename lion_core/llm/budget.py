@@ -38,7 +38,7 @@ class Budget:
 
     def __init__(self, config: BudgetConfig, run_id: str, role: str, store: ResponseStore):
         self.config, self.run_id, self.role, self.store = config, run_id, role, store
-        self._key = (store.path, run_id)
+        self._key = (store.location, run_id)
         self.refused = ""
         """Why a request was not sent (the first refusal), empty while none was."""
 

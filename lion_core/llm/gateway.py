@@ -2,9 +2,11 @@
 
 `Gateway.run(requests, stage)` returns one `ChatResult` per request, in input order. Requests already
 answered (a success in the response store) are not sent again; identical requests in a batch are sent
-once. Every response is stored the moment it arrives; a request that still fails after its attempts is
-stored as a failure (error class, message, attempts) and is retried by the next run. Authentication
-and permission errors stop the batch at once rather than failing every request one by one.
+once; a request is claimed in the store before it goes, so a request another worker (a shard, a process,
+a machine) has in flight is waited for, not sent twice. Every response is stored the moment it arrives;
+a request that still fails after its attempts is stored as a failure (error class, message, attempts)
+and is retried by the next run. Authentication and permission errors stop the batch at once rather than
+failing every request one by one.
 
 Three things stop a batch cleanly, with every answer received stored and nothing recorded as failed
 that was not asked: connections refused one after another (`EndpointUnreachable`, retried by the
@@ -37,6 +39,7 @@ from lion_core.config import EMBEDDED, ApiRole
 from lion_core.errors import ConfigError, EndpointDown, LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.budget import Budget, cost_usd, worst_case_usd
+from lion_core.llm.claims import Holder
 from lion_core.llm.health import BatchView, Breaker, Outage, server_error
 from lion_core.llm.loop import run_shared
 from lion_core.llm.progress import Progress
@@ -57,6 +60,8 @@ LEARNT_RPM: dict[tuple[str, str, int], tuple[float, float]] = {}
 """Where an adaptive limiter ended (its level and the level it last backed off from), per endpoint, model and
 ceiling: the next batch of this process to the same endpoint starts there (every shard of a stage is a
 batch of its own)."""
+CLAIM_POLL_S = 1.0
+"""How often a request another worker has in flight is looked at again."""
 OUTAGES: dict[tuple[int, str, str], Outage] = {}
 """Each endpoint's health as this process's batches see it (per process: a forked child has its own loop)."""
 
@@ -177,22 +182,46 @@ class Gateway:
             return bool(fatal) or breaker.open or bool(self.budget and self.budget.refused)
 
         batch = BatchView(stopped)
+        holder = Holder.new().name
+        store = self.store
 
         async def worker(client: openai.AsyncOpenAI, limit: int | None = None) -> None:
             while not stopped() and (limit is None or limit > 0):
-                limit = None if limit is None else limit - 1
                 try:
                     k = todo.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                if not store.claim(k, holder):  # in flight elsewhere: its answer is waited for, not paid again
+                    await asyncio.sleep(min(CLAIM_POLL_S, store.lease_s / 4))
+                    if (found := store.successes([k])) and k in found:
+                        results[k] = found[k]
+                        usage.cached += 1
+                        progress.update(True, cached=True)
+                    else:
+                        todo.put_nowait(k)
+                    continue
+                limit = None if limit is None else limit - 1
                 try:
+                    found = store.successes([k])  # answered by another worker since this batch looked
+                    if k in found:
+                        results[k] = found[k]
+                        usage.cached += 1
+                        progress.update(True, cached=True)
+                        continue
                     results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker, (outage, batch))
                 except (EndpointRejected, EndpointDown) as err:
                     fatal.append(err)
                     return
                 except _NotSent:
                     return
+                finally:
+                    store.release(k, holder)
                 progress.update(results[k].ok)
+
+        async def keep_claims() -> None:
+            while True:
+                await asyncio.sleep(store.lease_s / 4)
+                store.renew(holder)
 
         try:
             if todo.qsize():
@@ -200,10 +229,12 @@ class Gateway:
                                               timeout=retry.request_timeout_s) as client:
                     # One request goes alone first: a rejected key costs one call, not one per worker,
                     # and the client's first-call set-up does not squeeze the paced requests together.
-                    await worker(client, limit=1)
-                    n_workers = min(limits.max_concurrency, todo.qsize())
-                    workers = [asyncio.ensure_future(worker(client)) for _ in range(n_workers)]
+                    renewal = asyncio.ensure_future(keep_claims())
+                    workers: list[asyncio.Future] = []
                     try:
+                        await worker(client, limit=1)
+                        n_workers = min(limits.max_concurrency, todo.qsize())
+                        workers = [asyncio.ensure_future(worker(client)) for _ in range(n_workers)]
                         await asyncio.gather(*workers)
                     except BaseException:
                         # One worker failed (the store's disk full, say) or the batch was cancelled: the
@@ -212,6 +243,9 @@ class Gateway:
                             w.cancel()
                         await asyncio.gather(*workers, return_exceptions=True)
                         raise
+                    finally:
+                        renewal.cancel()
+                        await asyncio.gather(renewal, return_exceptions=True)
         finally:
             progress.close()
             if limits.adaptive:

@@ -81,9 +81,10 @@ def batch_client(endpoint: Endpoint) -> openai.OpenAI:
 
 def batch_runner(endpoint: Endpoint, store: ResponseStore, stage: str, accounting: Accounting | None = None,
                  client: openai.OpenAI | None = None, budget: Budget | None = None) -> BatchRunner:
-    """The role's BatchRunner on the run's response store; input files wait in `<store>.batches/`."""
+    """The role's BatchRunner on the run's response store; input files wait in `<store>.batches/` beside a
+    SQLite store, in the ledger itself on PostgreSQL."""
     call = StoredCall(role=endpoint.role, stage=stage, endpoint=endpoint.endpoint_id, model=endpoint.model)
-    folder = Path(f"{store.path}.batches")
+    folder = None if store.path is None else Path(f"{store.path}.batches")
     return BatchRunner(client or batch_client(endpoint), store, call, endpoint.api_model, endpoint.config.batch,
                        folder, accounting=accounting, price=endpoint.config.batch_price(), budget=budget)
 

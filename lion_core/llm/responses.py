@@ -1,31 +1,38 @@
-"""The durable response store: one SQLite row per request key, written the moment a response arrives.
+"""The durable response store: one row per request key, written the moment a response arrives, in a local
+SQLite file (the default) or a PostgreSQL database that workers on several machines share
+(lion_core.database).
 
-Why SQLite (WAL mode) rather than append-only Parquet shards: a response must be on disk as soon as it
-arrives, one at a time, and a resume must look up thousands of keys quickly. SQLite commits single rows
-cheaply and atomically, serves point lookups by primary key, and lets several processes on one host
-(parallel shard tasks) read and write the same file. Parquet would need buffering (losing the
+Why a database rather than append-only Parquet shards: a response must be durable as soon as it arrives,
+one at a time, and a resume must look up thousands of keys quickly. Both databases commit single rows
+cheaply and atomically, serve point lookups by primary key, and let several processes read and write the
+same store (SQLite on one host, PostgreSQL from anywhere). Parquet would need buffering (losing the
 "persist at once" rule) or one tiny file per response.
 
-Durability: with WAL and synchronous=NORMAL a committed row survives the process being killed
-(kill -9, OOM), because it is in the WAL file before commit returns; only an OS crash or power cut may
-lose the last commits. `durable=True` switches to synchronous=FULL (an fsync per response).
+Durability: a committed row survives the writing process being killed (kill -9, OOM); only a crash of the
+machine (SQLite) or of the database server (PostgreSQL) may lose the last commits. `durable=True` makes
+each commit wait for the disk.
 
 A row is `ok` (with the text) or `failed` (error class, message, attempts, and the paid replies that
-could not be used); an `ok` row is never overwritten, a `failed` row is replaced by a later success. The
-`spend` table keeps what each run has paid per role, for its budget cap. The API key is never stored: the key of a
+could not be used); an `ok` row is never overwritten, a `failed` row is replaced by a later success. A
+request in flight is claimed (lion_core.llm.claims), so workers racing for it send it once. The `spend`
+table keeps what each run has paid per role, for its budget cap. The API key is never stored: the key of a
 row is a hash of endpoint, model, messages and sampling parameters only.
+
+The tables are an on-disk format with a version (`store_schema`): a store made by older code is upgraded
+when opened (columns and tables are only ever added); one made by newer code is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from lion_core.database import Database, connect, is_postgres, redact
+from lion_core.errors import StoreError
+from lion_core.llm.claims import known_dead
 from lion_core.llm.requests import ChatRequest, ChatResult
 
 _SCHEMA = """
@@ -45,7 +52,7 @@ CREATE TABLE IF NOT EXISTS responses (
     error_class TEXT,
     error_message TEXT,
     truncated INTEGER NOT NULL DEFAULT 0,
-    latency_s REAL,
+    latency_s DOUBLE PRECISION,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     CHECK (status != 'ok' OR text IS NOT NULL)
@@ -54,11 +61,29 @@ CREATE INDEX IF NOT EXISTS responses_role_stage ON responses (role, stage, statu
 CREATE TABLE IF NOT EXISTS spend (
     run TEXT NOT NULL,
     role TEXT NOT NULL,
-    cost_usd REAL NOT NULL DEFAULT 0,
+    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
     paid_calls INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run, role)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_holder ON claims (holder);
+CREATE TABLE IF NOT EXISTS run_locks (
+    run TEXT PRIMARY KEY,
+    process TEXT NOT NULL,
+    flow_run TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+)
 """
+SCHEMA_VERSION = 2
+"""1: responses and spend (stores before versioning have no `store_schema` row and are taken as 1);
+2: responses.unusable, claims, run_locks, batch_inputs, store_schema."""
 # Columns added after the first release, with what older rows hold: a store made by older code gains them
 # when it is opened.
 _ADDED_COLUMNS = {"unusable": "INTEGER NOT NULL DEFAULT 0"}
@@ -78,25 +103,58 @@ class StoredCall:
     model: str
 
 
+class SchemaMismatch(StoreError):
+    """The store was made by a version of this code whose tables this one cannot read or upgrade."""
+
+
+def _set_up(db: Database) -> None:
+    """Create the tables, upgrade an older store, refuse a newer one. Runs with other openers held off."""
+    from lion_core.llm.batch_ledger import SCHEMA as LEDGER_SCHEMA  # the ledger's tables live in the same store
+
+    db.script(_SCHEMA)
+    db.script(LEDGER_SCHEMA)
+    row = db.one("SELECT version FROM store_schema WHERE id = 1")
+    version = int(row[0]) if row else 1
+    if version > SCHEMA_VERSION:
+        raise SchemaMismatch(f"response store {redact(db.location)} has schema version {version}, newer than this "
+                             f"code's {SCHEMA_VERSION}: it was written by a newer lion-distill; upgrade this one")
+    if version < 1:
+        raise SchemaMismatch(f"response store {redact(db.location)} has schema version {version}, older than any "
+                             f"this code can upgrade (1 to {SCHEMA_VERSION})")
+    have = db.columns("responses")
+    for column, decl in _ADDED_COLUMNS.items():
+        if column not in have:
+            db.execute(f"ALTER TABLE responses ADD COLUMN {column} {decl}")
+    db.execute("INSERT INTO store_schema (id, version) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
+               "version = excluded.version", (SCHEMA_VERSION,))
+
+
 class ResponseStore:
-    def __init__(self, path: str, durable: bool = False):
-        self.path = os.path.abspath(os.path.expanduser(path))
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        # Shards open the store at the same moment; on a new file, switching it to WAL and creating the
-        # schema from two connections at once fails with "database is locked" at once (SQLite does not
-        # wait on its busy handler there), so openings take turns, across processes too.
-        with open(self.path + ".open-lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            # autocommit; each write is its own transaction. Used from one thread (the event loop).
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute("PRAGMA busy_timeout=60000")
-            self._db.executescript(_SCHEMA)
-            have = {r[1] for r in self._db.execute("PRAGMA table_info(responses)")}
-            for column, decl in _ADDED_COLUMNS.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE responses ADD COLUMN {column} {decl}")
+    """`location` is a file path (SQLite) or a postgresql:// URL (the password in `password_env`).
+    `lease_s`: how long a claim outlives its last renewal (a dead holder's requests wait that long)."""
+
+    def __init__(self, location: str, durable: bool = False, *, password_env: str | None = "LION_STORE_PASSWORD",
+                 lease_s: float = 60.0):
+        self._open = (location, durable, password_env)
+        self._db = connect(location, durable=durable, password_env=password_env, setup=_set_up)
+        self.location = self._db.location
+        self.path: str | None = None if is_postgres(location) else self.location
+        """The SQLite file, or None on PostgreSQL."""
+        self.lease_s = lease_s
+
+    @classmethod
+    def open(cls, storage: Any) -> ResponseStore:
+        """The store a run's `storage` config names."""
+        return cls(storage.response_store_path(), password_env=storage.password_env, lease_s=storage.claim_lease_s)
+
+    def connect(self, setup: Any = None) -> Database:
+        """A connection of its own to the same database (the batch ledger's steps commit on their own)."""
+        location, durable, password_env = self._open
+        return connect(location, durable=durable, password_env=password_env, setup=setup)
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
 
     def close(self) -> None:
         self._db.close()
@@ -127,29 +185,27 @@ class ResponseStore:
         return found
 
     def row(self, key: str) -> dict | None:
-        cur = self._db.execute("SELECT * FROM responses WHERE key = ?", (key,))
-        r = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], r)) if r else None
+        rows = self._db.dicts("SELECT * FROM responses WHERE key = ?", (key,))
+        return rows[0] if rows else None
 
     def counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT status, COUNT(*) FROM responses GROUP BY status").fetchall())
+        return {k: int(n) for k, n in self._db.execute("SELECT status, COUNT(*) FROM responses GROUP BY status")}
 
     def previous_attempts(self, key: str) -> int:
-        r = self._db.execute("SELECT attempts FROM responses WHERE key = ?", (key,)).fetchone()
+        r = self._db.one("SELECT attempts FROM responses WHERE key = ?", (key,))
         return int(r[0]) if r else 0
 
     def previous(self, key: str) -> tuple[int, int, str | None, str | None]:
         """Attempts and paid unusable replies so far, and the last failure's class and message."""
-        r = self._db.execute("SELECT attempts, unusable, error_class, error_message FROM responses WHERE key = ?",
-                             (key,)).fetchone()
+        r = self._db.one("SELECT attempts, unusable, error_class, error_message FROM responses WHERE key = ?", (key,))
         return (int(r[0]), int(r[1]), r[2], r[3]) if r else (0, 0, None, None)
 
     def spent(self, run: str) -> dict[str, float]:
         """What `run` has paid so far, per role (every paid reply, usable or not)."""
-        return dict(self._db.execute("SELECT role, cost_usd FROM spend WHERE run = ?", (run,)).fetchall())
+        return {r: float(c) for r, c in self._db.execute("SELECT role, cost_usd FROM spend WHERE run = ?", (run,))}
 
     def paid_calls(self, run: str) -> dict[str, int]:
-        return dict(self._db.execute("SELECT role, paid_calls FROM spend WHERE run = ?", (run,)).fetchall())
+        return {r: int(n) for r, n in self._db.execute("SELECT role, paid_calls FROM spend WHERE run = ?", (run,))}
 
     def grant_unusable_again(self) -> int:
         """Give every request recorded as failed for its unusable replies a fresh budget of them (`lion run
@@ -159,8 +215,50 @@ class ResponseStore:
     def add_spend(self, run: str, role: str, cost_usd: float) -> None:
         self._db.execute(
             """INSERT INTO spend (run, role, cost_usd, paid_calls) VALUES (?, ?, ?, 1)
-               ON CONFLICT(run, role) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd,
-                   paid_calls = paid_calls + 1""", (run, role, cost_usd))
+               ON CONFLICT (run, role) DO UPDATE SET cost_usd = spend.cost_usd + excluded.cost_usd,
+                   paid_calls = spend.paid_calls + 1""", (run, role, cost_usd))
+
+    # -- claims ------------------------------------------------------------------------------------
+    def claim(self, key: str, holder: str) -> bool:
+        """Take `key` for `holder` until the lease runs out (renewed by `renew`); False while another live
+        holder has it. Two holders racing for a free key: the database lets one of them win."""
+        taken = self._db.execute(
+            """INSERT INTO claims (key, holder, expires) VALUES (?, ?, {now} + ?)
+               ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+               WHERE claims.expires < {now} OR claims.holder = excluded.holder""", (key, holder, self.lease_s)).rowcount
+        if taken:
+            return True
+        row = self._db.one("SELECT holder FROM claims WHERE key = ?", (key,))
+        if row is None:  # released since: try once more
+            return self.claim(key, holder)
+        if known_dead(row[0]):  # its process on this machine is gone: no need to wait for the lease
+            return bool(self._db.execute("UPDATE claims SET holder = ?, expires = {now} + ? WHERE key = ? AND holder = ?",
+                                         (holder, self.lease_s, key, row[0])).rowcount)
+        return False
+
+    def renew(self, holder: str) -> None:
+        """Extend every claim of `holder` by a lease (its requests are still in flight)."""
+        self._db.execute("UPDATE claims SET expires = {now} + ? WHERE holder = ?", (self.lease_s, holder))
+
+    def release(self, key: str, holder: str) -> None:
+        self._db.execute("DELETE FROM claims WHERE key = ? AND holder = ?", (key, holder))
+
+    def claims(self) -> dict[str, str]:
+        """Keys claimed now (live or not), with their holders."""
+        return dict(self._db.execute("SELECT key, holder FROM claims"))
+
+    def hold_run(self, run: str, process: str, flow_run: str) -> tuple[bool, str | None]:
+        """PostgreSQL: take the run's lock for as long as this connection lives (the server drops it when
+        the process dies, wherever it ran). (True, the flow run that held it last) or (False, its holder now)."""
+        if self.dialect != "postgresql":
+            raise NotImplementedError("a SQLite store's runs are locked by a file beside it (lion_core.runs)")
+        (taken,) = self._db.one("SELECT pg_try_advisory_lock(hashtext('lion run ' || ?))", (run,))
+        row = self._db.one("SELECT process, flow_run FROM run_locks WHERE run = ?", (run,))
+        if not taken:
+            return False, f"{row[0]}, flow run {row[1]}" if row else "another process"
+        self._db.execute("INSERT INTO run_locks (run, process, flow_run) VALUES (?, ?, ?) ON CONFLICT (run) DO UPDATE "
+                         "SET process = excluded.process, flow_run = excluded.flow_run", (run, process, flow_run))
+        return True, row[1] if row else None
 
     # -- writes ------------------------------------------------------------------------------------
     def put_success(self, call: StoredCall, request: ChatRequest, result: ChatResult, latency_s: float) -> None:
@@ -171,7 +269,7 @@ class ResponseStore:
             """INSERT INTO responses (key, status, role, stage, endpoint, model, request, text, finish_reason,
                    prompt_tokens, completion_tokens, attempts, truncated, latency_s, created_at, updated_at)
                VALUES (?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(key) DO UPDATE SET
+               ON CONFLICT (key) DO UPDATE SET
                    status = 'ok', text = excluded.text, finish_reason = excluded.finish_reason,
                    prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
                    attempts = excluded.attempts, truncated = excluded.truncated, latency_s = excluded.latency_s,
@@ -189,7 +287,7 @@ class ResponseStore:
             """INSERT INTO responses (key, status, role, stage, endpoint, model, request, attempts,
                    error_class, error_message, truncated, unusable, created_at, updated_at)
                VALUES (?, 'failed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(key) DO UPDATE SET
+               ON CONFLICT (key) DO UPDATE SET
                    attempts = excluded.attempts, error_class = excluded.error_class,
                    error_message = excluded.error_message, truncated = excluded.truncated,
                    unusable = excluded.unusable, updated_at = excluded.updated_at

@@ -86,7 +86,7 @@ def test_every_role_of_the_embedded_config_reaches_the_server_of_its_model(serve
     data["storage"]["runs_root"] = str(tmp_path / "runs")
     cfg = parse_config(data)
     urls = {}
-    with ResponseStore(cfg.storage.response_store_path()) as store:
+    with ResponseStore.open(cfg.storage) as store:
         for role in RUN_ROLES:
             gateway = Gateway(Endpoint.from_config(role, role_config(cfg, role), embedded=endpoints), store)
             urls[role] = gateway.endpoint.base_url

@@ -190,16 +190,35 @@ def test_response_store_defaults_beside_a_local_runs_root(tmp_path):
     assert cfg.storage.response_store_path() == str(tmp_path / "runs" / "responses.sqlite")
 
 
-def test_remote_runs_root_needs_a_local_response_store():
-    with pytest.raises(ConfigError, match="storage: .*set response_store to a local path"):
+def test_remote_runs_root_needs_a_response_store_of_its_own():
+    with pytest.raises(ConfigError, match="storage: .*set response_store to a postgresql:// URL"):
         parse_config({"storage": {"runs_root": "s3://bucket/runs"}})
-    with pytest.raises(ConfigError, match="must be a local path"):
+    with pytest.raises(ConfigError, match="storage.response_store: .*local SQLite path or a postgresql:// URL"):
         parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "s3://b/r.sqlite"}})
     with pytest.raises(ConfigError, match="storage: .*set checkpoints_root to a local path"):
         parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "/tmp/r.sqlite"}})
     ok = parse_config({"storage": {"runs_root": "s3://b/r", "response_store": "/tmp/r.sqlite", "checkpoints_root": "/ck"}})
     assert ok.storage.response_store_path() == "/tmp/r.sqlite"
     assert ok.storage.checkpoint_dir("run1", 2) == "/ck/run1/iter-2"
+
+
+def test_a_postgresql_response_store_is_a_url_without_its_password():
+    ok = parse_config({"storage": {"runs_root": "s3://b/r", "checkpoints_root": "/shared/ck",
+                                   "response_store": "postgresql://lion@db.internal:5432/lion"}})
+    assert ok.storage.shared_store and ok.storage.response_store_path() == "postgresql://lion@db.internal:5432/lion"
+    assert ok.storage.password_env == "LION_STORE_PASSWORD"
+    for url, why in [("postgresql://lion:hunter2@db/lion", "carries a password"),
+                     ("postgresql:///lion", "names no host"),
+                     ("postgresql://db.internal", "names no database"),
+                     ("postgresql://db:notaport/lion", "not a valid PostgreSQL URL"),
+                     ("mysql://db/lion", "local SQLite path or a postgresql:// URL")]:
+        with pytest.raises(ConfigError, match=f"storage.response_store: .*{why}") as err:
+            parse_config({"storage": {"response_store": url}})
+        assert "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError, match="storage.password_env: .*name of an environment variable"):
+        parse_config({"storage": {"response_store": "postgresql://db/lion", "password_env": "s3cr3t pass!"}})
+    with pytest.raises(ConfigError, match="storage.claim_lease_s"):
+        parse_config({"storage": {"claim_lease_s": 1}})
 
 
 def test_local_checkpoints_live_with_the_run(tmp_path):

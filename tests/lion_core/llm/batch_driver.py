@@ -43,7 +43,7 @@ def main() -> None:
     client = openai.OpenAI(base_url=args.url, api_key="sk-batch-test", max_retries=0)
     store = ResponseStore(args.store)
     runner = BatchRunner(client, store, StoredCall(role="teacher", stage="imitation", endpoint=args.url, model="m"),
-                         "m", BatchSettings(), args.folder)
+                         "m", BatchSettings(), None if args.folder == "-" else args.folder)
     kill = args.kill_at
     if kill == "before-upload":
         client.files.create = lambda *a, **k: die()

@@ -2,8 +2,10 @@
 
 import sqlite3
 
+import pytest
+
 from lion_core.llm.batch_ledger import BatchLedger, live_batch_count
-from lion_core.llm.responses import StoredCall
+from lion_core.llm.responses import ResponseStore, StoredCall
 
 CALL = StoredCall(role="teacher", stage="imitation", endpoint="http://ep", model="m")
 
@@ -27,31 +29,41 @@ def test_the_tables_keep_their_on_disk_columns(tmp_path):
         db.close()
 
 
-def test_jobs_members_and_fallbacks_survive_reopening_the_file(tmp_path):
-    path = tmp_path / "r.sqlite"
-    ledger = BatchLedger(path)
+def _ledger(location: str) -> BatchLedger:
+    """The ledger of the store at `location`, on a connection of its own, as BatchRunner opens it."""
+    with ResponseStore(location) as store:
+        return BatchLedger(store.connect())
+
+
+def test_jobs_members_and_fallbacks_survive_reopening_the_store(store_location):
+    ledger = _ledger(store_location)
     job = ledger.record("j1", CALL, "/in/j1.jsonl", "abc", ["k1", "k2"], est_tokens=40)
     assert (job["state"], job["requests"], job["est_tokens"], job["tries"]) == ("prepared", 2, 40, 0)
     assert ledger.record("j1", CALL, "/other", "def", ["k3"], est_tokens=1)["input_path"] == "/in/j1.jsonl"  # idempotent
     ledger.update("j1", state="uploaded", file_id="file-1")
     ledger.record("j2", CALL, "/in/j2.jsonl", "ghi", ["k3"], est_tokens=5)
     ledger.mark_asked_interactively(["k9"])
+    ledger.record("j3", CALL, "ledger:j3.jsonl", "jkl", ["k4"], est_tokens=1, data='{"custom_id": "k4"}\n')
     ledger.close()
 
-    ledger = BatchLedger(path)
+    ledger = _ledger(store_location)
     try:
         assert ledger.job("j1")["file_id"] == "file-1" and ledger.job("j1")["state"] == "uploaded"
         assert ledger.members("j1") == {"k1", "k2", "k3"}  # the second record of j1 added its member, nothing else
-        assert [j["job"] for j in ledger.live("http://ep", "m")] == ["j1", "j2"]
+        assert [j["job"] for j in ledger.live("http://ep", "m")] == ["j1", "j2", "j3"]
         assert ledger.live("http://ep", "other-model") == []
-        assert ledger.enqueued_tokens("http://ep", "m") == 45
+        assert ledger.enqueued_tokens("http://ep", "m") == 46
         assert ledger.asked_interactively(["k9", "k1"]) == {"k9"}
+        assert ledger.input("j3") == '{"custom_id": "k4"}\n'  # kept in the store: another machine can upload it
+        ledger.drop_input("j3")
+        with pytest.raises(KeyError, match="j3"):
+            ledger.input("j3")
     finally:
         ledger.close()
 
 
-def test_claims_end_and_attempts_count_once_a_batch_is_collected(tmp_path):
-    ledger = BatchLedger(tmp_path / "r.sqlite")
+def test_claims_end_and_attempts_count_once_a_batch_is_collected(store_location):
+    ledger = _ledger(store_location)
     try:
         ledger.record("j1", CALL, "/in/j1.jsonl", "abc", ["k1", "k2"], est_tokens=10)
         assert ledger.claimed(["k1", "k2", "k3"]) == {"k1", "k2"} and ledger.attempts(["k1"]) == {}

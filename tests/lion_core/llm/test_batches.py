@@ -25,11 +25,13 @@ def _requests(n: int, tag: str = "q") -> list[ChatRequest]:
     return [ChatRequest.of([("user", f"{tag} {i}: name a river.")], temperature=0.0, max_tokens=16) for i in range(n)]
 
 
-def _runner(srv: FaultServer, tmp_path: Path, **settings) -> BatchRunner:
+def _runner(srv: FaultServer, tmp_path: Path, location: str | None = None, **settings) -> BatchRunner:
+    """On a SQLite store in tmp_path with its input files in a folder, or on `location` (PostgreSQL) with
+    them in the ledger."""
     client = openai.OpenAI(base_url=srv.url, api_key="x", max_retries=0)
-    store = ResponseStore(str(tmp_path / "responses.sqlite"))
+    store = ResponseStore(location or str(tmp_path / "responses.sqlite"))
     return BatchRunner(client, store, StoredCall(role="teacher", stage="imitation", endpoint=srv.url, model="m"), "m",
-                       BatchSettings(**settings), tmp_path / "batches")
+                       BatchSettings(**settings), None if location else tmp_path / "batches")
 
 
 def _keys(srv: FaultServer, reqs: list[ChatRequest]) -> list[str]:
@@ -47,9 +49,9 @@ def test_plan_keeps_each_batch_within_the_file_limits_and_the_token_room():
     assert sum(map(len, plan_batches(reqs, "m", BatchSettings(), 1))) == 1  # one always goes, or nothing ever would
 
 
-def test_answers_land_in_the_response_store_under_the_interactive_keys(tmp_path):
+def test_answers_land_in_the_response_store_under_the_interactive_keys(tmp_path, store_location):
     with FaultServer() as srv:
-        runner = _runner(srv, tmp_path)
+        runner = _runner(srv, tmp_path, store_location if "://" in store_location else None)
         reqs = _requests(7)
         p = runner.advance(reqs)
         assert p.done and p.answered == 7 and p.batches_submitted_now == 1 and srv.stats.batches_created == 1
@@ -160,13 +162,15 @@ def test_a_5xx_on_retrieve_waits_for_the_next_pass_and_creates_no_second_batch(t
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_sigkill_at_any_step_then_a_resume_creates_no_second_batch_and_loses_nothing(tmp_path, step):
+def test_sigkill_at_any_step_then_a_resume_creates_no_second_batch_and_loses_nothing(tmp_path, step, store_location):
+    """On PostgreSQL the input files are in the ledger too: the resume needs nothing of the killed process's disk."""
     n = 8
+    shared = "://" in store_location
     with FaultServer(FaultPlan(batch_complete_after_s=0.0)) as srv:
         def drive(*extra: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "tests.lion_core.llm.batch_driver", str(tmp_path / "r.sqlite"),
-                                   str(tmp_path / "batches"), srv.url, str(n), *extra], cwd=REPO, capture_output=True,
-                                  text=True, timeout=120)
+            return subprocess.run([sys.executable, "-m", "tests.lion_core.llm.batch_driver", store_location,
+                                   "-" if shared else str(tmp_path / "batches"), srv.url, str(n), *extra], cwd=REPO,
+                                  capture_output=True, text=True, timeout=120)
 
         killed = drive("--kill-at", step)
         assert killed.returncode == -9, killed.stderr[-2000:]
@@ -175,9 +179,12 @@ def test_sigkill_at_any_step_then_a_resume_creates_no_second_batch_and_loses_not
         assert json.loads(resumed.stdout.splitlines()[-1]) == {"answered": n, "pending": 0, "failed": 0, "live": 0}
         assert srv.stats.batches_created == 1  # the batch of the killed process, found again, never a second
         assert sorted(srv.stats.batch_answered.values()) == [1] * n  # each request answered once
-        store = ResponseStore(str(tmp_path / "r.sqlite"))
+        store = ResponseStore(store_location)
         assert len(store.successes([r.key(srv.url, "m") for r in driver_requests(n)])) == n
         assert not list((tmp_path / "batches").glob("*.jsonl"))  # input files go once collected
+        assert store._db.one("SELECT COUNT(*) FROM batch_inputs")[0] == 0
+        assert not shared or not (tmp_path / "batches").exists()  # on PostgreSQL nothing went to a local disk
+        store.close()
 
 
 def test_sigkill_while_waiting_then_a_resume_continues_with_the_same_batch(tmp_path):
