@@ -13,6 +13,7 @@ from lion_core.evaluation import NO_ANSWER, check_coverage, resolve_checkpoints
 from lion_core.llm.roles import embedded_endpoints
 from lion_core.results import EvaluationResult, Judging
 from lion_core.store import validate_run_id
+from lion_prefect.secrets import export_store_password
 from tasks.common import RunContext
 from tasks.evaluation import open_evaluation, publish_evaluation, record_scores_in_cards, score_checkpoints
 from tasks.limits import ensure_limits
@@ -39,6 +40,7 @@ def evaluate(config_path: str, checkpoints: list[str], eval_set: str | None = No
     """
     logger = get_run_logger()
     config = load_config(config_path)
+    export_store_password(config.storage)  # storage.password_secret: the store reads it from the environment
     eval_set = eval_set or config.evaluation.eval_set
     if not eval_set:
         raise ConfigError("no eval set: pass one or set evaluation.eval_set in the config")

@@ -8,6 +8,7 @@ from lion_core.config import load_config
 from lion_core.dataset_export import default_export_dir
 from lion_core.results import DatasetExport
 from lion_core.store import validate_run_id
+from lion_prefect.secrets import export_store_password
 from tasks.export import export_dataset, publish_export, push_dataset
 
 
@@ -27,6 +28,7 @@ def export(config_path: str, run_id: str, out: str | None = None, push_to_hub: s
         languages: Language codes for the card's header; empty: en.
     """
     config = load_config(config_path)
+    export_store_password(config.storage)  # storage.password_secret: the store reads it from the environment
     run_id = validate_run_id(run_id)
     exported = export_dataset(config, run_id, out or default_export_dir(config, run_id), license, languages or ["en"])
     if push_to_hub:

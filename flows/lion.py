@@ -27,6 +27,7 @@ from lion_core.results import EvaluationResult, RunEvaluation, RunResult
 from lion_core.runs import run_lock
 from lion_core.store import RunStore, validate_run_id
 from lion_prefect.orphans import crash_orphaned_runs
+from lion_prefect.secrets import export_store_password
 from tasks.common import RunContext
 from tasks.limits import ensure_limits
 from tasks.pools import grant_unusable_again, open_run
@@ -66,6 +67,7 @@ def lion(config_path: str, run_id: str | None = None, iterations: int | None = N
     """
     logging.getLogger("lion").setLevel(logging.INFO)  # progress of long stages reaches the run's logs
     config = load_config(config_path)
+    export_store_password(config.storage)  # storage.password_secret: the store reads it from the environment
     # No run id: take the flow run's, so the UI's Retry of this flow run resumes the same run.
     run_id = validate_run_id(run_id) if run_id else f"run-{flow_run.id}"
     with run_lock(config, run_id, owner=str(flow_run.id)) as held:  # one live process per run on this machine

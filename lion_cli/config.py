@@ -16,10 +16,12 @@ def config_check(
     probe: Annotated[bool, typer.Option("--probe/--no-probe", help="Ask each API endpoint for its models (free).")] = True,
 ) -> None:
     """Validate a run config, check every file, key and endpoint it names, and print its hash."""
-    from lion_core.preflight import preflight_problems
+    from lion_core.preflight import preflight_problems, store_notes
     from lion_core.seeds import load_seeds
+    from lion_prefect.secrets import export_store_password
 
     cfg = load_config(file)
+    export_store_password(cfg.storage)
     problems = preflight_problems(cfg, new_run=True, probe=probe)
     seeds = None
     if cfg.data.seed and not problems:  # read as a new run reads them (a hub dataset is fetched into its cache)
@@ -30,6 +32,11 @@ def config_check(
     if problems:
         raise LionError(f"{file}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
     typer.echo(f"{file}: ok  (config hash {cfg.config_hash()[:16]})")
+    if cfg.storage.shared_store:
+        typer.echo(f"  store     {cfg.storage.response_store} (PostgreSQL, password from "
+                   f"{'$' + cfg.storage.password_env if cfg.storage.password_env else 'nowhere: none needed'})")
+    for note in store_notes(cfg):
+        typer.echo(f"  warning   {note}")
     for role in ("teacher", "referee", "generator"):
         r = getattr(cfg, role)
         key = f"key from ${r.api_key_env}" if r.api_key_env else "no key"

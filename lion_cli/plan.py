@@ -36,6 +36,9 @@ def plan(
     from lion_core.store import RunStore
 
     cfg = load_config(file)
+    from lion_prefect.secrets import export_store_password
+
+    export_store_password(cfg.storage)
     try:
         assumptions = Assumptions(acceptance=acceptance, reask_rate=reask_rate, referee_reply_tokens=referee_reply_tokens,
                                   teacher_reply_tokens=teacher_reply_tokens)

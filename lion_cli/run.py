@@ -63,7 +63,9 @@ def run(
 def _preflight(cfg, new_run: bool) -> None:
     """Fail before starting anything, with every problem at once (lion_core.preflight)."""
     from lion_core.preflight import preflight_problems
+    from lion_prefect.secrets import export_store_password
 
+    export_store_password(cfg.storage)
     if problems := preflight_problems(cfg, new_run=new_run):
         raise LionError(f"the run cannot start; {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 

@@ -142,5 +142,67 @@ def training_problems(config: RunConfig, cuda_available: bool | None = None) -> 
     return found
 
 
+def store_problems(config: RunConfig, env: dict[str, str] | None = None, probe: bool = True) -> list[str]:
+    """A PostgreSQL response store whose password is not set, that cannot be reached, or whose tables were
+    made by newer code. Nothing is created: the tables are made by the run's first use."""
+    from lion_core.database import StoreUnavailable, connect
+    from lion_core.errors import ConfigError
+    from lion_core.llm.store_schema import SCHEMA_VERSION
+
+    s = config.storage
+    if not s.shared_store:
+        return []
+    env = os.environ if env is None else env
+    if s.password_env and not env.get(s.password_env):
+        where = f" or the Prefect Secret block {s.password_secret!r} could not be read" if s.password_secret else ""
+        return [f"storage.password_env: ${s.password_env} (the response store's password) is not set{where}"]
+    if not probe:
+        return []
+    try:
+        db = connect(s.response_store, password_env=s.password_env, environ=env)
+    except (StoreUnavailable, ConfigError) as err:
+        return [f"storage.response_store: {err}"]
+    try:
+        row = db.one("SELECT version FROM store_schema WHERE id = 1") if "version" in db.columns("store_schema") else None
+    finally:
+        db.close()
+    if row and int(row[0]) > SCHEMA_VERSION:
+        return [f"storage.response_store: its tables are schema version {row[0]}, newer than this code's "
+                f"{SCHEMA_VERSION}: upgrade lion-distill"]
+    return []
+
+
+SHARED_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "fuse.")
+
+
+def file_system_type(path: str, mounts: str = "/proc/mounts") -> str | None:
+    """The type of the file system `path` is (or would be) on, from the longest mount point above it."""
+    try:
+        with open(mounts) as fh:
+            table = [line.split()[1:3] for line in fh if len(line.split()) >= 3]
+    except OSError:
+        return None
+    target = os.path.abspath(os.path.expanduser(path))
+    best = max((m for m in table if target == m[0] or target.startswith(m[0].rstrip("/") + "/")), default=None,
+               key=lambda m: len(m[0]))
+    return best[1] if best else None
+
+
+def store_notes(config: RunConfig, mounts: str = "/proc/mounts") -> list[str]:
+    """Warnings, not errors: with the run in a bucket and its store on PostgreSQL, a resume on another
+    machine finds every pool and answer, but the student checkpoints only where `checkpoints_root` is a
+    file system that machine mounts too."""
+    s = config.storage
+    if not (s.shared_store and "://" in s.runs_root and s.checkpoints_root):
+        return []
+    fs = file_system_type(s.checkpoints_root, mounts)
+    if fs is None or fs.startswith(SHARED_FILE_SYSTEMS):
+        return []
+    return [f"storage.checkpoints_root: {s.checkpoints_root} is on a local file system ({fs}): a resume on another "
+            "machine will not find the student checkpoints of the iterations done here; for a run that moves "
+            "between machines, mount one shared file system (NFS, EFS, Filestore, Lustre) at the same path on each"]
+
+
 def preflight_problems(config: RunConfig, new_run: bool = True, probe: bool = True) -> list[str]:
-    return file_problems(config, new_run) + training_problems(config) + endpoint_problems(config, probe=probe)
+    return (file_problems(config, new_run) + training_problems(config) + endpoint_problems(config, probe=probe)
+            + store_problems(config, probe=probe))

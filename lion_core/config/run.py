@@ -93,6 +93,8 @@ class StorageConfig(Section):
 
     @model_validator(mode="after")
     def _store_is_local(self) -> StorageConfig:
+        if self.password_secret and not self.password_env:
+            raise ValueError("password_secret needs password_env: the variable the block's password is put in")
         if self.response_store is None and "://" in self.runs_root:
             raise ValueError("runs_root is remote: set response_store to a postgresql:// URL (or a local path)")
         if self.checkpoints_root is not None and "://" in self.checkpoints_root:

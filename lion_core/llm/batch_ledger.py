@@ -16,49 +16,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lion_core.database import Database, connect, is_postgres
+from lion_core.llm.store_schema import LEDGER_SCHEMA as SCHEMA
 
 if TYPE_CHECKING:
     from lion_core.llm.responses import StoredCall
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batch_jobs (
-    job TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    model TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('prepared', 'uploaded', 'submitted', 'ended', 'collected')),
-    input_path TEXT NOT NULL,
-    input_sha256 TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    est_tokens INTEGER NOT NULL,
-    file_id TEXT,
-    batch_id TEXT,
-    status TEXT,
-    output_file_id TEXT,
-    error_file_id TEXT,
-    completed INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    tries INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batch_members (
-    job TEXT NOT NULL,
-    key TEXT NOT NULL,
-    PRIMARY KEY (job, key)
-);
-CREATE INDEX IF NOT EXISTS batch_members_key ON batch_members (key);
-CREATE TABLE IF NOT EXISTS batch_inputs (
-    job TEXT PRIMARY KEY,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batch_fallback (
-    key TEXT PRIMARY KEY,
-    asked_at TEXT NOT NULL
-)
-"""
 LIVE = ("prepared", "uploaded", "submitted", "ended")
 """States of a batch not yet collected: its requests are claimed by it."""
 ENQUEUED = ("prepared", "uploaded", "submitted")

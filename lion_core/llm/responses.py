@@ -30,63 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lion_core.database import Database, connect, is_postgres, redact
-from lion_core.errors import StoreError
+from lion_core.database import Database, connect, is_postgres
 from lion_core.llm.claims import known_dead
 from lion_core.llm.requests import ChatRequest, ChatResult
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    role TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request TEXT NOT NULL,
-    text TEXT,
-    finish_reason TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL,
-    error_class TEXT,
-    error_message TEXT,
-    truncated INTEGER NOT NULL DEFAULT 0,
-    latency_s DOUBLE PRECISION,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    CHECK (status != 'ok' OR text IS NOT NULL)
-);
-CREATE INDEX IF NOT EXISTS responses_role_stage ON responses (role, stage, status);
-CREATE TABLE IF NOT EXISTS spend (
-    run TEXT NOT NULL,
-    role TEXT NOT NULL,
-    cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-    paid_calls INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (run, role)
-);
-CREATE TABLE IF NOT EXISTS claims (
-    key TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS claims_holder ON claims (holder);
-CREATE TABLE IF NOT EXISTS run_locks (
-    run TEXT PRIMARY KEY,
-    process TEXT NOT NULL,
-    flow_run TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS store_schema (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    version INTEGER NOT NULL
-)
-"""
-SCHEMA_VERSION = 2
-"""1: responses and spend (stores before versioning have no `store_schema` row and are taken as 1);
-2: responses.unusable, claims, run_locks, batch_inputs, store_schema."""
-# Columns added after the first release, with what older rows hold: a store made by older code gains them
-# when it is opened.
-_ADDED_COLUMNS = {"unusable": "INTEGER NOT NULL DEFAULT 0"}
+from lion_core.llm.store_schema import set_up
 
 
 def _now() -> str:
@@ -103,32 +50,6 @@ class StoredCall:
     model: str
 
 
-class SchemaMismatch(StoreError):
-    """The store was made by a version of this code whose tables this one cannot read or upgrade."""
-
-
-def _set_up(db: Database) -> None:
-    """Create the tables, upgrade an older store, refuse a newer one. Runs with other openers held off."""
-    from lion_core.llm.batch_ledger import SCHEMA as LEDGER_SCHEMA  # the ledger's tables live in the same store
-
-    db.script(_SCHEMA)
-    db.script(LEDGER_SCHEMA)
-    row = db.one("SELECT version FROM store_schema WHERE id = 1")
-    version = int(row[0]) if row else 1
-    if version > SCHEMA_VERSION:
-        raise SchemaMismatch(f"response store {redact(db.location)} has schema version {version}, newer than this "
-                             f"code's {SCHEMA_VERSION}: it was written by a newer lion-distill; upgrade this one")
-    if version < 1:
-        raise SchemaMismatch(f"response store {redact(db.location)} has schema version {version}, older than any "
-                             f"this code can upgrade (1 to {SCHEMA_VERSION})")
-    have = db.columns("responses")
-    for column, decl in _ADDED_COLUMNS.items():
-        if column not in have:
-            db.execute(f"ALTER TABLE responses ADD COLUMN {column} {decl}")
-    db.execute("INSERT INTO store_schema (id, version) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
-               "version = excluded.version", (SCHEMA_VERSION,))
-
-
 class ResponseStore:
     """`location` is a file path (SQLite) or a postgresql:// URL (the password in `password_env`).
     `lease_s`: how long a claim outlives its last renewal (a dead holder's requests wait that long)."""
@@ -136,7 +57,7 @@ class ResponseStore:
     def __init__(self, location: str, durable: bool = False, *, password_env: str | None = "LION_STORE_PASSWORD",
                  lease_s: float = 60.0):
         self._open = (location, durable, password_env)
-        self._db = connect(location, durable=durable, password_env=password_env, setup=_set_up)
+        self._db = connect(location, durable=durable, password_env=password_env, setup=set_up)
         self.location = self._db.location
         self.path: str | None = None if is_postgres(location) else self.location
         """The SQLite file, or None on PostgreSQL."""

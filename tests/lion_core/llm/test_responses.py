@@ -9,7 +9,8 @@ import pytest
 from lion_core.errors import ConfigError
 from lion_core.llm.claims import Holder
 from lion_core.llm.requests import ChatRequest, ChatResult
-from lion_core.llm.responses import SCHEMA_VERSION, ResponseStore, SchemaMismatch, StoredCall
+from lion_core.llm.responses import ResponseStore, StoredCall
+from lion_core.llm.store_schema import SCHEMA_VERSION, SchemaMismatch
 
 CALL = StoredCall(role="teacher", stage="imitation", endpoint="e", model="m")
 REQ = ChatRequest.of([("user", "What is 2+2?")], max_tokens=5)
@@ -145,23 +146,22 @@ def test_a_claim_of_a_dead_process_on_this_machine_is_taken_at_once(store_locati
         assert s.claim("k1", me) and not s.claim("k2", me)
 
 
-def _race(location: str, keys: list[str], start: float, seed: int, out) -> None:
+def _race(location: str, keys: list[str], start, seed: int, out) -> None:
     import random
 
     holder = Holder.new().name
     random.Random(seed).shuffle(keys)  # each in its own order, so that they meet on many keys
     with ResponseStore(location) as s:
-        while time.time() < start:
-            time.sleep(0.001)
+        start.wait(timeout=60)  # all open, then all go
         out.put([k for k in keys if s.claim(k, holder)])
 
 
 def test_processes_racing_for_the_same_requests_win_each_once(store_location):
-    """Decided by the database: four processes claim the same 300 keys at the same moment."""
+    """Decided by the database: four processes claim the same 1,000 keys at the same moment."""
     ctx = multiprocessing.get_context("spawn")
-    keys = [f"k{i}" for i in range(300)]
+    keys = [f"k{i}" for i in range(1000)]
     out = ctx.Queue()
-    start = time.time() + 3
+    start = ctx.Barrier(4)
     procs = [ctx.Process(target=_race, args=(store_location, keys, start, seed, out)) for seed in range(4)]
     for p in procs:
         p.start()

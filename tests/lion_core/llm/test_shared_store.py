@@ -5,22 +5,27 @@ import multiprocessing
 import random
 import time
 
-from lion_core.llm import ChatRequest, Gateway, ResponseStore
+from lion_core.config import ApiRole, RateLimits, RetryPolicy
+from lion_core.llm import ChatRequest, Endpoint, Gateway, ResponseStore
 from tests.fault_server import FaultPlan, FaultServer
-from tests.lion_core.llm.test_gateway import _endpoint
+
+
+def _endpoint(url: str, concurrency: int = 8) -> Endpoint:
+    cfg = ApiRole(base_url=url, model="m", retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.02, max_backoff_s=0.2),
+                  rate_limits=RateLimits(requests_per_minute=60000, max_concurrency=concurrency))
+    return Endpoint(role="teacher", endpoint_id="test-endpoint", model="m", base_url=url, api_model="m", config=cfg)
 
 
 def _requests(n: int) -> list[ChatRequest]:
     return [ChatRequest.of([("user", f"shared {i}")], max_tokens=8, tag=f"t{i}") for i in range(n)]
 
 
-def _work(location: str, url: str, n: int, seed: int, start: float, out) -> None:
+def _work(location: str, url: str, n: int, seed: int, start, out) -> None:
     """One worker: the same stage's requests, in an order of its own, with the store at `location`."""
     reqs = _requests(n)
     random.Random(seed).shuffle(reqs)
-    while time.time() < start:
-        time.sleep(0.005)
     with ResponseStore(location) as store:
+        start.wait(timeout=60)  # both open the store, then start together
         results = Gateway(_endpoint(url, concurrency=8), store).run_sync(reqs, "imitation")
     out.put((sum(r.ok for r in results), sum(not r.cached for r in results)))
 
@@ -30,7 +35,7 @@ def test_two_worker_processes_on_one_store_pay_each_request_once(store_location)
     ctx = multiprocessing.get_context("spawn")
     with FaultServer(FaultPlan(latency_s=0.05)) as srv:
         out = ctx.Queue()
-        start = time.time() + 4  # both import and open the store first, then start together
+        start = ctx.Barrier(2)
         procs = [ctx.Process(target=_work, args=(store_location, srv.url, n, seed, start, out)) for seed in (1, 2)]
         for p in procs:
             p.start()
