@@ -54,14 +54,13 @@ from lion_core.llm.replies import (  # noqa: F401 - MalformedResponse, parse_com
     truncate,
 )
 from lion_core.llm.requests import ChatRequest, ChatResult
-from lion_core.llm.responses import ResponseStore, StoredCall
+from lion_core.llm.responses import Previous, ResponseStore, StoredCall
+from lion_core.llm.store_lane import StoreLane
 
 LEARNT_RPM: dict[tuple[str, str, int], tuple[float, float]] = {}
 """Where an adaptive limiter ended (its level and the level it last backed off from), per endpoint, model and
 ceiling: the next batch of this process to the same endpoint starts there (every shard of a stage is a
 batch of its own)."""
-CLAIM_POLL_S = 1.0
-"""How often a request another worker has in flight is looked at again."""
 OUTAGES: dict[tuple[int, str, str], Outage] = {}
 """Each endpoint's health as this process's batches see it (per process: a forked child has its own loop)."""
 
@@ -182,46 +181,38 @@ class Gateway:
             return bool(fatal) or breaker.open or bool(self.budget and self.budget.refused)
 
         batch = BatchView(stopped)
-        holder = Holder.new().name
-        store = self.store
+        lane = StoreLane(self.store, Holder.new().name, todo, chunk=min(limits.max_concurrency, 64))
 
         async def worker(client: openai.AsyncOpenAI, limit: int | None = None) -> None:
             while not stopped() and (limit is None or limit > 0):
-                try:
-                    k = todo.get_nowait()
-                except asyncio.QueueEmpty:
+                taken = await lane.take(stopped)
+                if taken is None:
                     return
-                if not store.claim(k, holder):  # in flight elsewhere: its answer is waited for, not paid again
-                    await asyncio.sleep(min(CLAIM_POLL_S, store.lease_s / 4))
-                    if (found := store.successes([k])) and k in found:
-                        results[k] = found[k]
-                        usage.cached += 1
-                        progress.update(True, cached=True)
-                    else:
-                        todo.put_nowait(k)
+                k, found, previous = taken
+                if found:  # answered by another worker since this batch looked
+                    await lane.release(k)
+                    results[k] = found
+                    usage.cached += 1
+                    progress.update(True, cached=True)
                     continue
                 limit = None if limit is None else limit - 1
                 try:
-                    found = store.successes([k])  # answered by another worker since this batch looked
-                    if k in found:
-                        results[k] = found[k]
-                        usage.cached += 1
-                        progress.update(True, cached=True)
-                        continue
-                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker, (outage, batch))
+                    results[k] = await self._ask(client, limiter, call, k, unique[k], stage, breaker, (outage, batch),
+                                                 previous, lane)
                 except (EndpointRejected, EndpointDown) as err:
                     fatal.append(err)
                     return
                 except _NotSent:
+                    await lane.release(k)
                     return
-                finally:
-                    store.release(k, holder)
+                if results[k].cached:  # given up before this batch: nothing was written, the claim stays
+                    await lane.release(k)
                 progress.update(results[k].ok)
 
         async def keep_claims() -> None:
             while True:
-                await asyncio.sleep(store.lease_s / 4)
-                store.renew(holder)
+                await asyncio.sleep(self.store.lease_s / 4)
+                await lane.renew()
 
         try:
             if todo.qsize():
@@ -233,7 +224,7 @@ class Gateway:
                     workers: list[asyncio.Future] = []
                     try:
                         await worker(client, limit=1)
-                        n_workers = min(limits.max_concurrency, todo.qsize())
+                        n_workers = min(limits.max_concurrency, todo.qsize() + len(lane.waiting()) + lane.held())
                         workers = [asyncio.ensure_future(worker(client)) for _ in range(n_workers)]
                         await asyncio.gather(*workers)
                     except BaseException:
@@ -246,6 +237,7 @@ class Gateway:
                     finally:
                         renewal.cancel()
                         await asyncio.gather(renewal, return_exceptions=True)
+                        await lane.close()
         finally:
             progress.close()
             if limits.adaptive:
@@ -263,11 +255,14 @@ class Gateway:
         return [replace(results[k], tag=r.tag) for k, r in zip(keys, requests)]
 
     async def _ask(self, client: openai.AsyncOpenAI, limiter: RateLimiter, call: StoredCall, key: str,
-                   request: ChatRequest, stage: str, breaker: Breaker, health: tuple[Outage, BatchView]) -> ChatResult:
+                   request: ChatRequest, stage: str, breaker: Breaker, health: tuple[Outage, BatchView],
+                   previous: Previous, lane: StoreLane) -> ChatResult:
+        """Send one claimed request until it is answered or given up, and store the outcome with the
+        claim's release (`previous`: what the store holds of the request's earlier tries)."""
         ep, cfg = self.endpoint, self.endpoint.config
         outage, batch = health
         usage = self.accounting.row(ep.role, stage)
-        prior, prior_unusable, last_class, last_message = self.store.previous(key)
+        prior, prior_unusable, last_class, last_message = previous
         allowance = cfg.retry.max_unusable_replies
         if prior_unusable >= allowance:  # paid for often enough: it stays failed (`lion run --retry-failed`)
             usage.failures += 1
@@ -316,9 +311,10 @@ class Gateway:
                     if prior_unusable + unusable >= allowance:
                         break
                     # kept at once: a stop before this request ends must not give it its budget again
-                    self.store.put_failure(call, request, ChatResult(
+                    await lane.write("failed", call, request, ChatResult(
                         key=key, ok=False, attempts=prior + attempts, error_class=error_class,
-                        error_message=error_message, truncated=truncated, unusable=prior_unusable + unusable))
+                        error_message=error_message, truncated=truncated, unusable=prior_unusable + unusable),
+                        release=False)
                     await asyncio.sleep(self._backoff(attempts - free + 1, None))
                     continue
                 except Exception as err:  # noqa: BLE001 - every failure is classified and recorded
@@ -358,12 +354,12 @@ class Gateway:
             result = ChatResult(key=key, ok=True, text=text, finish_reason=finish, prompt_tokens=pt,
                                 completion_tokens=ct, attempts=prior + attempts, truncated=truncated,
                                 unusable=prior_unusable + unusable)
-            self.store.put_success(call, request, result, latency_s=time.monotonic() - started)
+            await lane.write("ok", call, request, result, time.monotonic() - started)
             return result
         usage.failures += 1
         result = ChatResult(key=key, ok=False, attempts=prior + attempts, error_class=error_class,
                             error_message=error_message, truncated=truncated, unusable=prior_unusable + unusable)
-        self.store.put_failure(call, request, result)
+        await lane.write("failed", call, request, result)
         return result
 
     def _paid(self, stage: str, reserved: float, pt: int, ct: int, est: int, limiter: RateLimiter) -> None:

@@ -24,11 +24,12 @@ when opened (columns and tables are only ever added); one made by newer code is 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lion_core.database import Database, connect, is_postgres
 from lion_core.llm.claims import known_dead
@@ -40,6 +41,11 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+Previous = tuple[int, int, "str | None", "str | None"]
+"""What the store holds of a request's earlier tries: attempts, paid unusable replies, the last failure's
+class and message."""
+
+
 @dataclass(frozen=True)
 class StoredCall:
     """Where a response came from, for the row."""
@@ -48,6 +54,18 @@ class StoredCall:
     stage: str
     endpoint: str
     model: str
+
+
+class Write(NamedTuple):
+    """One row for `write_many`: kind 'ok' (an answer, with its latency) or 'failed'; `release`: give back
+    the writer's claim on the key with it."""
+
+    kind: str
+    call: StoredCall
+    request: ChatRequest
+    result: ChatResult
+    latency_s: float | None = None
+    release: bool = True
 
 
 class ResponseStore:
@@ -112,6 +130,25 @@ class ResponseStore:
     def counts(self) -> dict[str, int]:
         return {k: int(n) for k, n in self._db.execute("SELECT status, COUNT(*) FROM responses GROUP BY status")}
 
+    def lookup_many(self, keys: Iterable[str]) -> dict[str, tuple[ChatResult | None, Previous]]:
+        """One read for requests about to be sent: for each key the store knows, its answer (None: none
+        yet) and what `previous` returns."""
+        out: dict[str, tuple[ChatResult | None, Previous]] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            for row in self._db.execute(
+                    "SELECT key, status, text, finish_reason, prompt_tokens, completion_tokens, attempts, truncated, "
+                    f"unusable, error_class, error_message FROM responses WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                key, status, text, finish, pt, ct, attempts, truncated, unusable, error_class, error_message = row
+                found = ChatResult(key=key, ok=True, text=text, finish_reason=finish, prompt_tokens=pt,
+                                   completion_tokens=ct, attempts=attempts, cached=True,
+                                   truncated=bool(truncated)) if status == "ok" else None
+                out[key] = (found, (int(attempts), int(unusable), None if found else error_class,
+                                    None if found else error_message))
+        return out
+
     def previous_attempts(self, key: str) -> int:
         r = self._db.one("SELECT attempts FROM responses WHERE key = ?", (key,))
         return int(r[0]) if r else 0
@@ -143,10 +180,7 @@ class ResponseStore:
     def claim(self, key: str, holder: str) -> bool:
         """Take `key` for `holder` until the lease runs out (renewed by `renew`); False while another live
         holder has it. Two holders racing for a free key: the database lets one of them win."""
-        taken = self._db.execute(
-            """INSERT INTO claims (key, holder, expires) VALUES (?, ?, {now} + ?)
-               ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
-               WHERE claims.expires < {now} OR claims.holder = excluded.holder""", (key, holder, self.lease_s)).rowcount
+        taken = self._db.execute(_CLAIM, (key, holder, self.lease_s)).rowcount
         if taken:
             return True
         row = self._db.one("SELECT holder FROM claims WHERE key = ?", (key,))
@@ -156,6 +190,22 @@ class ResponseStore:
             return bool(self._db.execute("UPDATE claims SET holder = ?, expires = {now} + ? WHERE key = ? AND holder = ?",
                                          (holder, self.lease_s, key, row[0])).rowcount)
         return False
+
+    def claim_many(self, keys: Sequence[str], holder: str) -> set[str]:
+        """`claim` for several keys: those `holder` now has."""
+        if self.dialect == "postgresql":
+            won = {k for (k,) in self._db.execute(
+                """INSERT INTO claims (key, holder, expires) SELECT k, ?, {now} + ? FROM unnest(?::text[]) AS k
+                   ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+                   WHERE claims.expires < {now} OR claims.holder = excluded.holder RETURNING key""",
+                (holder, self.lease_s, list(keys)))}
+        else:
+            with self._db.transaction():
+                won = {k for k in keys if self._db.execute(_CLAIM, (k, holder, self.lease_s)).rowcount}
+        return won | {k for k in keys if k not in won and self.claim(k, holder)}  # a dead holder's, or just released
+
+    def release_all(self, holder: str) -> None:
+        self._db.execute("DELETE FROM claims WHERE holder = ?", (holder,))
 
     def renew(self, holder: str) -> None:
         """Extend every claim of `holder` by a lease (its requests are still in flight)."""
@@ -182,40 +232,67 @@ class ResponseStore:
         return True, row[1] if row else None
 
     # -- writes ------------------------------------------------------------------------------------
-    def put_success(self, call: StoredCall, request: ChatRequest, result: ChatResult, latency_s: float) -> None:
-        if result.text is None:
-            raise ValueError("a success must have text")  # an empty answer is never stored as a result
-        now = _now()
-        self._db.execute(
-            """INSERT INTO responses (key, status, role, stage, endpoint, model, request, text, finish_reason,
-                   prompt_tokens, completion_tokens, attempts, truncated, latency_s, created_at, updated_at)
-               VALUES (?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (key) DO UPDATE SET
-                   status = 'ok', text = excluded.text, finish_reason = excluded.finish_reason,
-                   prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-                   attempts = excluded.attempts, truncated = excluded.truncated, latency_s = excluded.latency_s,
-                   error_class = NULL, error_message = NULL, role = excluded.role, stage = excluded.stage,
-                   updated_at = excluded.updated_at
-               WHERE responses.status != 'ok'""",
-            (result.key, call.role, call.stage, call.endpoint, call.model, _request_json(request), result.text,
-             result.finish_reason, result.prompt_tokens, result.completion_tokens, result.attempts,
-             int(result.truncated), latency_s, now, now),
-        )
+    def put_success(self, call: StoredCall, request: ChatRequest, result: ChatResult, latency_s: float,
+                    release: str | None = None) -> None:
+        """Store an answer (never over another answer); `release`: the holder whose claim it ends."""
+        self.write_many([Write("ok", call, request, result, latency_s, release is not None)], release or "")
 
-    def put_failure(self, call: StoredCall, request: ChatRequest, result: ChatResult) -> None:
+    def put_failure(self, call: StoredCall, request: ChatRequest, result: ChatResult, release: str | None = None) -> None:
+        self.write_many([Write("failed", call, request, result, None, release is not None)], release or "")
+
+    def write_many(self, writes: Sequence[Write], holder: str) -> None:
+        """Answers and failures, then the claims of `holder` on the keys whose `release` is set: answers
+        before releases, so that a worker that takes a released claim finds the answer. On PostgreSQL the
+        statements go to the server together (psycopg pipelines `executemany`), each its own transaction."""
         now = _now()
-        self._db.execute(
-            """INSERT INTO responses (key, status, role, stage, endpoint, model, request, attempts,
-                   error_class, error_message, truncated, unusable, created_at, updated_at)
-               VALUES (?, 'failed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (key) DO UPDATE SET
-                   attempts = excluded.attempts, error_class = excluded.error_class,
-                   error_message = excluded.error_message, truncated = excluded.truncated,
-                   unusable = excluded.unusable, updated_at = excluded.updated_at
-               WHERE responses.status = 'failed'""",
-            (result.key, call.role, call.stage, call.endpoint, call.model, _request_json(request), result.attempts,
-             result.error_class, result.error_message, int(result.truncated), result.unusable, now, now),
-        )
+        ok, failed = [], []
+        for w in writes:
+            r = w.result
+            if w.kind == "ok":
+                if r.text is None:
+                    raise ValueError("a success must have text")  # an empty answer is never stored as a result
+                ok.append((r.key, w.call.role, w.call.stage, w.call.endpoint, w.call.model, _request_json(w.request),
+                           r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.attempts, int(r.truncated),
+                           w.latency_s, now, now))
+            else:
+                failed.append((r.key, w.call.role, w.call.stage, w.call.endpoint, w.call.model, _request_json(w.request),
+                               r.attempts, r.error_class, r.error_message, int(r.truncated), r.unusable, now, now))
+        released = [w.result.key for w in writes if w.release]
+        with self._db.transaction() if self.dialect == "sqlite" and len(writes) > 1 else contextlib.nullcontext():
+            # one statement per kind for the whole group: a round trip and a commit, not one per row
+            for sql, rows in ((_PUT_SUCCESS, ok), (_PUT_FAILURE, failed)):
+                for i in range(0, len(rows), 100):
+                    part = list({r[0]: r for r in rows[i:i + 100]}.values())  # a key once per statement
+                    head, row, tail = sql
+                    self._db.execute(head + ", ".join([row] * len(part)) + tail, [v for r in part for v in r])
+            for i in range(0, len(released), 500):
+                part = released[i:i + 500]
+                self._db.execute(f"DELETE FROM claims WHERE holder = ? AND key IN ({','.join('?' * len(part))})",
+                                 (holder, *part))
+
+
+_CLAIM = """INSERT INTO claims (key, holder, expires) VALUES (?, ?, {now} + ?)
+    ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+    WHERE claims.expires < {now} OR claims.holder = excluded.holder"""
+_PUT_SUCCESS = ("""INSERT INTO responses (key, status, role, stage, endpoint, model, request, text, finish_reason,
+        prompt_tokens, completion_tokens, attempts, truncated, latency_s, created_at, updated_at) VALUES """,
+                "(?, 'ok', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", """
+    ON CONFLICT (key) DO UPDATE SET
+        status = 'ok', text = excluded.text, finish_reason = excluded.finish_reason,
+        prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+        attempts = excluded.attempts, truncated = excluded.truncated, latency_s = excluded.latency_s,
+        error_class = NULL, error_message = NULL, role = excluded.role, stage = excluded.stage,
+        updated_at = excluded.updated_at
+    WHERE responses.status != 'ok'""")
+_PUT_FAILURE = ("""INSERT INTO responses (key, status, role, stage, endpoint, model, request, attempts,
+        error_class, error_message, truncated, unusable, created_at, updated_at) VALUES """,
+                "(?, 'failed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", """
+    ON CONFLICT (key) DO UPDATE SET
+        attempts = excluded.attempts, error_class = excluded.error_class,
+        error_message = excluded.error_message, truncated = excluded.truncated,
+        unusable = excluded.unusable, updated_at = excluded.updated_at
+    WHERE responses.status = 'failed'""")
+"""A failure never overwrites an answer; an answer replaces a failure."""
 
 
 def _request_json(request: ChatRequest) -> str:

@@ -90,3 +90,39 @@ evaluation: {{eval_set: no-questions.jsonl}}
         assert r.returncode == 1 and "cannot start" in r.stderr and "zero9.json" in r.stderr
         assert sum(api.stats.answered.values()) == 0
         assert not (tmp_path / "sub" / "runs" / "never").exists()
+
+
+def test_config_check_with_a_postgresql_store(config, postgres_url, postgres_server, monkeypatch):
+    """A PostgreSQL store is accepted when its password is set and it answers; a URL with a password, a
+    missing password, a wrong one or a server that is down are refused by name, and no password is echoed."""
+    import os
+
+    import yaml
+
+    pg = config.with_name("pg.yaml")
+
+    def check(url: str, **env: str):
+        data = yaml.safe_load(config.read_text())
+        data["storage"]["response_store"] = url
+        pg.write_text(yaml.safe_dump(data, sort_keys=False))
+        return lion("config", "check", pg, env=env)
+
+    password = os.environ["LION_STORE_PASSWORD"]
+    r = check(postgres_url)
+    assert r.returncode == 0 and f"store     {postgres_url} (PostgreSQL, password from $LION_STORE_PASSWORD)" in r.stdout, \
+        r.stderr
+    monkeypatch.delenv("LION_STORE_PASSWORD")
+    r = check(postgres_url)
+    assert r.returncode == 1 and "storage.password_env: $LION_STORE_PASSWORD (the response store's password) is not set" \
+        in r.stderr
+    r = check(postgres_url, LION_STORE_PASSWORD="not-the-password")
+    assert r.returncode == 1 and "storage.response_store: response store" in r.stderr and "cannot connect" in r.stderr
+    assert "password authentication failed" in r.stderr and "not-the-password" not in r.stderr + r.stdout
+    down = postgres_url.replace(f":{postgres_server.port}/", ":1/")
+    r = check(down, LION_STORE_PASSWORD=password)
+    assert r.returncode == 1 and "cannot connect" in r.stderr and "Traceback" not in r.stderr
+    r = check(postgres_url.replace("lion@", f"lion:{password}@"), LION_STORE_PASSWORD=password)
+    assert r.returncode == 1 and "storage.response_store: the URL carries a password" in r.stderr
+    assert password not in r.stderr + r.stdout
+    r = check("postgresql:///nohost")
+    assert r.returncode == 1 and "names no host" in r.stderr
