@@ -33,7 +33,8 @@ SAME_WORKER = {
 # The longest files (or groups) first, so that no worker is left with one of them at the end while the
 # other has nothing to do; then the rest in collection order.
 LONGEST_FIRST = [
-    "tests/flows/test_chaos.py", "tests/flows/test_lion_flow.py", "tests/integration/test_student_training.py",
+    "tests/flows/test_chaos.py", "tests/flows/test_lion_flow.py", "tests/flows/test_shared_store.py",
+    "tests/integration/test_student_training.py",
     "tests/flows/test_evaluate_flow.py", "tests/integration/test_stages_embedded.py",
     "tests/integration/test_standin_referee.py", "tests/integration/test_embedded_endpoint.py",
     "tests/bench/test_paper_scale.py", "tests/flows/test_deployment.py", "tests/lion_prefect/test_slot_reclaim.py",

@@ -81,6 +81,13 @@ class ResponseStore:
         """The SQLite file, or None on PostgreSQL."""
         self.lease_s = lease_s
 
+    @property
+    def reopen(self) -> dict[str, Any]:
+        """How to open this store again in another process: `ResponseStore(**store.reopen)` (the password
+        is read from the environment there too, never passed along)."""
+        location, durable, password_env = self._open
+        return {"location": location, "durable": durable, "password_env": password_env, "lease_s": self.lease_s}
+
     @classmethod
     def open(cls, storage: Any) -> ResponseStore:
         """The store a run's `storage` config names."""

@@ -20,7 +20,7 @@ def student_answer_stage(store: RunStore, k: int, pool: PoolRef, checkpoint: str
     rows = store.read_pool(pool).to_dict("records")
     # A checkpoint is a run's, under the configured runs root (an evaluation's own store lives elsewhere).
     model = resolve_uri(checkpoint, config.storage.runs_root)
-    answers = student_answers_in_child(model, rows, config.student.generation, responses.path,
+    answers = student_answers_in_child(model, rows, config.student.generation, responses.reopen,
                                        prompt_format=config.student.prompt_format, seed=config.loop.random_seed + k,
                                        dtype=config.student.dtype)
     return commit_table(store, k, name, to_table([AnswerRow(**a) for a in answers], AnswerRow),

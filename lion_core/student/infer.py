@@ -97,20 +97,21 @@ def student_answers(
 
 
 def student_answers_in_child(model_path: str | Path, rows: Sequence[dict[str, Any]], gen: StudentGeneration,
-                             store_path: str, **kwargs: Any) -> list[dict[str, Any]]:
+                             store: dict[str, Any], **kwargs: Any) -> list[dict[str, Any]]:
     """`student_answers` in a child process (spawned, so no thread or lock of ours is copied): the model,
     torch's allocations and any GPU context go away when it exits, instead of staying in the flow's
     process while the student trains beside it (measured on the CPU demo: about 400 MB). The child
-    writes each answer to the response store as its batch ends, as the in-process path does."""
+    writes each answer to the response store as its batch ends, as the in-process path does; `store` is
+    how to open it there (`ResponseStore.reopen`)."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=follow_parent, initargs=(os.getpid(),)) as pool:
-        return pool.submit(_answers_in_child, str(model_path), list(rows), gen, store_path, kwargs).result()
+        return pool.submit(_answers_in_child, str(model_path), list(rows), gen, store, kwargs).result()
 
 
-def _answers_in_child(model_path: str, rows: list[dict[str, Any]], gen: StudentGeneration, store_path: str,
+def _answers_in_child(model_path: str, rows: list[dict[str, Any]], gen: StudentGeneration, opener: dict[str, Any],
                       kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-7s | %(name)s - %(message)s")
-    with ResponseStore(store_path) as store:
+    with ResponseStore(**opener) as store:
         return student_answers(model_path, rows, gen, store, **kwargs)
 
 

@@ -86,7 +86,7 @@ def test_answers_from_a_child_process_in_a_set_dtype(tmp_path, tiny_model):
     rows = [{"id": f"q{i}", "instruction": f"Name {i} colours.", "input": ""} for i in range(3)]
     gen = StudentGeneration(do_sample=False, max_new_tokens=4, batch_size=2)
     path = str(tmp_path / "r.sqlite")
-    out = student_answers_in_child(tiny_model, rows, gen, path, dtype="bfloat16")
+    out = student_answers_in_child(tiny_model, rows, gen, {"location": path}, dtype="bfloat16")
     assert [r["id"] for r in out] == ["q0", "q1", "q2"]
     with ResponseStore(path) as store:
         again = student_answers(tiny_model, rows, gen, store, dtype="bfloat16")  # all from the store
