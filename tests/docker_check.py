@@ -10,9 +10,13 @@
 4. Runs one more, stops its container (`docker stop`) while the referee is answering, resumes it through a
    new flow run of the deployment, and checks that it completes with no finished request answered again
    (at most the ones in flight when the container stopped).
-5. Checks that the API key reached no log, file or artifact and that no flow run is left Running (the
-   stopped attempt's sub-flows are closed by the resumed run); prints the flow runs and their states; stops
-   and removes what it started (the image stays: it is the build's product).
+5. Runs a third with its files in a bucket (an S3 API on loopback) and its response store on PostgreSQL (a
+   real server on loopback, the password from a Prefect Secret block), stops its container while the
+   teacher is answering, and resumes it through a new flow run in a new container with a fresh runs volume
+   (only the config on it): it completes, and no finished request is answered again.
+6. Checks that the API key and the store's password reached no log, file or artifact and that no flow run
+   is left Running (the stopped attempt's sub-flows are closed by the resumed run); prints the flow runs and
+   their states; stops and removes what it started (the image stays: it is the build's product).
 
 Not part of `make test` (CI has no Docker daemon). Needs a running Docker daemon (see the README).
 """
@@ -38,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "lion-docker-check"
 SECRET_BLOCK = "lion-docker-check-key"
+STORE_BLOCK = "lion-docker-check-store"
 MOUNT = "/srv/lion"
 """Where the pool mounts the runs volume in the container (deployments/work-pools/docker.json)."""
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -82,6 +87,8 @@ class Check:
         self.srv = work / "srv"
         self.api = None
         self.image = ""
+        self.postgres = None
+        self.s3 = None
 
     # -- processes ----------------------------------------------------------------------------------
     def start(self, name: str, *cmd: str) -> subprocess.Popen:
@@ -158,8 +165,9 @@ class Check:
         self.deployment = dep["id"]
         say(f"pool {POOL} (docker), worker started, lion-distill deployed with image {self.image}")
 
-    def write_config(self, name: str, seeds: list[str]) -> str:
-        """A small run: the embedded student fine-tuned in the container; the API roles on loopback."""
+    def write_config(self, name: str, seeds: list[str], storage: dict | None = None, volume: Path | None = None) -> str:
+        """A small run: the embedded student fine-tuned in the container; the API roles on loopback.
+        `storage` replaces the runs folder on the volume; `volume`: the host folder it is written to."""
         cfg = yaml.safe_load((REPO / "configs/embedded.yaml").read_text())
         api = {"base_url": self.api.url, "model": "check-model", "api_key_env": "OPENAI_API_KEY",
                "sampling": {"temperature": 0.7, "max_tokens": 48},
@@ -171,16 +179,42 @@ class Check:
         cfg["training"]["deepspeed_config"] = "/opt/lion/deployments/deepspeed/zero2.json"
         cfg["loop"].update(iterations=1, new_instructions_per_iteration=6)
         cfg["data"] = {"seed": f"{name}-seeds.jsonl"}
-        cfg["storage"] = {"runs_root": "runs"}
+        cfg["storage"] = storage or {"runs_root": "runs"}
         cfg["orchestration"].update(shard_size=8, task_retries=2, retry_delay_s=1)
         cfg["evaluation"].update(after_run=False, eval_set="/opt/lion/data/demo_eval.jsonl")
-        (self.srv / f"{name}-seeds.jsonl").write_text("".join(s + "\n" for s in seeds))
-        (self.srv / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        volume = volume or self.srv
+        (volume / f"{name}-seeds.jsonl").write_text("".join(s + "\n" for s in seeds))
+        (volume / f"{name}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         return f"{MOUNT}/{name}.yaml"
 
-    def run(self, name: str, config: str) -> str:
+    def shared_store(self) -> None:
+        """A PostgreSQL server and an S3 API on loopback (the containers share the host's network): a run's
+        store and files somewhere other than the container's volume."""
+        from moto.server import ThreadedMotoServer
+
+        from tests.postgres import PostgresServer
+
+        self.postgres = PostgresServer(fast=False).start()
+        self.store_url = self.postgres.create_database("lion_docker_check")
+        code = (f"from prefect.blocks.system import Secret; "
+                f"Secret(value={self.postgres.password!r}).save({STORE_BLOCK!r}, overwrite=True)")
+        r = subprocess.run([sys.executable, "-c", code], env=self.env, cwd=REPO, capture_output=True, text=True)
+        check(r.returncode == 0, f"saving the store's Secret block failed: {r.stderr[-2000:]}")
+        port = free_port()
+        self.s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.s3.start()
+        self.s3_env = {"AWS_ACCESS_KEY_ID": "lion-check", "AWS_SECRET_ACCESS_KEY": "lion-check-secret",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        import boto3
+
+        boto3.client("s3", endpoint_url=self.s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="lion-check", aws_secret_access_key="lion-check-secret").create_bucket(Bucket="lion")
+        say(f"response store on PostgreSQL {self.store_url} (password in Secret block {STORE_BLOCK}), runs on "
+            f"s3://lion at {self.s3_env['AWS_ENDPOINT_URL']}")
+
+    def run(self, name: str, config: str, job_variables: dict | None = None) -> str:
         fr = self.rest("POST", f"/deployments/{self.deployment}/create_flow_run",
-                       {"parameters": {"config_path": config, "run_id": name}})
+                       {"parameters": {"config_path": config, "run_id": name}, "job_variables": job_variables or {}})
         say(f"flow run {fr['name']} ({fr['id']}) of lion-distill: run {name}")
         return fr["id"]
 
@@ -269,14 +303,17 @@ class Check:
         say(f"requests answered before the stop and answered again after it: {again} (bound: {in_flight} in flight)")
         check(again <= in_flight, f"{again} finished requests were sent again")
 
-        # 3. the key went to the API server only
-        leaked = [m for m in self.logs() if self.key in m]
-        check(not leaked, f"the API key is in {len(leaked)} log lines")
+        # 3. a run whose files are in a bucket and whose store is on PostgreSQL, resumed on a fresh volume
+        moved_again = self.moved(seeds[24:36])
+
+        # 4. the key and the store's password went to their servers only
+        leaked = [m for m in self.logs() if self.key in m or self.postgres.password in m]
+        check(not leaked, f"the API key or the store's password is in {len(leaked)} log lines")
         # everything this check made: the runs volume, the Prefect home (the block's value is kept encrypted),
         # the server's, worker's (the containers' output) and build logs
-        hits = subprocess.run(["grep", "-rl", "--binary-files=text", self.key, str(self.work)],
-                              capture_output=True, text=True).stdout.split()
-        check(not hits, f"the API key is in {hits}")
+        hits = subprocess.run(["grep", "-rl", "--binary-files=text", "-e", self.key, "-e", self.postgres.password,
+                               str(self.work)], capture_output=True, text=True).stdout.split()
+        check(not hits, f"the API key or the store's password is in {hits}")
         check(self.key not in json.dumps(self.rest("GET", f"/deployments/{self.deployment}")),
               "the API key is in the deployment")
 
@@ -288,8 +325,45 @@ class Check:
             print(f"  {fr['name']:<40} {fr['state']['type']:<10} {json.dumps(fr['parameters'].get('run_id'))}")
         stats = self.api.stats
         print(f"\nAPI: {sum(stats.successes.values())} answers, outcomes {dict(stats.outcomes)}; "
-              f"finished requests answered twice: {again}")
+              f"finished requests answered twice: {again} (volume kept), {moved_again} (fresh volume, store on "
+              "PostgreSQL)")
         say(f"passed in {time.monotonic() - t0:.0f} s")
+
+    def moved(self, seeds: list[str]) -> int:
+        """Step 3: stopped while the teacher answers, resumed in a new container whose runs volume is new."""
+        self.shared_store()
+        name = "dc-moved"
+        storage = {"runs_root": "s3://lion/runs", "response_store": self.store_url, "password_secret": STORE_BLOCK,
+                   "checkpoints_root": f"{MOUNT}/checkpoints"}
+        first_volume, fresh_volume = self.work / "volume-a", self.work / "volume-b"
+        for v in (first_volume, fresh_volume):
+            v.mkdir()
+            os.chown(v, 1000, 1000)
+            config = self.write_config(name, seeds, storage, v)  # the same config on both: a user's own copy
+        pool_env = json.loads((self.work / "docker-pool.json").read_text())["variables"]["properties"]["env"]["default"]
+        job = {"env": {**pool_env, **self.s3_env}}
+        teacher_before = sum(self.api.stats.successes.values())
+        flow_run = self.run(name, config, {**job, "runs_volume": str(first_volume)})
+        state = self.wait(flow_run, 1200, until=lambda: sum(self.api.stats.successes.values()) >= teacher_before + 6)
+        check(state not in TERMINAL, f"the third run ended {state} before the teacher had answered")
+        container = self.container_of(flow_run)
+        subprocess.run(["docker", "stop", "--time", "5", container], check=True, capture_output=True)
+        before = dict(self.api.stats.answered)
+        say(f"stopped container {container[:12]} while the teacher answered "
+            f"({sum(self.api.stats.successes.values()) - teacher_before} answers)")
+        check(self.wait(flow_run, 120) in ("CRASHED", "FAILED"), "the stopped run did not end")
+        resumed = self.run(name, config, {**job, "runs_volume": str(fresh_volume)})
+        t1 = time.monotonic()
+        state = self.wait(resumed, 1200)
+        check(state == "COMPLETED", f"the run resumed on a fresh volume ended {state}")
+        again = sum(1 for fp, n in self.api.stats.answered.items() if n > before.get(fp, 0) and before.get(fp, 0) > 0)
+        say(f"resumed on a fresh volume, Completed in {time.monotonic() - t1:.0f} s; requests answered before the "
+            f"stop and again after it: {again} (bound: 4 in flight)")
+        check(again <= 4, f"{again} finished requests were sent again")
+        left = [p.name for p in fresh_volume.iterdir() if p.name not in (f"{name}.yaml", f"{name}-seeds.jsonl",
+                                                                          "checkpoints")]
+        check(not left, f"the run kept files on its fresh volume besides its checkpoints: {left}")
+        return again
 
     def cleanup(self, failed: bool) -> None:
         out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.prefect.work-pool-name={POOL}"],
@@ -307,6 +381,10 @@ class Check:
                     continue
         if self.api is not None:
             self.api.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
         subprocess.run(["docker", "volume", "rm", "-f", self.volume], capture_output=True)
         if self.keep or failed:
             say(f"kept {self.work} (logs, the runs folder)")
