@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -34,17 +33,27 @@ def is_postgres(location: str) -> bool:
     return location.split("://", 1)[0].lower() in POSTGRES_SCHEMES and "://" in location
 
 
+def _userinfo(url: str) -> tuple[str, str, str] | None:
+    """(scheme, user info, the rest) of a URL with an `@`, split at the last `@` (a generated password may
+    hold `/`, `#`, `?` or `@`, which a URL parser would take for the path)."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    return (scheme, rest[:at], rest[at + 1:]) if sep and at >= 0 else None
+
+
 def check_postgres_url(url: str, field: str = "storage.response_store") -> str:
     """The URL as given when it names a host and a database and carries no password; else a ConfigError
     naming `field` (and never echoing a password)."""
+    split = _userinfo(url)
+    if split and ":" in split[1]:
+        raise ConfigError(f"{field}: the URL carries a password; remove it and set storage.password_env (an environment "
+                          "variable) or storage.password_secret (a Prefect Secret block) instead")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError as err:
-        raise ConfigError(f"{field}: not a valid PostgreSQL URL ({err}); expected postgresql://user@host:5432/database") from None
-    if parts.password is not None:
-        raise ConfigError(f"{field}: the URL carries a password; remove it and set storage.password_env (an environment "
-                          "variable) or storage.password_secret (a Prefect Secret block) instead")
+    except ValueError:
+        raise ConfigError(f"{field}: {redact(url)} is not a valid PostgreSQL URL (its port?); expected "
+                          "postgresql://user@host:5432/database") from None
     if not parts.hostname:
         raise ConfigError(f"{field}: {redact(url)} names no host; expected postgresql://user@host:5432/database")
     if not parts.path.strip("/") or "/" in parts.path.strip("/"):
@@ -56,8 +65,12 @@ def check_postgres_url(url: str, field: str = "storage.response_store") -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    """The URL with any password replaced, for messages: everything between the user's name and the last `@`."""
+    split = _userinfo(url)
+    if not split or ":" not in split[1]:
+        return url
+    scheme, info, rest = split
+    return f"{scheme}://{info.split(':', 1)[0]}:***@{rest}"
 
 
 class Database:
@@ -111,6 +124,11 @@ class Database:
         """DDL, one statement per `;`."""
         for stmt in filter(None, (s.strip() for s in statements.split(";"))):
             self.execute(stmt)
+
+    def has_table(self, table: str) -> bool:
+        if self.dialect == "sqlite":
+            return self.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)) is not None
+        return bool(self.one("SELECT to_regclass(?) IS NOT NULL", (table,))[0])
 
     def columns(self, table: str) -> set[str]:
         if self.dialect == "sqlite":
@@ -169,6 +187,7 @@ def _set_up(db: Database, setup: Callable[[Database], None] | None) -> None:
             if db.dialect == "postgresql":
                 # concurrent CREATE ... IF NOT EXISTS of one table can fail in PostgreSQL's catalogue: serialise
                 db.execute("SELECT pg_advisory_xact_lock(7218304521)")
+                db.execute("SET LOCAL lock_timeout = '60s'")  # an upgrade waits for writers, not forever
             setup(db)
     except BaseException:
         db.close()
@@ -183,7 +202,10 @@ def _connect_postgres(url: str, durable: bool, pw: str | None, setup: Callable[[
                           "pip install 'lion-distill[postgres]'") from None
     parts = urlsplit(check_postgres_url(url))
     kwargs: dict[str, Any] = {"host": parts.hostname, "port": parts.port or 5432, "dbname": parts.path.strip("/"),
-                              "autocommit": True, "connect_timeout": 30, "application_name": "lion"}
+                              "autocommit": True, "connect_timeout": 30, "application_name": "lion",
+                              # a dead peer or a dropped idle connection (the run's lock is held on one) is
+                              # noticed in about a minute instead of the kernel's two hours
+                              "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
     if parts.username:
         kwargs["user"] = unquote(parts.username)
     if pw is not None:

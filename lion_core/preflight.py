@@ -145,7 +145,7 @@ def training_problems(config: RunConfig, cuda_available: bool | None = None) -> 
 def store_problems(config: RunConfig, env: dict[str, str] | None = None, probe: bool = True) -> list[str]:
     """A PostgreSQL response store whose password is not set, that cannot be reached, or whose tables were
     made by newer code. Nothing is created: the tables are made by the run's first use."""
-    from lion_core.database import StoreUnavailable, connect
+    from lion_core.database import StoreUnavailable, connect, redact
     from lion_core.errors import ConfigError
     from lion_core.llm.store_schema import SCHEMA_VERSION
 
@@ -163,7 +163,10 @@ def store_problems(config: RunConfig, env: dict[str, str] | None = None, probe: 
     except (StoreUnavailable, ConfigError) as err:
         return [f"storage.response_store: {err}"]
     try:
-        row = db.one("SELECT version FROM store_schema WHERE id = 1") if "version" in db.columns("store_schema") else None
+        row = db.one("SELECT version FROM store_schema WHERE id = 1") if db.has_table("store_schema") else None
+    except Exception as err:  # noqa: BLE001 - a permission refused, say: named, not a traceback
+        return [f"storage.response_store: {redact(s.response_store)}: cannot read its schema version "
+                f"({type(err).__name__}: {str(err).strip()[:300]})"]
     finally:
         db.close()
     if row and int(row[0]) > SCHEMA_VERSION:

@@ -38,6 +38,7 @@ from lion_core.llm.accounting import Accounting
 from lion_core.llm.batch_ledger import BatchLedger
 from lion_core.llm.batch_ledger import live_batch_count as live_batch_count  # re-exported: the flows ask here
 from lion_core.llm.budget import Budget, cost_usd, worst_case_usd
+from lion_core.llm.claims import Holder
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 
@@ -126,6 +127,7 @@ class BatchRunner:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
         self.ledger = ledger or BatchLedger(store.connect())
+        self._holder = Holder.new().name
 
     def close(self) -> None:
         self.ledger.close()
@@ -233,9 +235,22 @@ class BatchRunner:
         return recorded
 
     def _drive(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
-        """Take one job as far as it goes now. A failed API call leaves it where it was, for the next pass;
-        a job that cannot be uploaded or created `max_attempts` times in a row is given up, its requests
-        recorded as failed with the reason (one batch attempt each)."""
+        """Take one job as far as it goes now, holding it in the store's claims: two processes sharing the
+        store (a run resumed on another machine while the first still looks) do not upload or submit it
+        twice; the one that finds it held leaves it for its next pass."""
+        if not self.store.claim(f"batch-job:{job['job']}", self._holder):
+            log.info("%s batch %s is being moved by another process; looked at again on the next pass",
+                     self.call.role, job["job"][:12])
+            return
+        try:
+            self._step(self.ledger.job(job["job"]), known)  # as it is now, not as it was listed
+        finally:
+            self.store.release(f"batch-job:{job['job']}", self._holder)
+
+    def _step(self, job: dict, known: Mapping[str, ChatRequest]) -> None:
+        """A failed API call leaves the job where it was, for the next pass; a job that cannot be uploaded
+        or created `max_attempts` times in a row is given up, its requests recorded as failed with the
+        reason (one batch attempt each)."""
         try:
             if job["state"] == "prepared":
                 job = self._upload(job)

@@ -36,6 +36,7 @@ else:  # pragma: no cover - the pinned SDK is 3.x
     from httpx import Response as HttpResponse
 
 from lion_core.config import EMBEDDED, ApiRole
+from lion_core.database import StoreUnavailable
 from lion_core.errors import ConfigError, EndpointDown, LionError
 from lion_core.llm.accounting import Accounting
 from lion_core.llm.budget import Budget, cost_usd, worst_case_usd
@@ -210,9 +211,21 @@ class Gateway:
                 progress.update(results[k].ok)
 
         async def keep_claims() -> None:
+            """Renew the batch's claims while its requests are in flight. When the store cannot be reached
+            for half a lease, the batch stops: past the lease another worker may send the same requests."""
+            failing_since = None
             while True:
                 await asyncio.sleep(self.store.lease_s / 4)
-                await lane.renew()
+                try:
+                    await lane.renew()
+                    failing_since = None
+                except Exception as err:  # noqa: BLE001 - a renewal that fails is retried until it is too late
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since >= self.store.lease_s / 2:
+                        fatal.append(StoreUnavailable(
+                            f"{ep.role}: the response store did not answer for {self.store.lease_s / 2:.0f} s "
+                            f"({type(err).__name__}: {err}); the batch stops before its claims run out"))
+                        return
 
         try:
             if todo.qsize():

@@ -187,12 +187,14 @@ class ResponseStore:
     def claim(self, key: str, holder: str) -> bool:
         """Take `key` for `holder` until the lease runs out (renewed by `renew`); False while another live
         holder has it. Two holders racing for a free key: the database lets one of them win."""
-        taken = self._db.execute(_CLAIM, (key, holder, self.lease_s)).rowcount
-        if taken:
-            return True
-        row = self._db.one("SELECT holder FROM claims WHERE key = ?", (key,))
-        if row is None:  # released since: try once more
-            return self.claim(key, holder)
+        for _ in range(3):
+            if self._db.execute(_CLAIM, (key, holder, self.lease_s)).rowcount:
+                return True
+            row = self._db.one("SELECT holder FROM claims WHERE key = ?", (key,))
+            if row is not None:
+                break
+        else:  # released and taken again in turn, three times: busy elsewhere
+            return False
         if known_dead(row[0]):  # its process on this machine is gone: no need to wait for the lease
             return bool(self._db.execute("UPDATE claims SET holder = ?, expires = {now} + ? WHERE key = ? AND holder = ?",
                                          (holder, self.lease_s, key, row[0])).rowcount)
@@ -200,6 +202,7 @@ class ResponseStore:
 
     def claim_many(self, keys: Sequence[str], holder: str) -> set[str]:
         """`claim` for several keys: those `holder` now has."""
+        keys = list(dict.fromkeys(keys))  # PostgreSQL refuses a key twice in one upsert
         if self.dialect == "postgresql":
             won = {k for (k,) in self._db.execute(
                 """INSERT INTO claims (key, holder, expires) SELECT k, ?, {now} + ? FROM unnest(?::text[]) AS k
@@ -259,17 +262,17 @@ class ResponseStore:
                 if r.text is None:
                     raise ValueError("a success must have text")  # an empty answer is never stored as a result
                 ok.append((r.key, w.call.role, w.call.stage, w.call.endpoint, w.call.model, _request_json(w.request),
-                           r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens, r.attempts, int(r.truncated),
+                           _text(r.text), r.finish_reason, r.prompt_tokens, r.completion_tokens, r.attempts, int(r.truncated),
                            w.latency_s, now, now))
             else:
                 failed.append((r.key, w.call.role, w.call.stage, w.call.endpoint, w.call.model, _request_json(w.request),
-                               r.attempts, r.error_class, r.error_message, int(r.truncated), r.unusable, now, now))
+                               r.attempts, r.error_class, _text(r.error_message), int(r.truncated), r.unusable, now, now))
         released = [w.result.key for w in writes if w.release]
         with self._db.transaction() if self.dialect == "sqlite" and len(writes) > 1 else contextlib.nullcontext():
             # one statement per kind for the whole group: a round trip and a commit, not one per row
             for sql, rows in ((_PUT_SUCCESS, ok), (_PUT_FAILURE, failed)):
-                for i in range(0, len(rows), 100):
-                    part = list({r[0]: r for r in rows[i:i + 100]}.values())  # a key once per statement
+                for i in range(0, len(rows), 60):  # 60 rows x 15 values: within SQLite's oldest limit of 999
+                    part = list({r[0]: r for r in rows[i:i + 60]}.values())  # a key once per statement
                     head, row, tail = sql
                     self._db.execute(head + ", ".join([row] * len(part)) + tail, [v for r in part for v in r])
             for i in range(0, len(released), 500):
@@ -300,6 +303,11 @@ _PUT_FAILURE = ("""INSERT INTO responses (key, status, role, stage, endpoint, mo
         unusable = excluded.unusable, updated_at = excluded.updated_at
     WHERE responses.status = 'failed'""")
 """A failure never overwrites an answer; an answer replaces a failure."""
+
+
+def _text(text: str | None) -> str | None:
+    """A reply as both databases can keep it: PostgreSQL's text refuses NUL, which no model means to send."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 def _request_json(request: ChatRequest) -> str:

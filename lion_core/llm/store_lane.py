@@ -77,9 +77,6 @@ class StoreLane:
                         self._elsewhere[k] = again
         return None
 
-    async def answered_elsewhere(self, keys: list[str]) -> dict[str, ChatResult]:
-        return await self.call(self.store.successes, keys)
-
     def held(self) -> int:
         """Requests claimed by this batch and not yet handed to a worker."""
         return len(self._ready)
@@ -110,12 +107,17 @@ class StoreLane:
             group, self._writes = self._writes, []
             try:
                 await self.call(self.store.write_many, [w for w, _ in group], self.holder)
-            except BaseException as err:  # noqa: BLE001 - every writer waiting learns of it
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(err)
-                if isinstance(err, asyncio.CancelledError):
-                    raise
+            except Exception as err:  # noqa: BLE001 - one row the database refuses must not cost the others
+                if len(group) == 1:
+                    group[0][1].done() or group[0][1].set_exception(err)
+                    continue
+                for write, done in group:  # each on its own: only the rows the database refuses fail
+                    try:
+                        await self.call(self.store.write_many, [write], self.holder)
+                    except Exception as one:  # noqa: BLE001 - its writer learns of it
+                        done.done() or done.set_exception(one)
+                    else:
+                        done.done() or done.set_result(None)
                 continue
             for _, done in group:
                 if not done.done():
@@ -124,8 +126,8 @@ class StoreLane:
     async def close(self) -> None:
         """Give back every claim still held (requests claimed but not sent: the batch stopped)."""
         try:
-            if self._writer is not None:
-                await asyncio.gather(self._writer, return_exceptions=True)
+            if self._writer is not None:  # shielded: a second cancel must not drop answers already paid for
+                await asyncio.gather(asyncio.shield(self._writer), return_exceptions=True)
             await self.call(self.store.release_all, self.holder)
         except Exception as err:  # noqa: BLE001 - the store is failing: the batch's own error says why; the claims expire
             log.warning("claims of %s not given back (%s: %s); they expire after %.0f s", self.holder,

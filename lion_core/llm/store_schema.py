@@ -19,8 +19,8 @@ CREATE TABLE IF NOT EXISTS responses (
     request TEXT NOT NULL,
     text TEXT,
     finish_reason TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL,
     error_class TEXT,
     error_message TEXT,
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS spend (
     run TEXT NOT NULL,
     role TEXT NOT NULL,
     cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
-    paid_calls INTEGER NOT NULL DEFAULT 0,
+    paid_calls BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (run, role)
 );
 CREATE TABLE IF NOT EXISTS claims (
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     input_path TEXT NOT NULL,
     input_sha256 TEXT NOT NULL,
     requests INTEGER NOT NULL,
-    est_tokens INTEGER NOT NULL,
+    est_tokens BIGINT NOT NULL,
     file_id TEXT,
     batch_id TEXT,
     status TEXT,
@@ -106,7 +106,13 @@ class SchemaMismatch(StoreError):
 
 
 def set_up(db: Database) -> None:
-    """Create the tables, upgrade an older store, refuse a newer one. Runs with other openers held off."""
+    """Create the tables, upgrade an older store, refuse a newer one. Runs with other openers held off.
+    A store of this version is left alone: `CREATE ... IF NOT EXISTS` still locks its table on PostgreSQL,
+    and would make every opening wait for the writes of every worker."""
+    if db.has_table("store_schema"):
+        row = db.one("SELECT version FROM store_schema WHERE id = 1")
+        if row and int(row[0]) == SCHEMA_VERSION:
+            return
     db.script(SCHEMA)
     db.script(LEDGER_SCHEMA)
     row = db.one("SELECT version FROM store_schema WHERE id = 1")

@@ -24,4 +24,4 @@ def test_the_store_password_comes_from_a_secret_block_when_its_variable_is_unset
     monkeypatch.delenv("LION_TEST_STORE_PW")
     missing = parse_config({"storage": {"response_store": postgres_url, "password_env": "LION_TEST_STORE_PW",
                                         "password_secret": "no-such-block"}})
-    assert not export_store_password(missing) and "LION_TEST_STORE_PW" not in os.environ
+    assert not export_store_password(missing.storage) and "LION_TEST_STORE_PW" not in os.environ

@@ -208,6 +208,8 @@ def test_a_postgresql_response_store_is_a_url_without_its_password():
     assert ok.storage.shared_store and ok.storage.response_store_path() == "postgresql://lion@db.internal:5432/lion"
     assert ok.storage.password_env == "LION_STORE_PASSWORD"
     for url, why in [("postgresql://lion:hunter2@db/lion", "carries a password"),
+                     ("postgresql://lion:hunter2/x#y@db/lion", "carries a password"),  # a generated one, / and #
+                     ("mysql://lion:hunter2/z@db/lion", "local SQLite path or a postgresql:// URL"),
                      ("postgresql:///lion", "names no host"),
                      ("postgresql://db.internal", "names no database"),
                      ("postgresql://db:notaport/lion", "not a valid PostgreSQL URL"),

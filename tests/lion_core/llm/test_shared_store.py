@@ -64,3 +64,64 @@ def test_a_request_another_worker_has_in_flight_is_waited_for(store_location):
         assert all(r.ok for r in results) and 1.5 < waited < 10, waited
         assert sum(srv.stats.answered.values()) == 3 and set(srv.stats.answered.values()) == {1}
         assert store.claims() == {}
+
+
+def test_claims_are_renewed_while_a_request_outlasts_its_lease(store_location):
+    """A reply slower than the lease: the batch renews its claim, so another worker never takes it."""
+    import threading
+
+    from lion_core.llm.claims import Holder
+
+    req = _requests(1)
+    key = req[0].key("test-endpoint", "m")
+    taken: list[bool] = []
+    with FaultServer(FaultPlan(latency_s=3.0)) as srv, ResponseStore(store_location, lease_s=1.0) as store:
+        other, done = Holder.new().name, threading.Event()
+
+        def rival() -> None:
+            with ResponseStore(store_location, lease_s=1.0) as mine:
+                while key not in mine.claims() and not done.is_set():  # the batch has it first
+                    time.sleep(0.01)
+                while not done.is_set():
+                    taken.append(mine.claim(key, other))
+                    time.sleep(0.1)
+
+        t = threading.Thread(target=rival)
+        t.start()
+        try:
+            (result,) = Gateway(_endpoint(srv.url), store).run_sync(req, "imitation")
+        finally:
+            done.set()
+            t.join()
+        assert result.ok and sum(srv.stats.answered.values()) == 1
+    assert len(taken) > 20 and not any(taken[:-3])  # held all along (the last looks may follow the answer)
+
+
+def test_a_row_the_database_refuses_fails_alone(store_location):
+    """A group of answers in which one cannot be stored: the others are, and only its writer learns of it."""
+    class Picky(ResponseStore):
+        def write_many(self, writes, holder):
+            if any("refuse me" in str(w.request.api_messages()) for w in writes):
+                raise ValueError("refused")
+            super().write_many(writes, holder)
+
+    reqs = _requests(30) + [ChatRequest.of([("user", "refuse me")], max_tokens=8, tag="bad")]
+    with FaultServer(FaultPlan(latency_s=0.02)) as srv, Picky(store_location) as store:
+        try:
+            Gateway(_endpoint(srv.url), store).run_sync(reqs, "imitation")
+        except ValueError:
+            pass
+        stored = store.successes([r.key("test-endpoint", "m") for r in reqs])
+        answered = sum(srv.stats.answered.values())
+    assert "refuse me" not in str([r.text for r in stored.values()])
+    assert len(stored) == answered - 1  # every answer the server gave is stored but the refused one
+
+
+def test_a_reply_with_a_nul_is_stored_on_both_backends(store_location):
+    from lion_core.llm.requests import ChatResult
+    from lion_core.llm.responses import StoredCall
+
+    call = StoredCall(role="teacher", stage="imitation", endpoint="e", model="m")
+    with ResponseStore(store_location) as store:
+        store.put_success(call, _requests(1)[0], ChatResult(key="k", ok=True, text="a\x00b", attempts=1), 0.1)
+        assert store.successes(["k"])["k"].text == "a\ufffdb"
