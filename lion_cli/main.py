@@ -1,4 +1,4 @@
-"""The `lion` command line: store commands call lion_core directly; `run`, `evaluate` and `limits` use
+"""The `lion` command line: store commands call lion_core directly; `run`, `evaluate`, `compare` and `limits` use
 Prefect (imported only by the commands that need it, so the others start fast).
 
 Errors meant for the user (LionError) print as one message and exit 1, or the error's own code (3: a
@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lion_cli import config, exports, limits, plan, run, store, supervision
+from lion_cli import compare, config, exports, limits, plan, run, store, supervision
 from lion_core.errors import LionError
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.command("init")(store.init)
 app.command("plan")(plan.plan)
 app.command("run")(run.run)
 app.command("evaluate")(run.evaluate)
+app.command("compare")(compare.compare)
 app.command("export-model")(exports.export_model_command)
 app.command("export-dataset")(exports.export_dataset_command)
 app.command("dedup")(store.dedup)

@@ -301,7 +301,8 @@ def run_scores(all_scores: dict[str, dict[str, Any]], run_id: str) -> dict[Any, 
 def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, str]]:
     """(label, model path) per checkpoint to evaluate. A spec is `base` (the config's student model, pruned
     as `student.keep_layers` says),
-    `run:<run id>` (the base model and every finished iteration of that run, in order), or a folder."""
+    `run:<run id>` (the base model and every finished iteration of that run, in order), `final:<run id>` (that
+    run's final checkpoint alone, labelled `<run id>-final`), or a folder."""
     from pathlib import Path
 
     from lion_core.errors import LionError
@@ -312,6 +313,12 @@ def resolve_checkpoints(config: Any, specs: Sequence[str]) -> list[tuple[str, st
     for spec in specs:
         if spec == "base":
             out.append(("base", student_base_model(config.student)))
+        elif spec.startswith("final:"):
+            final = [(label, path) for label, path in run_checkpoints(config, spec[6:]) if label.endswith("-final")]
+            if not final:
+                raise LionError(f"{spec}: run {spec[6:]} has no final checkpoint under "
+                                f"{config.storage.final_checkpoint_dir(spec[6:])} (has it finished?)")
+            out += final
         elif spec.startswith("run:"):
             run_id = spec[4:]
             out.append(("base", student_base_model(config.student)))

@@ -237,3 +237,23 @@ def _type_panel(ax: Axes, name: str, c: TypeCounts, top: int) -> None:
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.tick_params(axis="x", labelsize=7)
     ax.set_xlabel(f"share of all {c.total:,} instructions ({paired:,} with a pair)", fontsize=8)
+
+
+def compared_runs(runs: Sequence[dict]) -> bytes:
+    """`lion compare`: each run's relative score with its 95% interval, and its API cost beside it."""
+    names = [r["run"] for r in runs]
+    scores = [100 * r["relative_score"] if r.get("relative_score") is not None else float("nan") for r in runs]
+    err = [[s - 100 * r["relative_score_ci95"][0] if r.get("relative_score_ci95") else 0 for s, r in zip(scores, runs)],
+           [100 * r["relative_score_ci95"][1] - s if r.get("relative_score_ci95") else 0 for s, r in zip(scores, runs)]]
+    fig = Figure(figsize=(7, 3.5))
+    ax, cost = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax.bar(range(len(names)), scores, yerr=err, capsize=4, color="#5b8fc0")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("relative score (%), 95% interval")
+    ax.set_title("Final students")
+    cost.bar(range(len(names)), [r.get("cost_usd", 0.0) for r in runs], color="#9cc0e0")
+    cost.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    cost.set_ylabel("API cost (USD)")
+    cost.set_title("What each run paid")
+    fig.tight_layout()
+    return _png(fig)

@@ -343,6 +343,16 @@ class EvaluationResult(Scored):
     uri: str
 
 
+class CompareResult(Result):
+    """What `lion-compare` returns: the evaluation it judged in, each run's score and cost, and every pair's
+    paired difference (lion_core.compare)."""
+
+    eval_id: str
+    uri: str
+    runs: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+
+
 class RunEvaluation(Result):
     eval_id: str
     scores: dict[int | str, dict[str, Any]]

@@ -29,12 +29,16 @@ def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: Po
 
 def generate_from(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: ChatGateway,
                   config: RunConfig) -> GeneratedInstructions:
-    """The generation rounds seeded with the Cache Pool items the referee labelled hard and easy."""
+    """The generation rounds seeded with the Cache Pool items the referee labelled hard and easy, or, with
+    `loop.selection: random` (a control), with the whole Cache Pool on both sides whatever it said."""
     pool = store.read_pool(cache_pool).to_dict("records")
     by_id = {r["id"]: r for r in pool}
     labels = {r["id"]: r["label"] for r in store.read_table(judgments).select(["id", "label"]).to_pylist()}
-    hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
-    easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
+    if config.loop.selection == "random":
+        hard = easy = pool
+    else:
+        hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
+        easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
     return generate(gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=k + 1,
                     loop=config.loop, cfg=config.generator)
 

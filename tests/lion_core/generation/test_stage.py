@@ -69,3 +69,37 @@ def test_discrimination_then_generation_stage_over_the_store(tmp_path):
                                             "judgments", "candidates"}
 
 
+
+
+def test_random_selection_draws_from_the_whole_cache_pool_whatever_the_referee_said(tmp_path):
+    """The control of `loop.selection: random`: the same templates at the same ratio and the same number of
+    requests as the adversarial run, its examples drawn from every Cache Pool item, hard, easy or unjudged."""
+    from lion_core.discrimination.judging import JUDGMENTS_SCHEMA_VERSION, JudgmentRow
+    from tests.lion_core.generation.test_rounds import ScriptedGenerator, scripted_reply
+
+    cfg, store, res = tiny_run(tmp_path, n=12)
+    pool = store.read_pool(res.cache_pool).to_dict("records")
+    # the referee found one item hard and one easy; the rest it could not judge
+    labels = ["hard", "easy"] + ["unresolved"] * 10
+    rows = [JudgmentRow.unjudged(r["id"], r["instruction"], r["input"], lab, None) for r, lab in zip(pool, labels)]
+    judgments = store.write_table(0, "judgments", to_table(rows, JudgmentRow), schema_version=JUDGMENTS_SCHEMA_VERSION)
+    store.commit(0, {"judgments": judgments})
+    drawn = {}
+    with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        for selection in ("adversarial", "random"):
+            c = parse_config({**cfg.to_json_dict(), "loop": {**cfg.loop.model_dump(mode="json"), "selection": selection,
+                                                            "new_instructions_per_iteration": 40}})
+            with ScriptedGenerator(scripted_reply) as srv:
+                gw = Gateway(Endpoint(role="generator", endpoint_id="gen", model="m", base_url=srv.url, api_model="m",
+                                      config=c.generator), rs)
+                from lion_core.generation.stage import generate_from
+
+                drawn[selection] = generate_from(store, 0, res.cache_pool, judgments, gw, c)
+    adv, rnd = drawn["adversarial"], drawn["random"]
+    parents = {sel: {(cand.origin, cand.seed_id) for cand in d.candidates} for sel, d in drawn.items()}
+    assert {p for _, p in parents["adversarial"]} == {pool[0]["id"], pool[1]["id"]}  # only what the referee found
+    assert {p for _, p in parents["random"]} > {pool[0]["id"], pool[1]["id"]}  # anything in the pool
+    assert {p for o, p in parents["random"] if o == "hard"} - {pool[0]["id"]}  # the hard template on any item
+    # the same templates at the same ratio, the same number of new instructions and about as many requests
+    assert adv.report.accepted == rnd.report.accepted == {"hard": 20, "easy": 20}
+    assert abs(adv.report.requests - rnd.report.requests) <= 0.2 * adv.report.requests
