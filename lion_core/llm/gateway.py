@@ -189,12 +189,19 @@ class Gateway:
                 taken = await lane.take(stopped)
                 if taken is None:
                     return
-                k, found, previous = taken
+                k, found, previous, gave_up = taken
                 if found:  # answered by another worker since this batch looked
                     await lane.release(k)
                     results[k] = found
                     usage.cached += 1
                     progress.update(True, cached=True)
+                    continue
+                if gave_up:  # another worker spent its attempts on it while this batch waited: not again now
+                    await lane.release(k)
+                    results[k] = ChatResult(key=k, ok=False, attempts=previous[0], unusable=previous[1],
+                                            error_class=previous[2], error_message=previous[3], cached=True)
+                    usage.failures += 1
+                    progress.update(False)
                     continue
                 limit = None if limit is None else limit - 1
                 try:

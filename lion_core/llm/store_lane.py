@@ -34,8 +34,9 @@ class StoreLane:
     def __init__(self, store: ResponseStore, holder: str, todo: asyncio.Queue[str], chunk: int):
         self.store, self.holder, self._todo, self._chunk = store, holder, todo, max(1, chunk)
         self._thread = ThreadPoolExecutor(1, "lion-store") if getattr(store, "dialect", "") == "postgresql" else None
-        self._ready: deque[tuple[str, ChatResult | None, Previous]] = deque()
+        self._ready: deque[tuple[str, ChatResult | None, Previous, bool]] = deque()
         self._elsewhere: dict[str, float] = {}  # key -> when to look again (claimed by another worker)
+        self._tried_before: dict[str, int] = {}  # key claimed elsewhere -> its attempts when first found so
         self._refill = asyncio.Lock()
         self._writes: list[tuple[Write, asyncio.Future]] = []
         self._writer: asyncio.Future | None = None
@@ -46,9 +47,10 @@ class StoreLane:
         return await asyncio.get_running_loop().run_in_executor(self._thread, method, *args)
 
     # -- claims -----------------------------------------------------------------------------------------
-    async def take(self, stopped: Callable[[], bool]) -> tuple[str, ChatResult | None, Previous] | None:
+    async def take(self, stopped: Callable[[], bool]) -> tuple[str, ChatResult | None, Previous, bool] | None:
         """The next request this batch holds: (key, its stored answer if another worker gave one since the
-        batch looked, what the store holds of its earlier tries). None when none are left."""
+        batch looked, what the store holds of its earlier tries, whether another worker tried it and gave up
+        while this batch waited for it: not to be sent again in this pass). None when none are left."""
         while not stopped():
             if self._ready:
                 return self._ready.popleft()
@@ -57,6 +59,7 @@ class StoreLane:
                     continue
                 now = time.monotonic()
                 keys = [k for k, at in self._elsewhere.items() if at <= now][: self._chunk]
+                waited = set(keys)
                 for k in keys:
                     del self._elsewhere[k]
                 while len(keys) < self._chunk and not self._todo.empty():
@@ -68,11 +71,16 @@ class StoreLane:
                     continue
                 won = await self.call(self.store.claim_many, keys, self.holder)
                 known = await self.call(self.store.lookup_many, won) if won else {}
+                lost = [k for k in keys if k not in won and k not in self._tried_before]
+                if lost:  # what the store held of them before the other worker's tries
+                    before = await self.call(self.store.lookup_many, lost)
+                    self._tried_before.update({k: before.get(k, (None, (0,)))[1][0] for k in lost})
                 again = time.monotonic() + min(CLAIM_POLL_S, self.store.lease_s / 4)
                 for k in keys:
                     if k in won:
                         found, previous = known.get(k, (None, (0, 0, None, None)))
-                        self._ready.append((k, found, previous))
+                        gave_up = k in waited and previous[0] > self._tried_before.get(k, previous[0])
+                        self._ready.append((k, found, previous, gave_up))
                     else:  # in flight elsewhere: waited for, not paid again
                         self._elsewhere[k] = again
         return None

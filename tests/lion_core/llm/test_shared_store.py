@@ -125,3 +125,30 @@ def test_a_reply_with_a_nul_is_stored_on_both_backends(store_location):
     with ResponseStore(store_location) as store:
         store.put_success(call, _requests(1)[0], ChatResult(key="k", ok=True, text="a\x00b", attempts=1), 0.1)
         assert store.successes(["k"])["k"].text == "a\ufffdb"
+
+
+def test_a_request_another_worker_gave_up_on_while_this_one_waited_is_not_sent_again_in_this_pass(store_location):
+    import threading
+
+    from lion_core.llm.requests import ChatResult
+    from lion_core.llm.responses import StoredCall
+
+    reqs = _requests(2)
+    key = reqs[0].key("test-endpoint", "m")
+    call = StoredCall(role="teacher", stage="imitation", endpoint="test-endpoint", model="m")
+    with FaultServer() as srv, ResponseStore(store_location, lease_s=60.0) as store:
+        store.claim(key, "other-host|boot|ns|4242|alive")  # another worker is sending it
+
+        def other_gives_up() -> None:
+            time.sleep(0.5)
+            with ResponseStore(store_location) as mine:
+                mine.put_failure(call, reqs[0], ChatResult(key=key, ok=False, attempts=3, error_class="InternalServerError",
+                                                           error_message="boom"), release="other-host|boot|ns|4242|alive")
+
+        t = threading.Thread(target=other_gives_up)
+        t.start()
+        results = Gateway(_endpoint(srv.url), store).run_sync(reqs, "imitation")
+        t.join()
+        assert results[1].ok and not results[0].ok and results[0].attempts == 3
+        assert results[0].error_class == "InternalServerError"
+        assert sum(srv.stats.answered.values()) == 1 and sum(srv.stats.outcomes.values()) == 1  # only the other one

@@ -1,0 +1,113 @@
+"""Does the loop pay for itself? Lion against a control at the same budget, on the embedded default.
+
+For each seed (`--seeds`, default 1; `loop.random_seed` 42, 43, ...) two runs of the demo config through the
+real `lion run`, each with a response store of its own (so each pays for everything it asks):
+
+- `adversarial`: the paper's loop (`loop.selection: adversarial`);
+- `random`: the control (`loop.selection: random`): the generator's examples drawn from the whole Cache Pool
+  whatever the referee said, the same prompts, ratio and number of new instructions.
+
+Then one `lion compare` of every run: the final students judged on the demo's questions by the same judge,
+in both orders. Printed: each variant's relative score with its 95% interval, every paired difference
+adversarial - random with its interval, each run's API requests per role (the budget: within 2% between the
+two), wall times; the last line is one JSON object. The baseline is the control, measured in the same
+invocation. The one-shot baseline of issue 32 is not built yet, so it is not here.
+
+    python bench/loop_vs_control.py [--seeds 1] [--iterations N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lion_core.compare import api_requests  # noqa: E402
+from lion_core.config import load_config  # noqa: E402
+from lion_core.report import read_summaries  # noqa: E402
+from lion_core.store import RunStore  # noqa: E402
+
+VARIANTS = ("adversarial", "random")
+LION = Path(sys.executable).parent / "lion"
+
+
+def write_config(work: Path, variant: str, seed: int, iterations: int | None) -> Path:
+    data = load_config(REPO / "configs" / "embedded.yaml").to_json_dict()
+    data["loop"].update(selection=variant, random_seed=42 + seed)
+    if iterations:
+        data["loop"]["iterations"] = iterations
+    data["storage"] = {"runs_root": str(work / "runs"), "response_store": str(work / f"{variant}-{seed}.sqlite")}
+    data["evaluation"]["after_run"] = False  # the comparison judges the final students, once, for all
+    path = work / f"{variant}-{seed}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def lion(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(LION), *args], capture_output=True, text=True, cwd=REPO)
+    if r.returncode != 0:
+        raise SystemExit(f"lion {' '.join(args)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=1, help="runs per variant (loop.random_seed 42, 43, ...)")
+    ap.add_argument("--iterations", type=int, default=None, help="loop.iterations (default: the demo's)")
+    ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one, kept)")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line (always printed)")
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="lion-loop-vs-control-"))
+    work.mkdir(parents=True, exist_ok=True)
+    runs, configs, wall = [], {}, {}
+    for seed in range(args.seeds):
+        for variant in VARIANTS:
+            run_id = f"{variant}-{seed}"
+            configs[run_id] = write_config(work, variant, seed, args.iterations)
+            t0 = time.monotonic()
+            lion("run", "--config", str(configs[run_id]), "--run-id", run_id)
+            wall[run_id] = round(time.monotonic() - t0, 1)
+            runs.append(run_id)
+            print(f"{run_id}: {wall[run_id]} s", flush=True)
+    t0 = time.monotonic()
+    compared = json.loads(lion("compare", *runs, "--config", str(configs[runs[0]]), "--name", "loop-vs-control",
+                               "--json").stdout.strip().splitlines()[-1])
+    compare_s = round(time.monotonic() - t0, 1)
+    config = load_config(configs[runs[0]])
+    requests = {r: api_requests(read_summaries(RunStore(config.storage.runs_root, r))) for r in runs}
+    pairs = [p for p in compared["pairs"] if p["a"].startswith("adversarial") and p["b"].startswith("random")
+             and p["a"].rsplit("-", 1)[1] == p["b"].rsplit("-", 1)[1]]
+    budget = {}
+    for seed in range(args.seeds):
+        a, r = sum(requests[f"adversarial-{seed}"].values()), sum(requests[f"random-{seed}"].values())
+        budget[seed] = {"adversarial": a, "random": r, "difference": round(abs(a - r) / max(a, 1), 4)}
+    result = {"settings": {"seeds": args.seeds, "iterations": config.loop.iterations,
+                           "new_instructions_per_iteration": config.loop.new_instructions_per_iteration,
+                           "work": str(work)},
+              "runs": compared["runs"], "pairs_adversarial_minus_random": pairs, "requests_by_role": requests,
+              "budget": budget, "wall_s": wall, "compare_s": compare_s}
+    print()
+    for r in compared["runs"]:
+        ci = r.get("relative_score_ci95") or (None, None)
+        print(f"{r['run']:<16} relative score {r['relative_score']:.1%} (95% {ci[0]:.1%} to {ci[1]:.1%}), "
+              f"{r['api_requests']} API requests {requests[r['run']]}, run {wall[r['run']]} s")
+    for p in pairs:
+        print(f"{p['a']} - {p['b']}: {p['difference']:+.1%} (95% {p['ci95'][0]:+.1%} to {p['ci95'][1]:+.1%}) "
+              f"over {p['questions']} questions")
+    for seed, b in budget.items():
+        print(f"seed {seed}: API requests adversarial {b['adversarial']}, random {b['random']} "
+              f"({b['difference']:.1%} apart; within 2%: {b['difference'] <= 0.02})")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
