@@ -96,12 +96,16 @@ def main() -> None:
               "runs": compared["runs"], "pairs_adversarial_minus_random": pairs, "requests_by_role": requests,
               "budget": budget, "wall_s": wall, "compare_s": compare_s}
     print()
+    def pct(x: float | None, sign: str = "") -> str:
+        return "n/a" if x is None else f"{x:{sign}.1%}"
+
     for r in compared["runs"]:
         ci = r.get("relative_score_ci95") or (None, None)
-        print(f"{r['run']:<16} relative score {r['relative_score']:.1%} (95% {ci[0]:.1%} to {ci[1]:.1%}), "
+        print(f"{r['run']:<16} relative score {pct(r['relative_score'])} (95% {pct(ci[0])} to {pct(ci[1])}), "
               f"{r['api_requests']} API requests {requests[r['run']]}, run {wall[r['run']]} s")
     for p in pairs:
-        print(f"{p['a']} - {p['b']}: {p['difference']:+.1%} (95% {p['ci95'][0]:+.1%} to {p['ci95'][1]:+.1%}) "
+        ci = p["ci95"] or (None, None)
+        print(f"{p['a']} - {p['b']}: {pct(p['difference'], '+')} (95% {pct(ci[0], '+')} to {pct(ci[1], '+')}) "
               f"over {p['questions']} questions")
     for seed, b in budget.items():
         print(f"seed {seed}: API requests adversarial {b['adversarial']}, random {b['random']} "

@@ -21,7 +21,8 @@ from lion_core.compare import (
     judged_rows,
     training_seconds,
 )
-from lion_core.config import load_config
+from lion_core.config import load_config, parse_config
+from lion_core.evaluation import resolve_checkpoints
 from lion_core.files import read_bytes
 from lion_core.llm import ResponseStore
 from lion_core.plots import compared_runs
@@ -51,24 +52,28 @@ def compare(config_path: str, run_ids: list[str], eval_set: str | None = None, n
     logger = get_run_logger()
     config = load_config(config_path)
     export_store_password(config.storage)
-    runs = [validate_run_id(r) for r in run_ids]
+    runs = list(dict.fromkeys(validate_run_id(r) for r in run_ids))
     infos = {r: RunStore(config.storage.runs_root, r).read_run_info() for r in runs}
     check_comparable({"--config": config.to_json_dict(), **{r: info["config"] for r, info in infos.items()}})
+    # each run's final student under the label the evaluation gives it (two that would share one are refused)
+    labels = {r: label for r in runs for label, _ in resolve_checkpoints(config, [f"final:{r}"])}
+    resolve_checkpoints(config, [f"final:{r}" for r in runs])
     eval_id = validate_run_id(name) if name else f"compare-{flow_run.id}"
     # answers and verdicts already in the response store (a run's own evaluation, an earlier comparison) are
     # read back, not paid again
     result = evaluate(config_path=config_path, checkpoints=[f"final:{r}" for r in runs], eval_set=eval_set, name=eval_id)
     root = config.evaluation.root(config.storage.runs_root)
     results = pq.read_table(io.BytesIO(read_bytes(resolve_uri(result.files["results"], root)))).to_pylist()
-    rows = {r: judged_rows(results, f"{r}-final") for r in runs}
+    rows = {r: judged_rows(results, labels[r]) for r in runs}
     pairs = compare_pairs(rows)
-    with ResponseStore.open(config.storage) as store:
-        spent = {r: store.spent(r) for r in runs}
-        calls = {r: store.paid_calls(r) for r in runs}
+    spent, calls = {}, {}
+    for r in runs:  # what each run paid is in its own store (runs compared may each have had one)
+        with ResponseStore.open(parse_config(infos[r]["config"]).storage) as store:
+            spent[r], calls[r] = store.spent(r), store.paid_calls(r)
     requests = {r: api_requests(read_summaries(RunStore(config.storage.runs_root, r))) for r in runs}
     summary = []
     for r in runs:
-        scores = result.scores.get(f"{r}-final", {})
+        scores = result.scores.get(labels[r], {})
         summary.append({"run": r, "selection": infos[r]["config"].get("loop", {}).get("selection", "adversarial"),
                         "relative_score": scores.get("relative_score"),
                         "relative_score_ci95": scores.get("relative_score_ci95"),

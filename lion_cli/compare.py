@@ -10,6 +10,7 @@ import typer
 from lion_cli.options import ConfigOpt
 from lion_cli.supervision import PROCESS_TAG
 from lion_core.config import load_config
+from lion_core.errors import LionError
 
 
 def compare(
@@ -24,11 +25,15 @@ def compare(
     interval. Answers and verdicts already in the response store are reused, not paid again; runs made with
     other evaluation settings are refused."""
     from lion_core.compare import compare_markdown
+    from lion_core.evaluation import resolve_checkpoints
     from lion_core.store import RunStore, new_run_id
 
     cfg = load_config(config)
-    for r in runs:  # fail before starting anything: every run exists
+    if len(set(runs)) < 2:
+        raise LionError("lion compare needs at least two different runs")
+    for r in runs:  # fail before starting anything: every run exists and has its final student
         RunStore(cfg.storage.runs_root, r).read_run_info()
+    resolve_checkpoints(cfg, [f"final:{r}" for r in runs])
     from lion_prefect.local_api import prefect_setup
 
     prefect_setup()

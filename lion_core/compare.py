@@ -26,24 +26,38 @@ class Incomparable(LionError):
     """Runs whose evaluation settings differ: their scores are measured with different yardsticks."""
 
 
+def _questions(source: str | None) -> str | None:
+    """The eval set by its content where it can be read (the same file elsewhere is the same yardstick)."""
+    import hashlib
+    import os
+
+    if source and os.path.isfile(source):
+        with open(source, "rb") as fh:
+            return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+    return source
+
+
 def evaluation_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a comparison holds equal, from a run's config (as run.json keeps it): the questions, the
-    reference and the judge (the referee when no judge is set), each with its model, endpoint and sampling."""
+    reference and the judge (the referee when no judge is set), each with its model, sampling and how its
+    replies are read, and the students' prompt format (every final student is asked in the config's).
+    Endpoints are where a model is served, not what it is: they may differ."""
     ev = config.get("evaluation") or {}
 
     def role(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if not spec:
             return None
-        return {"base_url": spec.get("base_url"), "model": spec.get("model"), "sampling": spec.get("sampling")}
+        return {k: spec.get(k) for k in ("model", "sampling", "prompt_style", "max_reasks") if k in spec}
 
-    return {"evaluation.eval_set": ev.get("eval_set"), "evaluation.reference": role(ev.get("reference")),
-            "evaluation.judge": role(ev.get("judge") or config.get("referee"))}
+    return {"evaluation.eval_set": _questions(ev.get("eval_set")), "evaluation.reference": role(ev.get("reference")),
+            "evaluation.judge": role(ev.get("judge") or config.get("referee")),
+            "student.prompt_format": (config.get("student") or {}).get("prompt_format")}
 
 
 def check_comparable(configs: Mapping[str, Mapping[str, Any]]) -> None:
     """Refuse runs whose evaluation settings differ, naming each field and what each run has."""
-    if len(configs) < 2:
-        raise LionError("lion compare needs at least two runs")
+    if len([r for r in configs if r != "--config"]) < 2:
+        raise LionError("lion compare needs at least two different runs")
     settings = {run: evaluation_settings(cfg) for run, cfg in configs.items()}
     first, *rest = settings
     problems = []
@@ -69,7 +83,15 @@ def paired_difference(a: Mapping[str, dict[str, Any]], b: Mapping[str, dict[str,
     common = sorted(set(a) & set(b))
     if not common:
         return {"questions": 0, "difference": None, "ci95": None}
-    ra, rb = [a[q] for q in common], [b[q] for q in common]
+    ra, rb = [], []
+    for q in common:  # an order counts for a question only where both runs were judged in it
+        x, y = dict(a[q]), dict(b[q])
+        for cols in (("t_score_t_first", "s_score_t_first"), ("t_score_s_first", "s_score_s_first")):
+            if any(r.get(c) is None for r in (x, y) for c in cols):
+                for r in (x, y):
+                    r.update(dict.fromkeys(cols))
+        ra.append(x)
+        rb.append(y)
     sa, sb = relative_score_of(ra), relative_score_of(rb)
     diff = None if sa is None or sb is None else sa - sb
     rng = random.Random(seed)
@@ -81,7 +103,7 @@ def paired_difference(a: Mapping[str, dict[str, Any]], b: Mapping[str, dict[str,
             stats.append(x - y)
     stats.sort()
     lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-    ci = (stats[int(lo * (len(stats) - 1))], stats[int(round(hi * (len(stats) - 1)))]) if stats else None
+    ci = [stats[round(lo * (len(stats) - 1))], stats[round(hi * (len(stats) - 1))]] if stats else None
     return {"questions": len(common), "difference": diff, "ci95": ci}
 
 

@@ -240,7 +240,8 @@ def _type_panel(ax: Axes, name: str, c: TypeCounts, top: int) -> None:
 
 
 def compared_runs(runs: Sequence[dict]) -> bytes:
-    """`lion compare`: each run's relative score with its 95% interval, and its API cost beside it."""
+    """`lion compare`: each run's relative score with its 95% interval, and the API requests it made beside it
+    (answered by a call or from the store: runs sharing a store pay only for what another did not ask)."""
     names = [r["run"] for r in runs]
     scores = [100 * r["relative_score"] if r.get("relative_score") is not None else float("nan") for r in runs]
     err = [[s - 100 * r["relative_score_ci95"][0] if r.get("relative_score_ci95") else 0 for s, r in zip(scores, runs)],
@@ -251,9 +252,9 @@ def compared_runs(runs: Sequence[dict]) -> bytes:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("relative score (%), 95% interval")
     ax.set_title("Final students")
-    cost.bar(range(len(names)), [r.get("cost_usd", 0.0) for r in runs], color="#9cc0e0")
+    cost.bar(range(len(names)), [r.get("api_requests", 0) for r in runs], color="#9cc0e0")
     cost.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    cost.set_ylabel("API cost (USD)")
-    cost.set_title("What each run paid")
+    cost.set_ylabel("API requests")
+    cost.set_title("What each run asked")
     fig.tight_layout()
     return _png(fig)

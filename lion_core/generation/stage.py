@@ -34,11 +34,10 @@ def generate_from(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolR
     pool = store.read_pool(cache_pool).to_dict("records")
     by_id = {r["id"]: r for r in pool}
     labels = {r["id"]: r["label"] for r in store.read_table(judgments).select(["id", "label"]).to_pylist()}
-    if config.loop.selection == "random":
-        hard = easy = pool
-    else:
-        hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
-        easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
+    hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
+    easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
+    if config.loop.selection == "random":  # the same templates in the same split, examples from anywhere
+        hard, easy = (pool if hard else []), (pool if easy else [])
     return generate(gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=k + 1,
                     loop=config.loop, cfg=config.generator)
 

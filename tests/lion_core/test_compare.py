@@ -23,8 +23,11 @@ def test_runs_compare_when_their_yardstick_is_the_same_and_are_refused_by_name_w
     del no_judge["evaluation"]["judge"]  # the referee judges: a run judged by its referee is not one judged by `judge`
     with pytest.raises(Incomparable, match="evaluation.judge"):
         check_comparable({"a": _config(), "b": no_judge})
-    with pytest.raises(Exception, match="at least two runs"):
-        check_comparable({"a": _config()})
+    with pytest.raises(Exception, match="at least two different runs"):
+        check_comparable({"--config": _config(), "a": _config()})
+    moved = _config()
+    moved["referee"]["base_url"] = moved["evaluation"]["reference"]["base_url"] = "http://elsewhere"
+    check_comparable({"a": _config(), "b": moved})  # the same models served elsewhere: the same yardstick
 
 
 def _rows(scores):
@@ -39,7 +42,7 @@ def test_the_paired_difference_and_its_interval():
     a = _rows([(t, rng.uniform(5, 8)) for t in ref])  # about 81% of the reference
     b = _rows([(r["t_score_t_first"], r["s_score_t_first"] - 2) for r in a.values()])  # 2 points worse everywhere
     same = paired_difference(a, a)
-    assert same["difference"] == 0 and same["ci95"] == (0, 0) and same["questions"] == 60
+    assert same["difference"] == 0 and same["ci95"] == [0, 0] and same["questions"] == 60
     d = paired_difference(a, b)
     assert d["difference"] == pytest.approx(2 / 8) and d["ci95"][0] == pytest.approx(0.25) == d["ci95"][1]
     noisy = _rows([(8.0, rng.uniform(4, 9)) for _ in ref])
@@ -47,6 +50,11 @@ def test_the_paired_difference_and_its_interval():
     assert n["ci95"][0] < n["difference"] < n["ci95"][1] and n["ci95"][1] - n["ci95"][0] > 0.02
     fewer = dict(list(b.items())[:10])
     assert paired_difference(a, fewer)["questions"] == 10  # only the questions both were judged on
+    # an order one run was not judged in counts for neither: b was not judged reference-first on q1
+    both = {"t_score_t_first": 8.0, "s_score_t_first": 4.0, "t_score_s_first": 8.0, "s_score_s_first": 4.0}
+    full = {"q0": both, "q1": {**both, "s_score_t_first": 8.0, "s_score_s_first": 8.0}}
+    half = {"q0": both, "q1": {**full["q1"], "t_score_t_first": None, "s_score_t_first": None}}
+    assert paired_difference(full, half)["difference"] == pytest.approx(0.0)  # unpaired it would be +12.5%
     pairs = compare_pairs({"a": a, "b": b, "c": noisy})
     assert [(p["a"], p["b"]) for p in pairs] == [("a", "b"), ("a", "c"), ("b", "c")]
     text = compare_markdown([{"run": "a", "selection": "adversarial", "relative_score": 0.8, "relative_score_ci95": (0.7, 0.9),

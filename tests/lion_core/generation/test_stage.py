@@ -103,3 +103,26 @@ def test_random_selection_draws_from_the_whole_cache_pool_whatever_the_referee_s
     # the same templates at the same ratio, the same number of new instructions and about as many requests
     assert adv.report.accepted == rnd.report.accepted == {"hard": 20, "easy": 20}
     assert abs(adv.report.requests - rnd.report.requests) <= 0.2 * adv.report.requests
+
+
+def test_random_selection_keeps_the_adversarial_split_when_the_referee_found_no_hard_item(tmp_path):
+    from lion_core.discrimination.judging import JUDGMENTS_SCHEMA_VERSION, JudgmentRow
+    from lion_core.generation.stage import generate_from
+    from tests.lion_core.generation.test_rounds import ScriptedGenerator, scripted_reply
+
+    cfg, store, res = tiny_run(tmp_path, n=6)
+    pool = store.read_pool(res.cache_pool).to_dict("records")
+    rows = [JudgmentRow.unjudged(r["id"], r["instruction"], r["input"], "easy" if i < 2 else "unresolved", None)
+            for i, r in enumerate(pool)]
+    judgments = store.write_table(0, "judgments", to_table(rows, JudgmentRow), schema_version=JUDGMENTS_SCHEMA_VERSION)
+    store.commit(0, {"judgments": judgments})
+    accepted = {}
+    with ResponseStore(str(tmp_path / "responses.sqlite")) as rs:
+        for selection in ("adversarial", "random"):
+            c = parse_config({**cfg.to_json_dict(), "loop": {**cfg.loop.model_dump(mode="json"), "selection": selection,
+                                                            "new_instructions_per_iteration": 6}})
+            with ScriptedGenerator(scripted_reply) as srv:
+                gw = Gateway(Endpoint(role="generator", endpoint_id="gen", model="m", base_url=srv.url, api_model="m",
+                                      config=c.generator), rs)
+                accepted[selection] = generate_from(store, 0, res.cache_pool, judgments, gw, c).report.accepted
+    assert accepted["adversarial"] == accepted["random"] == {"easy": 6}  # the easy template only, both
