@@ -33,6 +33,9 @@ def strip_operations(config: dict[str, Any], operations: Sequence[str]) -> dict[
         training.pop("lora", None)
     if isinstance(training, dict) and training.get("max_steps") is None:
         training.pop("max_steps", None)  # added later; left out when unset, so older runs keep their hash
+    loop = out.get("loop")
+    if isinstance(loop, dict) and loop.get("selection", "adversarial") == "adversarial":
+        loop.pop("selection", None)  # added later: the paper's loop keeps the hash it had before
     return out
 
 

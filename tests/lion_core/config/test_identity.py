@@ -78,3 +78,11 @@ def test_evaluation_paths_resolve_against_the_config_folder(tmp_path):
     cfg = load_config(tmp_path / "c.yaml")
     assert (cfg.evaluation.output_root, cfg.evaluation.eval_set, cfg.storage.runs_root) == (
         str(tmp_path / "out"), str(tmp_path / "q.jsonl"), str(tmp_path / "r"))
+
+
+def test_the_random_control_is_another_run_and_the_paper_loop_keeps_its_hash():
+    from lion_core.config import parse_config
+
+    default = parse_config({}).config_hash()
+    assert parse_config({"loop": {"selection": "adversarial"}}).config_hash() == default
+    assert parse_config({"loop": {"selection": "random"}}).config_hash() != default
