@@ -64,6 +64,9 @@ def check_comparable(configs: Mapping[str, Mapping[str, Any]]) -> None:
     for field in settings[first]:
         values = {run: s[field] for run, s in settings.items()}
         if any(values[r] != values[first] for r in rest):
+            if field == "evaluation.eval_set":  # compared by content, shown by path
+                paths = {run: (configs[run].get("evaluation") or {}).get("eval_set") for run in values}
+                values = {run: v if v == paths[run] else f"{paths[run]} ({v})" for run, v in values.items()}
             problems.append(f"  - {field}: " + "; ".join(f"{run}: {values[run]}" for run in values))
     if problems:
         raise Incomparable("these runs were evaluated with different settings, so their scores cannot be compared:\n"

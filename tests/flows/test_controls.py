@@ -74,6 +74,7 @@ def test_adversarial_and_random_selection_cost_the_same_and_compare_on_one_yards
     data["evaluation"]["eval_set"] = str(other)
     elsewhere = tmp_path / "elsewhere.yaml"
     elsewhere.write_text(yaml.safe_dump(data, sort_keys=False))
-    with pytest.raises(Incomparable, match=r"evaluation.eval_set: --config: .*other-questions.jsonl; lion: .*; control"):
+    with pytest.raises(Incomparable, match=r"evaluation.eval_set: --config: \S*other-questions.jsonl \(sha256:\w+\); "
+                                           r"lion: \S*questions.jsonl \(sha256:\w+\); control"):
         compare(config_path=str(elsewhere), run_ids=["lion", "control"], name="refused")
     assert not RunStore(str(tmp_path / "runs" / "evaluations"), "refused").exists()  # refused before anything
