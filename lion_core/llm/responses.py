@@ -251,9 +251,10 @@ class ResponseStore:
         self.write_many([Write("failed", call, request, result, None, release is not None)], release or "")
 
     def write_many(self, writes: Sequence[Write], holder: str) -> None:
-        """Answers and failures, then the claims of `holder` on the keys whose `release` is set: answers
-        before releases, so that a worker that takes a released claim finds the answer. On PostgreSQL the
-        statements go to the server together (psycopg pipelines `executemany`), each its own transaction."""
+        """Answers and failures, then the claims of `holder` on the keys whose `release` is set, in one
+        transaction: a worker killed between an answer and its release must not leave a claim that no one
+        will take (the answer is there, so no worker asks for the key again). Answers go before releases, so
+        that a worker that takes a released claim finds the answer."""
         now = _now()
         ok, failed = [], []
         for w in writes:
@@ -267,18 +268,19 @@ class ResponseStore:
             else:
                 failed.append((r.key, w.call.role, w.call.stage, w.call.endpoint, w.call.model, _request_json(w.request),
                                r.attempts, r.error_class, _text(r.error_message), int(r.truncated), r.unusable, now, now))
+        statements = []  # one statement per kind for the whole group: a round trip, not one per row
+        for (head, row, tail), rows in ((_PUT_SUCCESS, ok), (_PUT_FAILURE, failed)):
+            for i in range(0, len(rows), 60):  # 60 rows x 15 values: within SQLite's oldest limit of 999
+                part = list({r[0]: r for r in rows[i:i + 60]}.values())  # a key once per statement
+                statements.append((head + ", ".join([row] * len(part)) + tail, [v for r in part for v in r]))
         released = [w.result.key for w in writes if w.release]
-        with self._db.transaction() if self.dialect == "sqlite" and len(writes) > 1 else contextlib.nullcontext():
-            # one statement per kind for the whole group: a round trip and a commit, not one per row
-            for sql, rows in ((_PUT_SUCCESS, ok), (_PUT_FAILURE, failed)):
-                for i in range(0, len(rows), 60):  # 60 rows x 15 values: within SQLite's oldest limit of 999
-                    part = list({r[0]: r for r in rows[i:i + 60]}.values())  # a key once per statement
-                    head, row, tail = sql
-                    self._db.execute(head + ", ".join([row] * len(part)) + tail, [v for r in part for v in r])
-            for i in range(0, len(released), 500):
-                part = released[i:i + 500]
-                self._db.execute(f"DELETE FROM claims WHERE holder = ? AND key IN ({','.join('?' * len(part))})",
-                                 (holder, *part))
+        for i in range(0, len(released), 500):
+            part = released[i:i + 500]
+            statements.append((f"DELETE FROM claims WHERE holder = ? AND key IN ({','.join('?' * len(part))})",
+                               (holder, *part)))
+        with self._db.transaction() if len(statements) > 1 else contextlib.nullcontext():
+            for sql, params in statements:
+                self._db.execute(sql, params)
 
 
 _CLAIM = """INSERT INTO claims (key, holder, expires) VALUES (?, ?, {now} + ?)

@@ -130,6 +130,27 @@ def test_a_claim_is_won_by_one_holder_until_released_or_its_lease_runs_out(store
         assert s.claim("k1", a) and s.claims() == {"k1": a}
 
 
+def test_an_answer_and_its_claims_release_are_stored_together_or_not_at_all(store_location):
+    """A worker dying between storing an answer and giving back its claim would leave a claim no one takes
+    again (the key is answered, so no worker asks for it): the two are one transaction. Here the database
+    refuses the release; the answer is not kept without it, and the claim stays its holder's."""
+    a = Holder.new().name
+    with ResponseStore(store_location) as s:
+        assert s.claim("k1", a)
+        if s.dialect == "sqlite":
+            s._db.execute("CREATE TRIGGER no_release BEFORE DELETE ON claims BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            s._db.execute("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
+                          "LANGUAGE plpgsql")
+            s._db.execute("CREATE TRIGGER no_release BEFORE DELETE ON claims FOR EACH ROW EXECUTE FUNCTION refuse()")
+        with pytest.raises(Exception, match="refused"):
+            s.put_success(CALL, REQ, _ok("k1"), latency_s=0.1, release=a)
+        assert s.row("k1") is None and s.claims() == {"k1": a}
+        s._db.execute("DROP TRIGGER no_release" + ("" if s.dialect == "sqlite" else " ON claims"))
+        s.put_success(CALL, REQ, _ok("k1"), latency_s=0.1, release=a)
+        assert s.successes(["k1"])["k1"].text == "4" and s.claims() == {}
+
+
 def _dead_holder() -> str:
     return Holder.new().name
 
