@@ -1,17 +1,19 @@
 """Does the loop pay for itself? Lion against a control at the same budget, on the embedded default.
 
-For each seed (`--seeds`, default 1; `loop.random_seed` 42, 43, ...) two runs of the demo config through the
+For each seed (`--seeds`, default 1; `loop.random_seed` 42, 43, ...) three runs of the demo config through the
 real `lion run`, each with a response store of its own (so each pays for everything it asks):
 
 - `adversarial`: the paper's loop (`loop.selection: adversarial`);
 - `random`: the control (`loop.selection: random`): the generator's examples drawn from the whole Cache Pool
-  whatever the referee said, the same prompts, ratio and number of new instructions.
+  whatever the referee said, the same prompts, ratio and number of new instructions;
+- `oneshot`: the baseline (`loop.selection: one_shot`): as many generation rounds from random examples, no
+  referee, the teacher's answers for everything and one fine-tune of the loop's optimizer steps.
 
 Then one `lion compare` of every run: the final students judged on the demo's questions by the same judge,
-in both orders. Printed: each variant's relative score with its 95% interval, every paired difference
-adversarial - random with its interval, each run's API requests per role (the budget: within 2% between the
-two), wall times; the last line is one JSON object. The baseline is the control, measured in the same
-invocation. The one-shot baseline of issue 32 is not built yet, so it is not here.
+in both orders. Printed: each variant's relative score with its 95% interval, the paired differences
+adversarial - random and adversarial - oneshot (and random - oneshot) with their intervals, each run's API
+requests per role (adversarial and random: within 2%), wall times; the last line is one JSON object. The
+baselines are the controls, measured in the same invocation.
 
     python bench/loop_vs_control.py [--seeds 1] [--iterations N] [--json]
 """
@@ -31,18 +33,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lion_core.compare import api_requests  # noqa: E402
 from lion_core.config import load_config  # noqa: E402
-from lion_core.report import read_summaries  # noqa: E402
-from lion_core.store import RunStore  # noqa: E402
 
-VARIANTS = ("adversarial", "random")
+VARIANTS = {"adversarial": "adversarial", "random": "random", "oneshot": "one_shot"}  # run id prefix: selection
 LION = Path(sys.executable).parent / "lion"
 
 
 def write_config(work: Path, variant: str, seed: int, iterations: int | None) -> Path:
     data = load_config(REPO / "configs" / "embedded.yaml").to_json_dict()
-    data["loop"].update(selection=variant, random_seed=42 + seed)
+    data["loop"].update(selection=VARIANTS[variant], random_seed=42 + seed)
     if iterations:
         data["loop"]["iterations"] = iterations
     data["storage"] = {"runs_root": str(work / "runs"), "response_store": str(work / f"{variant}-{seed}.sqlite")}
@@ -83,9 +82,8 @@ def main() -> None:
                                "--json").stdout.strip().splitlines()[-1])
     compare_s = round(time.monotonic() - t0, 1)
     config = load_config(configs[runs[0]])
-    requests = {r: api_requests(read_summaries(RunStore(config.storage.runs_root, r))) for r in runs}
-    pairs = [p for p in compared["pairs"] if p["a"].startswith("adversarial") and p["b"].startswith("random")
-             and p["a"].rsplit("-", 1)[1] == p["b"].rsplit("-", 1)[1]]
+    requests = {r["run"]: r["api_requests_by_role"] for r in compared["runs"]}  # iterations and final imitation
+    pairs = [p for p in compared["pairs"] if p["a"].rsplit("-", 1)[1] == p["b"].rsplit("-", 1)[1]]  # same seed
     budget = {}
     for seed in range(args.seeds):
         a, r = sum(requests[f"adversarial-{seed}"].values()), sum(requests[f"random-{seed}"].values())
@@ -93,7 +91,10 @@ def main() -> None:
     result = {"settings": {"seeds": args.seeds, "iterations": config.loop.iterations,
                            "new_instructions_per_iteration": config.loop.new_instructions_per_iteration,
                            "work": str(work)},
-              "runs": compared["runs"], "pairs_adversarial_minus_random": pairs, "requests_by_role": requests,
+              "runs": compared["runs"], "pairs": pairs,
+              "pairs_adversarial_minus_random": [p for p in pairs if (p["a"].split("-")[0], p["b"].split("-")[0])
+                                                 == ("adversarial", "random")],
+              "requests_by_role": requests,
               "budget": budget, "wall_s": wall, "compare_s": compare_s}
     print()
     def pct(x: float | None, sign: str = "") -> str:

@@ -26,7 +26,7 @@ from lion_core.evaluation import resolve_checkpoints
 from lion_core.files import read_bytes
 from lion_core.llm import ResponseStore
 from lion_core.plots import compared_runs
-from lion_core.report import read_summaries
+from lion_core.report import read_final_report, read_summaries
 from lion_core.results import CompareResult
 from lion_core.store import RunStore, resolve_uri, validate_run_id
 from lion_prefect.secrets import export_store_password
@@ -70,7 +70,8 @@ def compare(config_path: str, run_ids: list[str], eval_set: str | None = None, n
     for r in runs:  # what each run paid is in its own store (runs compared may each have had one)
         with ResponseStore.open(parse_config(infos[r]["config"]).storage) as store:
             spent[r], calls[r] = store.spent(r), store.paid_calls(r)
-    requests = {r: api_requests(read_summaries(RunStore(config.storage.runs_root, r))) for r in runs}
+    requests = {r: api_requests(read_summaries(RunStore(config.storage.runs_root, r)), read_final_report(
+        RunStore(config.storage.runs_root, r))) for r in runs}
     summary = []
     for r in runs:
         scores = result.scores.get(labels[r], {})

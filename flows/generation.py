@@ -13,8 +13,9 @@ from tasks.pools import update_pools
 
 
 @flow(name="generation", flow_run_name="iter-{k}-generation")
-def generation(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> GenerationResult:
-    """New instructions from the hard and easy items; Train := new, Cache := old + new, in one commit."""
+def generation(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef | None) -> GenerationResult:
+    """New instructions from the hard and easy items (no judgments: from the whole Cache Pool); Train := new,
+    Cache := old + new, in one commit."""
     batched = through_batches(ctx, "generator", "generation",
                               BatchWork(kind="generation", k=k, pool=cache_pool, judgments=judgments))
     made = configured(generate_instructions, ctx.config)(ctx, k, cache_pool, judgments)

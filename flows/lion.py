@@ -18,6 +18,7 @@ from flows.evaluate import evaluate
 from flows.export import export
 from flows.imitation import final_imitation
 from flows.lion_iteration import lion_iteration
+from flows.one_shot import one_shot
 from lion_core.checkpoints import final_text, is_current_final, read_final_info
 from lion_core.config import RunConfig, load_config
 from lion_core.evaluation import run_scores
@@ -99,11 +100,15 @@ def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int,
         with embedded_endpoints(config) as embedded:
             ctx = RunContext(config=config, run_id=run_id, run_key=f"{run_id}@{opened.created_at}",
                              embedded=embedded, retry_failed=retry_failed)
-            for k in range(start, total):
-                iteration(ctx, k)
-            # The last generation's instructions were paid for: train on them too (the paper's final model).
-            final_step = final_imitation.with_options(result_storage=storage) if storage else final_imitation
-            publish_final_report(ctx, total, final_step(ctx, total))
+            if config.loop.selection == "one_shot":  # the baseline: the same instructions, no loop, one fine-tune
+                baseline = one_shot.with_options(result_storage=storage) if storage else one_shot
+                publish_final_report(ctx, total, baseline(ctx, start, total))
+            else:
+                for k in range(start, total):
+                    iteration(ctx, k)
+                # The last generation's instructions were paid for: train on them too (the paper's final model).
+                final_step = final_imitation.with_options(result_storage=storage) if storage else final_imitation
+                publish_final_report(ctx, total, final_step(ctx, total))
             evaluation = evaluate_run(config_path, config, run_id)  # on the servers started above
     else:
         evaluation = evaluate_run(config_path, config, run_id)

@@ -20,6 +20,5 @@ def replay_requests(store: RunStore, work: BatchWork, gateway: ChatGateway, conf
         assert work.judging is not None
         items, _ = judge_items(store, store.read_pool(work.pool).to_dict("records"), work.judging)
         judge(gateway, items, work.judging, config, stage=stage)
-    else:
-        assert work.judgments is not None
+    else:  # no judgments: the one-shot baseline's generation
         generate_from(store, work.k, work.pool, work.judgments, gateway, config)

@@ -16,6 +16,7 @@ from typing import Any
 
 from lion_core.errors import LionError
 from lion_core.evaluation import BOOTSTRAP_RESAMPLES, relative_score_of
+from lion_core.results import UsageRow
 
 # ResultRow's columns as relative_score_of reads them (the reference in the teacher's place)
 _COLUMNS = {"reference_score_reference_first": "t_score_t_first", "student_score_reference_first": "s_score_t_first",
@@ -115,13 +116,15 @@ def compare_pairs(rows: Mapping[str, Mapping[str, dict[str, Any]]]) -> list[dict
     return [{"a": a, "b": b, **paired_difference(rows[a], rows[b])} for a, b in combinations(rows, 2)]
 
 
-def api_requests(summaries: Sequence[Any]) -> dict[str, int]:
-    """What a run asked of each API role over its iterations (answered by a call or from the store): what it
-    would have paid for on its own, whatever another run sharing its store paid first."""
+def api_requests(summaries: Sequence[Any], final: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """What a run asked of each API role over its iterations and its final imitation (`final`: its
+    `final.json`; the one-shot baseline's holds its generation rounds too), answered by a call or from the
+    store: what it would have paid for on its own, whatever another run sharing its store paid first."""
     out: dict[str, int] = {}
-    for s in summaries:
-        for u in s.usage_by_role:
-            out[u.role] = out.get(u.role, 0) + u.requests
+    rows = [u for s in summaries for u in s.usage_by_role]
+    rows += [UsageRow(**u) for u in (final or {}).get("usage", [])]
+    for u in rows:
+        out[u.role] = out.get(u.role, 0) + u.requests
     return out
 
 

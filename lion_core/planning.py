@@ -175,17 +175,25 @@ def schedule(config: RunConfig, n_seeds: int, assumptions: Assumptions,
     """(iteration, stage, role, requests) of a whole run, fresh."""
     n, iterations = config.loop.new_instructions_per_iteration, config.loop.iterations
     out = []
+    if config.loop.selection == "one_shot":  # no student, no referee: generation rounds, then the teacher once
+        out += [(str(k), "generation", "generator", generator_draws(config, assumptions.acceptance)) for k in range(iterations)]
+        out.append(("final", "imitation", "teacher", n_seeds + iterations * n))
+        return out + _evaluation(config, eval_questions, 3, assumptions)  # the base model, the fine-tune, the final
     for k in range(iterations):
         out.append((str(k), "imitation", "teacher", n_seeds if k == 0 else n))
         cache = n_seeds + k * n
         out.append((str(k), "discrimination", "referee", round(2 * cache * (1 + assumptions.reask_rate))))
         out.append((str(k), "generation", "generator", generator_draws(config, assumptions.acceptance)))
     out.append(("final", "imitation", "teacher", n if iterations else 0))
-    if config.evaluation.after_run and eval_questions:
-        checkpoints = iterations + 2  # the base model, every iteration's, the final one
-        out.append(("evaluation", "evaluation", "reference", eval_questions))
-        out.append(("evaluation", "evaluation", "judge", round(2 * eval_questions * checkpoints * (1 + assumptions.reask_rate))))
-    return out
+    return out + _evaluation(config, eval_questions, iterations + 2, assumptions)  # the base, every iteration's, the final
+
+
+def _evaluation(config: RunConfig, eval_questions: int, checkpoints: int,
+                assumptions: Assumptions) -> list[tuple[str, str, str, int]]:
+    if not (config.evaluation.after_run and eval_questions):
+        return []
+    return [("evaluation", "evaluation", "reference", eval_questions),
+            ("evaluation", "evaluation", "judge", round(2 * eval_questions * checkpoints * (1 + assumptions.reask_rate)))]
 
 
 def cost(requests: int, prompt: float, completion: float, price: Price) -> float:
@@ -238,13 +246,18 @@ def remaining_work(store: RunStore, config: RunConfig, responses: ResponseStore,
         keys = [r.key(role.base_url, role.model) for r in requests]
         return len(keys) - len(responses.successes(keys))
 
+    one_shot = config.loop.selection == "one_shot"  # rounds of generation, then the teacher on the whole Cache Pool
     for k in range(config.loop.iterations + 1):
         if k not in have:
             break
         it = str(k) if k < config.loop.iterations else "final"
+        if one_shot and it != "final":
+            if committed(store, k, "candidates"):
+                out[(it, "generation", "generator")] = 0
+            continue
         if committed(store, k, "teacher_answers_train"):
             out[(it, "imitation", "teacher")] = 0
-        elif (train := committed(store, k, "train_pool")) is not None:
+        elif (train := committed(store, k, "cache_pool" if one_shot else "train_pool")) is not None:
             rows = store.read_pool(train).to_dict("records")
             out[(it, "imitation", "teacher")] = missing([answer_request(r, config.teacher.sampling) for r in rows],
                                                         config.teacher)

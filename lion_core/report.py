@@ -131,6 +131,7 @@ def summary_row(s: IterationSummary) -> dict[str, Any]:
 
 
 SUMMARY_FILE = "summary.json"
+FINAL_REPORT = "final.json"
 
 
 def write_summary(store: RunStore, k: int, summary: IterationSummary) -> str:
@@ -138,6 +139,12 @@ def write_summary(store: RunStore, k: int, summary: IterationSummary) -> str:
     uri = join_uri(store.iteration_uri(k), SUMMARY_FILE)
     write_bytes_atomic(uri, json.dumps(summary.model_dump(mode="json"), indent=2).encode())
     return uri
+
+
+def read_final_report(store: RunStore) -> dict[str, Any] | None:
+    """The run's `final.json` (its final checkpoint's record and the final imitation's usage), if written."""
+    uri = join_uri(store.run_uri, FINAL_REPORT)
+    return json.loads(read_bytes(uri)) if exists(uri) else None
 
 
 def read_summaries(store: RunStore) -> list[IterationSummary]:

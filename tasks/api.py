@@ -50,7 +50,7 @@ def judgments_shard(ctx: RunContext, shard: Shard, judging: Judging) -> ShardRes
 
 
 @task(name="generate-instructions", tags=["lion", "api", "generator"], task_run_name="iter-{k}-generator", **_API)
-def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef) -> Candidates:
+def generate_instructions(ctx: RunContext, k: int, cache_pool: PoolRef, judgments: PoolRef | None) -> Candidates:
     """New instructions from hard and easy seeds, ROUGE-L filtered. Rounds depend on what the filter
     kept, so they run in one task; each round's requests go out in shard-sized chunks, each holding a
     slot of the key's limit, and a retried task re-sends nothing the response store holds."""

@@ -41,7 +41,7 @@ def publish_iteration(ctx: RunContext, k: int, summary: IterationSummary) -> Ite
 def publish_final_report(ctx: RunContext, n: int, final: FinalResult) -> dict[str, Any]:
     """The final checkpoint's report: kept with the run (`final.json`) and shown in the UI."""
     info = report.final_info(n, final)
-    write_bytes_atomic(join_uri(ctx.store().run_uri, "final.json"), json.dumps(info, indent=2, default=str).encode())
+    write_bytes_atomic(join_uri(ctx.store().run_uri, report.FINAL_REPORT), json.dumps(info, indent=2, default=str).encode())
     create_markdown_artifact(report.final_markdown(ctx.run_id, final.final_checkpoint, info, final.imitation.usage,
                                                    read_resumes(ctx.store())),
                              key=artifact_key("lion", ctx.run_id, "final"),

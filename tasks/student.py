@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 
@@ -12,7 +13,7 @@ from lion_core.llm.responses import ResponseStore
 from lion_core.results import CheckpointRecord, ImitationResult
 from lion_core.store import PoolRef
 from lion_core.student.answers import student_answer_stage
-from lion_core.student.launch import train_student
+from lion_core.student.launch import TrainOptions, train_student
 from lion_core.student.models import student_base_model
 from tasks.common import RunContext, input_cache_key, transient
 
@@ -24,15 +25,22 @@ def base_model(ctx: RunContext) -> str:
     return student_base_model(ctx.config.student)
 
 
+def _train_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    # `max_steps` came later: at its default it stays out of the key, so older runs' fine-tunes stay cached
+    return input_cache_key(context, {k: v for k, v in parameters.items() if (k, v) != ("max_steps", -1)})
+
+
 @task(name="train-student", tags=["lion", GPU_TAG], task_run_name="iter-{k}-train-student", retries=1,
       retry_delay_seconds=10, retry_condition_fn=transient,
-      cache_key_fn=input_cache_key, persist_result=True)
-def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str) -> str:
+      cache_key_fn=_train_cache_key, persist_result=True)
+def train(ctx: RunContext, k: int, answers: PoolRef, start_from: str, max_steps: int = -1) -> str:
     """Fine-tune in a launched subprocess (deepspeed / torchrun / accelerate) with the config's timeout;
     its process group is stopped on timeout, cancellation or the death of this process. A retry
-    resumes from the last Trainer checkpoint; a finished checkpoint is returned as it is."""
+    resumes from the last Trainer checkpoint; a finished checkpoint is returned as it is. `max_steps`
+    (the one-shot baseline's): this many optimizer steps, the schedule fitted to them; -1: the config's."""
     out = ctx.config.storage.checkpoint_dir(ctx.run_id, k)
-    final = train_student(ctx.config, answers, start_from, out, run_id=ctx.run_id, iteration=k)
+    final = train_student(ctx.config, answers, start_from, out, run_id=ctx.run_id, iteration=k,
+                          options=TrainOptions(max_steps=max_steps))
     checkpoints.write_checkpoint_card(ctx.store(), ctx.config, k, final, base_model=ctx.config.student.model,
                                       start_from=start_from, trained_on=answers,
                                       title=f"Lion student, run {ctx.run_id}, iteration {k}")

@@ -39,12 +39,16 @@ class LoopConfig(Section):
     """`rouge`: rouge-score's own (ASCII letters and digits only); `unicode`: for non-English pools."""
     random_seed: int = 42
     """Seed of the generator's seed draws, the student's sampling and the fine-tune's shuffling."""
-    selection: Literal["adversarial", "random"] = "adversarial"
+    selection: Literal["adversarial", "random", "one_shot"] = "adversarial"
     """Where the generator's example instructions come from. `adversarial` (the paper): the items the
     referee labelled hard feed the hard template, the easy ones the easy template. `random` (a control):
     both templates draw uniformly from the whole Cache Pool whatever the referee said, at the same hard:easy
     ratio and for the same number of new instructions; the referee still runs and its verdicts are kept
-    and reported, so both cost the same API calls. Compare the two with `lion compare`."""
+    and reported, so both cost the same API calls. `one_shot` (the Alpaca-style baseline): no loop; the
+    generator writes `iterations` rounds of new instructions from uniformly drawn Cache Pool examples (no
+    student, no referee), then the teacher answers the seeds and every new instruction and the student is
+    fine-tuned once, from the base model, for as many optimizer steps as the loop's fine-tunes of the same
+    pools would have taken in all. Compare them with `lion compare`."""
 
     @field_validator("hard_easy_ratio")
     @classmethod

@@ -17,26 +17,30 @@ from lion_core.shards import commit_table
 from lion_core.store import PoolRef, RunStore
 
 
-def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: ChatGateway,
+def generation_stage(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef | None, gateway: ChatGateway,
                      config: RunConfig) -> tuple[PoolRef, GenerationReport]:
     """New instructions for iteration k+1 from iteration k's hard and easy items: every candidate,
     committed as iteration k's `candidates`, and the figures."""
     result = generate_from(store, k, cache_pool, judgments, gateway, config)
     ref = commit_table(store, k, "candidates", to_table(result.candidates, CandidateRow), CANDIDATES_SCHEMA_VERSION,
-                       [cache_pool, judgments])
+                       [cache_pool, *([judgments] if judgments else [])])
     return ref, result.report
 
 
-def generate_from(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef, gateway: ChatGateway,
+def generate_from(store: RunStore, k: int, cache_pool: PoolRef, judgments: PoolRef | None, gateway: ChatGateway,
                   config: RunConfig) -> GeneratedInstructions:
     """The generation rounds seeded with the Cache Pool items the referee labelled hard and easy, or, with
-    `loop.selection: random` (a control), with the whole Cache Pool on both sides whatever it said."""
+    `loop.selection: random` (a control), with the whole Cache Pool on both sides whatever it said. No
+    `judgments` (the one-shot baseline: no referee): the whole Cache Pool on both sides."""
     pool = store.read_pool(cache_pool).to_dict("records")
-    by_id = {r["id"]: r for r in pool}
-    labels = {r["id"]: r["label"] for r in store.read_table(judgments).select(["id", "label"]).to_pylist()}
-    hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
-    easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
-    if config.loop.selection == "random":  # the same templates in the same split, examples from anywhere
+    if judgments is None:
+        hard, easy = pool, pool
+    else:
+        by_id = {r["id"]: r for r in pool}
+        labels = {r["id"]: r["label"] for r in store.read_table(judgments).select(["id", "label"]).to_pylist()}
+        hard = [by_id[i] for i, lab in labels.items() if lab == "hard" and i in by_id]
+        easy = [by_id[i] for i, lab in labels.items() if lab == "easy" and i in by_id]
+    if judgments is not None and config.loop.selection == "random":  # the same templates and split, examples from anywhere
         hard, easy = (pool if hard else []), (pool if easy else [])
     return generate(gateway, hard_seeds=hard, easy_seeds=easy, cache_pool=pool, next_iteration=k + 1,
                     loop=config.loop, cfg=config.generator)

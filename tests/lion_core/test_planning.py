@@ -31,6 +31,16 @@ def test_the_schedule_is_the_loops():
     assert [rows[(k, "generator")] for k in ("0", "1", "2")] == [12, 12, 12]  # 6 kept of 12 draws
 
 
+def test_the_one_shot_baseline_plans_the_same_instructions_without_a_referee():
+    a = Assumptions(acceptance=0.5, reask_rate=0.0)
+    loop = schedule(_config(), 52, a)
+    one = schedule(_config(selection="one_shot"), 52, a)
+    assert [(it, role, n) for it, _, role, n in one] == [("0", "generator", 12), ("1", "generator", 12),
+                                                          ("2", "generator", 12), ("final", "teacher", 52 + 3 * 6)]
+    teacher = sum(n for _, _, role, n in loop if role == "teacher")
+    assert teacher == 52 + 3 * 6  # the loop asks the teacher for the same instructions, over its iterations
+
+
 def test_dollars_and_hours_follow_the_tokens_the_prices_and_the_limits():
     plan = make_plan(_config(), _seeds(40), Assumptions(referee_reply_tokens=100))
     for r in plan.rows:
