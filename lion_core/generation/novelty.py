@@ -22,6 +22,8 @@ from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 from rouge_score import tokenize as rouge_tokenize
 
+from lion_core.llm.progress import Progress
+
 TOKENIZERS = ("rouge", "unicode")
 _EPS = 1e-9  # bounds are loosened by this so that float rounding never prunes a real match
 
@@ -119,7 +121,13 @@ class NoveltyFilter:
         self._eligible[: self.n_pool] = True
 
     def run(self) -> list[Verdict]:
-        return [self._decide(self.n_pool + j) for j in range(len(self._texts) - self.n_pool)]
+        progress = Progress(len(self._texts) - self.n_pool, "rouge-l filter", unit="candidate", quiet_below_s=15.0)
+        verdicts = []
+        for j in range(len(self._texts) - self.n_pool):
+            verdicts.append(self._decide(self.n_pool + j))
+            progress.update()
+        progress.close()
+        return verdicts
 
     def _decide(self, i: int) -> Verdict:
         lengths, m = self._index.lengths, int(self._index.lengths[i])

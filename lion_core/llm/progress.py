@@ -1,4 +1,5 @@
-"""Progress of a batch: a bar with rate and ETA on a terminal, periodic log lines otherwise."""
+"""Progress of a long stage (an API fan-out, the student's answers, a fine-tune's steps, the ROUGE-L filter):
+a bar with rate and ETA on a terminal, periodic log lines otherwise."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ log = logging.getLogger("lion.gateway")
 
 
 class Progress:
-    def __init__(self, total: int, label: str, stream: TextIO | None = None, interval_s: float = 15.0):
-        self.total, self.label, self.interval_s = total, label, interval_s
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, interval_s: float = 15.0,
+                 unit: str = "req", quiet_below_s: float = 0.0):
+        """`quiet_below_s`: without a terminal, no closing line for a stage shorter than this (a quick one)."""
+        self.total, self.label, self.interval_s, self.unit = total, label, interval_s, unit
+        self.quiet_below_s = quiet_below_s
         self.done = self.failed = self.cached = 0
         self.level: Callable[[], str] | None = None
         """What the rate limiter lets out now ("612/1800 rpm"), asked for as the bar or a log line is drawn."""
@@ -23,9 +27,9 @@ class Progress:
         if stream.isatty() and total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, file=stream, unit="req", dynamic_ncols=True)
+            self._bar = tqdm(total=total, desc=label, file=stream, unit=unit, dynamic_ncols=True)
 
-    def update(self, ok: bool, cached: bool = False) -> None:
+    def update(self, ok: bool = True, cached: bool = False) -> None:
         self.done += 1
         self.failed += not ok
         self.cached += cached
@@ -45,10 +49,15 @@ class Progress:
         eta_s = f"{eta:.0f}s" if eta != float("inf") else "?"
         level = f", level {self.level()}" if self.level is not None else ""
         return (f"{self.label}: {self.done}/{self.total} done ({self.failed} failed, {self.cached} from store), "
-                f"{rate:.2f} req/s{level}, ETA {eta_s}")
+                f"{rate:.2f} {self.unit}/s{level}, ETA {eta_s}")
+
+    def advance_to(self, done: int) -> None:
+        """Move to `done` items (a count read from elsewhere, such as a fine-tune's log), never back."""
+        while self.done < min(done, self.total):
+            self.update()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self.total:
+        elif self.total and time.monotonic() - self._start >= self.quiet_below_s:
             log.info(self.line())

@@ -22,6 +22,7 @@ from typing import Any
 
 from lion_core.config import StudentGeneration
 from lion_core.lifeline import follow_parent
+from lion_core.llm.progress import Progress
 from lion_core.llm.requests import ChatRequest, ChatResult
 from lion_core.llm.responses import ResponseStore, StoredCall
 from lion_core.prompts import checkpoint_prompt
@@ -74,8 +75,10 @@ def student_answers(
             log.info("student: vLLM does not serve adapters with modules_to_save; answering with transformers")
             use_vllm = False
         run = generate_vllm if use_vllm else generate_hf
+        progress = Progress(len(todo), f"student/{stage}", unit="answer", quiet_below_s=15.0)
         for i, text, finish, n_prompt, n_new in run(model_path, tokenizer, [prompts[i] for i in todo], todo, gen, seed,
                                                      dtype):
+            progress.update(bool(text.strip()))
             if text.strip():
                 res = ChatResult(key=keys[i], ok=True, text=text, finish_reason=finish, prompt_tokens=n_prompt,
                                  completion_tokens=n_new, attempts=1)
@@ -85,6 +88,7 @@ def student_answers(
                 store.put_failure(call, requests[i], ChatResult(key=keys[i], ok=False, attempts=1,
                                                                  error_class="EmptyGeneration",
                                                                  error_message=f"no text (finish {finish})"))
+        progress.close()
     out = []
     for r, k in zip(rows, keys):
         res = done.get(k)

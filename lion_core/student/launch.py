@@ -25,8 +25,9 @@ from lion_core.config import RunConfig
 from lion_core.errors import LionError
 from lion_core.lifeline import guarded
 from lion_core.llm.embedded import free_port
+from lion_core.llm.progress import Progress
 from lion_core.store import PoolRef, resolve_uri
-from lion_core.student.train import COMPLETE, FINAL
+from lion_core.student.train import COMPLETE, FINAL, parse_step_line
 
 log = logging.getLogger("lion.train")
 
@@ -132,11 +133,19 @@ def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_
         proc = subprocess.Popen(guarded(cmd, group=True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, text=True, errors="replace", start_new_session=True)
 
+        progress: list[Progress] = []  # made at the first step line: the total is the Trainer's
+
         def pump() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 log_file.write(line)
                 log_file.flush()
+                if (step := parse_step_line(line)) is not None:
+                    if not progress:
+                        progress.append(Progress(step[1], "train", unit="step", quiet_below_s=float("inf")))
+                        progress[0].advance_to(step[0] - 1)  # a resumed fine-tune starts past 0
+                    progress[0].advance_to(step[0])
+                    continue  # the bar shows it; the log file keeps it
                 tail.append(line.rstrip("\n"))
                 log.info("train | %s", line.rstrip("\n"))
 
@@ -153,6 +162,8 @@ def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_
             _stop_group(proc)
             raise
         reader.join(10)
+        for bar in progress:
+            bar.close()
     if proc.returncode != 0:
         raise TrainingError(f"training failed (exit code {proc.returncode}); last log lines:\n" + "\n".join(tail))
 

@@ -28,6 +28,17 @@ COMPLETE = ".complete"
 
 
 TRAINER_STATE = "trainer_state.json"
+STEP_LINE = "lion-step"
+"""Printed with `done/total` optimizer steps after each step (see `StepLines`)."""
+
+
+def parse_step_line(line: str) -> tuple[int, int] | None:
+    """(done, total) from a `lion-step N/M` line of a fine-tune's log; None for any other line."""
+    head, _, rest = line.strip().partition(" ")
+    done, _, total = rest.partition("/")
+    if head != STEP_LINE or not (done.isdigit() and total.isdigit()):
+        return None
+    return int(done), int(total)
 
 
 def last_complete_checkpoint(trainer_dir: Path) -> str | None:
@@ -281,12 +292,20 @@ def training_data(setup: Setup, tokenizer: Any) -> TrainingData:
 
 def train(setup: Setup, targs: Any, student: Student, data: TrainingData) -> Trained:
     """Train, from the last complete Trainer checkpoint when this is a restart."""
-    from transformers import Trainer
+    from transformers import Trainer, TrainerCallback
 
     from lion_core.student.data import ListDataset
 
+    class StepLines(TrainerCallback):
+        """`lion-step N/M` after each optimizer step on rank 0: the launcher's progress bar and `lion status`
+        read the fine-tune's progress from these lines of its log."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                print(f"{STEP_LINE} {state.global_step}/{state.max_steps}", flush=True)
+
     trainer = Trainer(model=student.model, args=targs, train_dataset=ListDataset(data.examples.items),
-                      data_collator=data.collator)
+                      data_collator=data.collator, callbacks=[StepLines()])
     last = last_complete_checkpoint(setup.out / "trainer")
     return Trained(trainer=trainer, result=trainer.train(resume_from_checkpoint=last), resumed=last is not None)
 

@@ -1,4 +1,6 @@
+import io
 import random
+import sys
 
 import pandas as pd
 import pytest
@@ -101,3 +103,14 @@ def test_f1_formula_is_rouge_scores():
         ref = 2 * p * r / (p + r) if p + r > 0 else 0.0
         assert rouge_l_f1(lcs, m, n) == ref
     assert rouge_l_f1(0, 0, 5) == 0.0
+
+
+def test_the_filter_shows_its_progress_on_a_terminal(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    verdicts = filter_novel(["Write a poem about the sea."], [f"List {i} prime numbers below {i * 7}." for i in range(5)])
+    assert len(verdicts) == 5 and "rouge-l filter" in terminal.getvalue() and "5/5" in terminal.getvalue()

@@ -1,3 +1,4 @@
+import io
 import os
 import sys
 import time
@@ -6,6 +7,7 @@ import pytest
 
 from lion_core.config import parse_config
 from lion_core.student.launch import TrainingError, TrainOptions, build_command, run_subprocess
+from lion_core.student.train import parse_step_line
 from tests.helpers import wait_until_gone
 
 
@@ -176,3 +178,30 @@ def test_a_fine_tune_resumes_from_its_last_complete_trainer_checkpoint_only(tmp_
     assert last_complete_checkpoint(trainer) == str(trainer / "checkpoint-10")  # by step, not by name order
     (trainer / "checkpoint-10" / TRAINER_STATE).unlink()
     assert last_complete_checkpoint(trainer) == str(trainer / "checkpoint-2")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_fine_tunes_steps_show_as_a_bar_on_a_terminal_and_stay_in_its_log(tmp_path, monkeypatch):
+    """The training script prints `lion-step N/M` after each optimizer step; the launcher draws them as a bar
+    with rate and ETA (from a resumed step on), and keeps them in train.log for `lion status`."""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    script = "import time\nprint('warming up')\nfor i in range(3, 7):\n    print(f'lion-step {i}/6', flush=True)\n"
+    run_subprocess([sys.executable, "-c", script], dict(os.environ), tmp_path / "train.log", timeout_s=60)
+    drawn = terminal.getvalue()
+    assert "train" in drawn and "6/6" in drawn and "step/s" in drawn
+    assert "lion-step 6/6" in (tmp_path / "train.log").read_text() and "warming up" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize("line", ["lion-step 3/8\n", "lion-step 3/8", "  lion-step 3/8 "])
+def test_step_lines_are_read_back(line):
+    assert parse_step_line(line) == (3, 8)
+
+
+@pytest.mark.parametrize("line", ["{'loss': '2.1'}", "lion-step", "lion-step 3/", "lion-step a/8", "lion-steps 3/8"])
+def test_other_lines_are_not_steps(line):
+    assert parse_step_line(line) is None
