@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lion_cli import compare, config, exports, limits, plan, run, store, supervision
+from lion_cli import compare, config, exports, limits, plan, report, run, status, store, supervision
 from lion_core.errors import LionError
 
 app = typer.Typer(
@@ -30,9 +30,11 @@ app.command("plan")(plan.plan)
 app.command("run")(run.run)
 app.command("evaluate")(run.evaluate)
 app.command("compare")(compare.compare)
+app.command("status")(status.status)
 app.command("export-model")(exports.export_model_command)
 app.command("export-dataset")(exports.export_dataset_command)
 app.command("dedup")(store.dedup)
+app.command("report")(report.report)
 pools_app.command("show")(store.pools_show)
 config_app.command("check")(config.config_check)
 config_app.command("explain")(config.config_explain)

@@ -228,3 +228,26 @@ def run_lock(config: RunConfig, run_id: str, owner: str) -> Iterator[HeldRun]:
         yield HeldRun(path=path, previous_owner=previous if previous != owner else None)
     finally:
         fh.close()  # closing the file releases the lock
+
+
+def run_holder(config: RunConfig, run_id: str) -> str | None:
+    """Who holds the run now (`run_lock`'s owner line: its process and machine), None when no live process
+    does. Looks without taking: a shared lock tried and let go at once, or the PostgreSQL server's locks."""
+    if config.storage.shared_store:
+        from lion_core.llm.responses import ResponseStore
+
+        with ResponseStore.open(config.storage) as store:
+            return store.run_holder(run_id)
+    import fcntl
+
+    path = os.path.join(config.storage.local_folder(), ".lion-locks", f"{run_id}.lock")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return (fh.read().splitlines() or ["another process"])[0]
+        except OSError:  # no locks on this file system: no way to tell
+            return None
+        return None  # closing the file lets the shared lock go

@@ -241,6 +241,15 @@ class ResponseStore:
                          "SET process = excluded.process, flow_run = excluded.flow_run", (run, process, flow_run))
         return True, row[1] if row else None
 
+    def run_holder(self, run: str) -> str | None:
+        """PostgreSQL: the process holding the run's lock now (`hold_run`), None when none does."""
+        row = self._db.one("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                           "AND objid = (hashtext('lion run ' || ?)::bigint & 4294967295)::oid", (run,))
+        if row is None:
+            return None
+        held = self._db.one("SELECT process FROM run_locks WHERE run = ?", (run,))
+        return held[0] if held else "another process"
+
     # -- writes ------------------------------------------------------------------------------------
     def put_success(self, call: StoredCall, request: ChatRequest, result: ChatResult, latency_s: float,
                     release: str | None = None) -> None:
