@@ -25,7 +25,7 @@ from lion_core.evaluation import run_scores
 from lion_core.llm.roles import embedded_endpoints
 from lion_core.report import read_summaries, summary_text_table
 from lion_core.results import EvaluationResult, RunEvaluation, RunResult
-from lion_core.runs import run_lock
+from lion_core.runs import record_target, run_lock
 from lion_core.store import RunStore, validate_run_id
 from lion_prefect.orphans import crash_orphaned_runs
 from lion_prefect.secrets import export_store_password
@@ -92,6 +92,7 @@ def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int,
     storage = result_storage(config)
     iteration = lion_iteration.with_options(result_storage=storage) if storage else lion_iteration
     store = RunStore(config.storage.runs_root, run_id, config)
+    record_target(store, total)  # what `lion status` plans the stages for
     start = next_iteration(store)
     if start:
         logger.info("run %s: iterations 0-%d are finished; continuing at %d", run_id, start - 1, start)
@@ -120,6 +121,8 @@ def run_iterations(config_path: str, config: RunConfig, run_id: str, total: int,
     if summaries:
         logger.info("run %s\n%s\n%s", run_id, summary_text_table(summaries, scored and scored.scores),
                     final_text(final, final_info))
+    elif final_info:  # the one-shot baseline: no iteration, one fine-tune
+        logger.info("run %s (one-shot)\n%s", run_id, final_text(final, final_info))
     return RunResult(run_id=run_id, run_uri=opened.run_uri, iterations=summaries, final_checkpoint=final,
                      final=final_info, evaluation=scored)
 

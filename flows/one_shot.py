@@ -9,32 +9,35 @@ are committed iterations, and every answered request comes from the response sto
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.generation import generation
-from flows.shards import answer_pool
+from flows.shards import answer_pool, through_batches
 from lion_core.llm.embedded import released_for_training
-from lion_core.one_shot import one_shot_steps, round_usage, save_round_usage
-from lion_core.results import FinalResult, ImitationResult, TrainingInputs, merge_usage
-from tasks.common import RunContext
+from lion_core.one_shot import answered_per_pool, one_shot_steps, round_usage, save_round_usage
+from lion_core.results import BatchWork, FinalResult, ImitationResult, TrainingInputs, merge_usage
+from tasks.api import generate_instructions
+from tasks.common import RunContext, configured
+from tasks.pools import update_pools
 from tasks.student import base_model, publish_final_checkpoint, record_checkpoint, train
 
 
 @flow(name="one-shot", flow_run_name="{ctx.run_id}-one-shot")
 def one_shot(ctx: RunContext, start: int, n: int) -> FinalResult:
     """Rounds `start`..n-1 of generation from random examples, then one imitation of everything."""
-    bounded = {"task_runner": ThreadPoolTaskRunner(max_workers=ctx.config.orchestration.max_parallel_tasks)}
     store = ctx.store()
     for k in range(start, n):
-        made = generation.with_options(**bounded)(ctx, k, store.ref(k, "cache_pool"), None)
-        save_round_usage(store, k, made.usage)
+        cache_pool = store.ref(k, "cache_pool")
+        batched = through_batches(ctx, "generator", "generation",
+                                  BatchWork(kind="generation", k=k, pool=cache_pool, judgments=None))
+        made = configured(generate_instructions, ctx.config)(ctx, k, cache_pool, None)  # no judgments: random examples
+        save_round_usage(store, k, merge_usage([batched, made.usage]))  # before the commit that ends the round
+        update_pools(ctx, k, cache_pool, made.candidates)
 
-    pools = [store.ref(k, "train_pool").rows for k in range(n + 1)]
-    steps = one_shot_steps(ctx.config.training, pools)
     everything = store.ref(n, "cache_pool")
-    get_run_logger().info("one-shot: %d instructions (%s per round), one fine-tune of %d steps", everything.rows,
-                          " + ".join(map(str, pools)), steps)
     answers, usage = answer_pool(ctx, n, "teacher_answers_train", everything)
+    answered = answered_per_pool(store, n, answers)  # what each of the loop's fine-tunes would have trained on
+    steps = one_shot_steps(ctx.config.training, answered)
+    get_run_logger().info("one-shot: %d instructions, %d answered (%s per Train Pool), one fine-tune of %d steps",
+                          everything.rows, sum(answered), " + ".join(map(str, answered)), steps)
     start_from = base_model(ctx)
     with released_for_training():  # the embedded servers' memory goes to the fine-tune meanwhile
         checkpoint = train(ctx, n, answers, start_from, max_steps=steps)

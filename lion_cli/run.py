@@ -89,6 +89,13 @@ def _print_result(result: RunResult, cfg: RunConfig) -> None:
         typer.echo(f"  checkpoints: {last_checkpoint} (last iteration), {result.final_checkpoint} (final)")
         typer.echo(f"  plots:       {', '.join(sorted(last.plots.values()))}")
         typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
+    elif result.final is not None:  # the one-shot baseline: no iteration, one fine-tune
+        if evaluation:
+            typer.echo("  " + "   ".join(f"{name}: {s['relative_score']:.1%}" for name, s in evaluation.scores.items()
+                                         if s.get("relative_score") is not None)
+                       + f"   (relative score; evaluation {evaluation.eval_id})")
+        typer.echo(f"\n  {final_text(result.final_checkpoint, result.final)}")
+        typer.echo(f"  responses:   {cfg.storage.response_store_path()}")
 
 
 def evaluate(

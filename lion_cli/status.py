@@ -16,6 +16,7 @@ from lion_core.llm.responses import ResponseStore
 from lion_core.runs import recorded_config, run_holder
 from lion_core.status import run_status, status_json, status_text, with_spend
 from lion_core.store import RunStore, validate_run_id
+from lion_prefect.secrets import export_store_password
 
 
 def status(
@@ -34,6 +35,7 @@ def status(
     if not store.exists():
         raise LionError(f"no run {run_id!r} under {root}: give the runs root it lives in (--config or --runs-root)")
     cfg = recorded_config(store)  # the run's own settings: its store, checkpoints, stages
+    export_store_password(cfg.storage)  # storage.password_secret: read from its Prefect Secret block
     responses, error = None, None
     location = cfg.storage.response_store_path()
     try:
@@ -43,7 +45,11 @@ def status(
     except Exception as err:  # noqa: BLE001 - the run's files still say where it is; the spend is marked unknown
         error = f"{type(err).__name__}: {err}"
     try:
-        result = with_spend(run_status(store, cfg, responses, holder=run_holder(cfg, store.run_id)), responses, error)
+        try:
+            holder = run_holder(cfg, store.run_id)
+        except Exception as err:  # noqa: BLE001 - the store's server is out of reach: the files still tell
+            holder, error = None, error or f"{type(err).__name__}: {err}"
+        result = with_spend(run_status(store, cfg, responses, holder=holder), responses, error)
     finally:
         if responses is not None:
             responses.close()

@@ -145,6 +145,8 @@ def final_text(final_dir: str | Path, info: Mapping[str, Any] | None) -> str:
     """One line for the end of `lion run`: where the deliverable is and what it was trained on."""
     if info is None:
         return f"final checkpoint: not published yet ({final_dir})"
+    if info.get("selection") == "one_shot":
+        return f"final checkpoint: {final_dir} (one-shot: trained once on {info['train_rows']} teacher answers)"
     if info.get("status") == "trained":
         return (f"final checkpoint: {final_dir} (trained on the final Train Pool of iteration {info['iteration']}: "
                 f"{info['train_rows']} teacher answers)")

@@ -178,7 +178,7 @@ def schedule(config: RunConfig, n_seeds: int, assumptions: Assumptions,
     if config.loop.selection == "one_shot":  # no student, no referee: generation rounds, then the teacher once
         out += [(str(k), "generation", "generator", generator_draws(config, assumptions.acceptance)) for k in range(iterations)]
         out.append(("final", "imitation", "teacher", n_seeds + iterations * n))
-        return out + _evaluation(config, eval_questions, 3, assumptions)  # the base model, the fine-tune, the final
+        return out + _evaluation(config, eval_questions, 2, assumptions)  # the base model and the final one
     for k in range(iterations):
         out.append((str(k), "imitation", "teacher", n_seeds if k == 0 else n))
         cache = n_seeds + k * n

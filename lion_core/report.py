@@ -213,13 +213,18 @@ def charts_markdown(charts: dict[str, bytes]) -> str:
 def final_markdown(run_id: str, final: str, info: Mapping[str, Any], usage: Sequence[UsageRow],
                    resumes: Sequence[dict[str, Any]] = ()) -> str:
     """The run's deliverable: where it is, what it was trained on, and what the final imitation cost."""
-    if info.get("status") == "trained":
+    one_shot = info.get("selection") == "one_shot"
+    if one_shot:
+        what = (f"the one-shot baseline: trained once, from the base model, on the teacher's answers to all "
+                f"{info['train_rows']} instructions (the seeds and every generation round's)")
+    elif info.get("status") == "trained":
         what = (f"trained after the last iteration on the final Train Pool of iteration {info['iteration']} "
                 f"({info['train_rows']} teacher answers)")
     else:
         what = f"carried from iteration {info.get('source_iteration')}: {info.get('reason')}"
     lines = [f"# Lion run `{run_id}`: final checkpoint", "", f"`{final}`", "", f"- {what}",
-             "", "## API usage of the final imitation", "| role | mode | requests | from store | calls "
+             "", "## API usage of the run" if one_shot else "## API usage of the final imitation",
+             "| role | mode | requests | from store | calls "
              "| prompt tokens | completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|---|"]
     for r in per_role(usage):
         lines.append(f"| {r.role} | {r.mode} | {r.requests} | {r.cached} | {r.calls} | {r.prompt_tokens} "

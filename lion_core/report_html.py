@@ -157,7 +157,13 @@ SUMMARY_HEAD = ("iteration", "Train Pool", "Cache Pool", "hard", "easy", "unreso
                 "new instructions accepted", "next Cache Pool", "cost (USD)")
 
 
-def summary_section(summaries: Sequence[IterationSummary], final: Mapping[str, Any] | None) -> str:
+def summary_section(summaries: Sequence[IterationSummary], final: Mapping[str, Any] | None,
+                    one_shot: bool = False) -> str:
+    if one_shot:  # no loop: its generation rounds and the teacher's answers are in the final's usage
+        cost = float((final or {}).get("cost_usd") or 0.0)
+        return ("<h2>One-shot baseline</h2><p>No iterations (<code>loop.selection: one_shot</code>): generation "
+                "rounds from random examples without a referee, then one fine-tune on every instruction. Total API "
+                f"cost: <b>{esc(f'{cost:.4f}')} USD</b>.</p>")
     if not summaries:
         return "<h2>Iterations</h2><p class=\"note\">No iteration has finished yet.</p>"
     rows = [(s.iteration, s.train_pool, s.cache_pool, s.hard, s.easy, s.unresolved, pct(s.hard_fraction, 0),
@@ -196,19 +202,24 @@ def usage_table(usage: Sequence[UsageRow]) -> str:
                   "cost (USD)"), rows) if rows else "<p class=\"note\">No API requests.</p>"
 
 
-def final_section(final: Mapping[str, Any] | None) -> str:
+def final_section(final: Mapping[str, Any] | None, one_shot: bool = False) -> str:
     if final is None:
         return "<h2>Final checkpoint</h2><p class=\"note\">Not published yet: the run has no final.json.</p>"
-    if final.get("status") == "trained":
+    if one_shot:
+        what = (f"trained once, from the base model, on the teacher's answers to all {final.get('train_rows')} "
+                "instructions (the seeds and every generation round's)")
+    elif final.get("status") == "trained":
         what = (f"trained after the last iteration on the final Train Pool of iteration {final.get('iteration')} "
                 f"({final.get('train_rows')} teacher answers)")
     else:
         what = f"carried from iteration {final.get('source_iteration')}: {final.get('reason')}"
     usage = [UsageRow.model_validate(u) for u in final.get("usage") or ()]
     items = [("checkpoint", final.get("final_checkpoint")), ("status", final.get("status")), ("what", what),
-             ("cost of the final imitation (USD)", f"{float(final.get('cost_usd') or 0.0):.4f}")]
+             ("cost of the whole run (USD)" if one_shot else "cost of the final imitation (USD)",
+              f"{float(final.get('cost_usd') or 0.0):.4f}")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
-    return f"<h2>Final checkpoint</h2><dl>{dl}</dl><h3>API usage of the final imitation</h3>{usage_table(usage)}"
+    usage_title = "API usage of the run" if one_shot else "API usage of the final imitation"
+    return f"<h2>Final checkpoint</h2><dl>{dl}</dl><h3>{usage_title}</h3>{usage_table(usage)}"
 
 
 def chart_html(c: Chart) -> str:
@@ -254,10 +265,11 @@ def render_html(report: RunReport) -> str:
     meta = [("run folder", report.run_uri), ("created", info.get("created_at")),
             ("code version", info.get("code_version")), ("config hash", str(info.get("config_hash") or "")[:12])]
     head = " &middot; ".join(f"{esc(k)} <code>{esc(v)}</code>" for k, v in meta if v)
+    one_shot = ((info.get("config") or {}).get("loop") or {}).get("selection") == "one_shot"
     body = [f"<h1>Lion run <code>{esc(report.run_id)}</code></h1>", f'<p class="meta">{head}</p>',
-            summary_section(report.summaries, report.final),
+            summary_section(report.summaries, report.final, one_shot),
             evaluation_section(report.evaluation, report.evaluation_root, report.run_id),
-            final_section(report.final), charts_section(report)]
+            final_section(report.final, one_shot), charts_section(report)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -201,7 +203,6 @@ def run_lock(config: RunConfig, run_id: str, owner: str) -> Iterator[HeldRun]:
                                 "to end or stop it, then resume")
             yield HeldRun(path=f"{store.location}#run_locks/{run_id}", previous_owner=who if who != owner else None)
         return
-    import fcntl
 
     folder = os.path.join(config.storage.local_folder(), ".lion-locks")
     os.makedirs(folder, exist_ok=True)
@@ -209,7 +210,7 @@ def run_lock(config: RunConfig, run_id: str, owner: str) -> Iterator[HeldRun]:
     fh = open(path, "a+")
     try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _take_exclusive(fh)
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
@@ -228,6 +229,21 @@ def run_lock(config: RunConfig, run_id: str, owner: str) -> Iterator[HeldRun]:
         yield HeldRun(path=path, previous_owner=previous if previous != owner else None)
     finally:
         fh.close()  # closing the file releases the lock
+
+
+def _take_exclusive(fh: Any, patience_s: float = 2.0) -> None:
+    """The run's lock, waiting a moment for a `lion status` that holds it shared while it looks."""
+    import fcntl
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def run_holder(config: RunConfig, run_id: str) -> str | None:
@@ -251,3 +267,16 @@ def run_holder(config: RunConfig, run_id: str) -> str | None:
         except OSError:  # no locks on this file system: no way to tell
             return None
         return None  # closing the file lets the shared lock go
+
+
+TARGET_FILE = "target.json"
+
+
+def record_target(store: RunStore, iterations: int) -> None:
+    """The iterations the run is going for now (`lion run -n` may differ from the config's), for `lion status`."""
+    write_bytes_atomic(join_uri(store.run_uri, TARGET_FILE), json.dumps({"iterations": iterations}).encode())
+
+
+def recorded_target(store: RunStore) -> int | None:
+    uri = join_uri(store.run_uri, TARGET_FILE)
+    return int(json.loads(read_bytes(uri))["iterations"]) if exists(uri) else None

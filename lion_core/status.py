@@ -29,6 +29,7 @@ from lion_core.imitation.answers import answer_request
 from lion_core.llm.responses import ResponseStore
 from lion_core.report import read_final_report, read_summaries
 from lion_core.results import Judging, UsageRow
+from lion_core.runs import recorded_target
 from lion_core.shards import committed
 from lion_core.store import RunStore, resolve_uri
 from lion_core.student.train import parse_step_line
@@ -86,9 +87,8 @@ def _at(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp)
 
 
-def _plan(config: RunConfig) -> list[tuple[str, str, str]]:
-    """(iteration, manifest k, entry) of every stage of the run, in order."""
-    n = config.loop.iterations
+def _plan(config: RunConfig, n: int) -> list[tuple[str, str, str]]:
+    """(iteration, manifest k, entry) of every stage of a run of n iterations, in order."""
     if config.loop.selection == "one_shot":
         out = [(str(k), str(k), "candidates") for k in range(n)]
         return out + [("final", str(n), "teacher_answers_train"), ("final", str(n), "checkpoint")]
@@ -161,15 +161,21 @@ def run_status(store: RunStore, config: RunConfig, responses: ResponseStore | No
     live process holding the run (`lion_core.runs.run_holder`), None when none does."""
     now = now or dt.datetime.now(dt.timezone.utc)
     one_shot = config.loop.selection == "one_shot"
+    n = recorded_target(store) or config.loop.iterations  # `lion run -n` may have asked for more or fewer
+    plan = _plan(config, n)
+    manifests = {k: store.manifest(k) for k in {int(k) for _, k, _ in plan}}
+    committed_at = [i for i, (_, k, entry) in enumerate(plan) if manifests[int(k)] and entry in manifests[int(k)].files]
     stages: list[StageStatus] = []
     last: dt.datetime | None = None
     current: StageStatus | None = None
-    for it, k_text, entry in _plan(config):
+    for i, (it, k_text, entry) in enumerate(plan):
         k = int(k_text)
-        manifest = store.manifest(k)
+        manifest = manifests[k]
         name = _name(entry, one_shot)
         start = _at(manifest.files["train_pool"].created_at) if manifest and "train_pool" in manifest.files else None
-        if manifest and entry in manifest.files:
+        if committed_at and i < committed_at[-1] and not (manifest and entry in manifest.files):
+            stages.append(StageStatus(iteration=it, stage=name, state="done"))  # a run from before the stage's file
+        elif manifest and entry in manifest.files:
             ended = _at(manifest.files[entry].created_at)
             begun = max(filter(None, (last, start)), default=ended)
             figure, unit = _done_figure(store, config, k, entry, manifest.files[entry].rows)
@@ -185,12 +191,13 @@ def run_status(store: RunStore, config: RunConfig, responses: ResponseStore | No
         else:
             stages.append(StageStatus(iteration=it, stage=name, state="waiting"))
     final = Path(config.storage.final_checkpoint_dir(store.run_id))
-    finished = current is None and final_is_complete(final)
+    published = (read_final_report(store) or {}).get("iteration") == n  # kept with the run, wherever it lives
+    finished = current is None and (published or final_is_complete(final))
     state = "running" if holder else "finished" if finished else "stopped"
     if current is not None and state == "stopped":
         current.state = "stopped"
     return RunStatus(run_id=store.run_id, run_uri=store.run_uri, selection=config.loop.selection,
-                     iterations=config.loop.iterations, state=state, holder=holder,
+                     iterations=n, state=state, holder=holder,
                      current=current, stages=stages, spend={}, usage=usage_by_role(store),
                      estimate_left_s=estimate_left(stages) if state == "running" else None,
                      latest_checkpoint=str(final) if finished else _latest_checkpoint(store, config),
@@ -255,7 +262,9 @@ def _duration(seconds: float | None) -> str:
 def status_text(s: RunStatus) -> str:
     """One screen: where the run is, what each stage took, what it has cost, what is left."""
     where = (f"iteration {s.current.iteration}, {s.current.stage}" if s.current else
-             "the final checkpoint is published" if s.state == "finished" else "evaluating")
+             "the final checkpoint is published" if s.state == "finished" else
+             "every stage done, publishing the final checkpoint and evaluating" if s.state == "running" else
+             "every stage done, the final checkpoint not published")
     held = f" (held by {s.holder})" if s.holder else ""
     lines = [f"run {s.run_id}  ({s.run_uri})",
              f"  {s.state}{held}: {where};   selection {s.selection}, {s.iterations} iteration(s)",

@@ -40,7 +40,7 @@ def publish_iteration(ctx: RunContext, k: int, summary: IterationSummary) -> Ite
 @task(name="publish-final", tags=["lion", "report"], task_run_name="final-report", retries=1)
 def publish_final_report(ctx: RunContext, n: int, final: FinalResult) -> dict[str, Any]:
     """The final checkpoint's report: kept with the run (`final.json`) and shown in the UI."""
-    info = report.final_info(n, final)
+    info = {**report.final_info(n, final), "selection": ctx.config.loop.selection}
     write_bytes_atomic(join_uri(ctx.store().run_uri, report.FINAL_REPORT), json.dumps(info, indent=2, default=str).encode())
     create_markdown_artifact(report.final_markdown(ctx.run_id, final.final_checkpoint, info, final.imitation.usage,
                                                    read_resumes(ctx.store())),

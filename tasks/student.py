@@ -63,7 +63,8 @@ def publish_final_checkpoint(ctx: RunContext, n: int, imitated: ImitationResult)
     with its model card; the run's deliverable."""
     store, config, record = ctx.store(), ctx.config, imitated.checkpoint_record
     final = config.storage.final_checkpoint_dir(ctx.run_id)
-    checkpoints.publish_final(record.path, final, info={"run_id": ctx.run_id, "iteration": n, **record.model_dump()},
+    checkpoints.publish_final(record.path, final, info={"run_id": ctx.run_id, "iteration": n, **record.model_dump(),
+                                                        "selection": config.loop.selection},
                               runs_root=ctx.config.storage.runs_root)
     checkpoints.write_checkpoint_card(store, config, n, final, base_model=config.student.model,
                                       start_from=imitated.training.start_from, trained_on=imitated.train_data,

@@ -243,8 +243,12 @@ class ResponseStore:
 
     def run_holder(self, run: str) -> str | None:
         """PostgreSQL: the process holding the run's lock now (`hold_run`), None when none does."""
-        row = self._db.one("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                           "AND objid = (hashtext('lion run ' || ?)::bigint & 4294967295)::oid", (run,))
+        # a one-key advisory lock shows as its key's high and low halves, in this database only
+        row = self._db.one(
+            "SELECT 1 FROM pg_locks, (SELECT hashtext('lion run ' || ?)::bigint AS h) AS k "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid = ((k.h >> 32) & 4294967295)::oid AND objid = (k.h & 4294967295)::oid", (run,))
         if row is None:
             return None
         held = self._db.one("SELECT process FROM run_locks WHERE run = ?", (run,))

@@ -143,7 +143,8 @@ def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_
                 if (step := parse_step_line(line)) is not None:
                     if not progress:
                         progress.append(Progress(step[1], "train", unit="step", quiet_below_s=float("inf")))
-                        progress[0].advance_to(step[0] - 1)  # a resumed fine-tune starts past 0
+                        for _ in range(step[0] - 1):  # a resumed fine-tune starts past 0: done before, not now
+                            progress[0].update(cached=True)
                     progress[0].advance_to(step[0])
                     continue  # the bar shows it; the log file keeps it
                 tail.append(line.rstrip("\n"))

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from flows.compare import compare
 from flows.lion import lion
+from lion_cli.main import app
 from lion_core.compare import Incomparable
 from lion_core.config import load_config
 from lion_core.llm import ResponseStore
@@ -77,6 +79,18 @@ def test_adversarial_random_and_one_shot_compare_on_one_yardstick(prefect_harnes
     assert not one.manifest(0) or "judgments" not in one.manifest(0).files
     assert not Path(load_config(adversarial).storage.checkpoint_dir("oneshot", 0)).exists()  # one fine-tune
     assert _steps(adversarial, "oneshot", 1) == _steps(adversarial, "lion", 0) + _steps(adversarial, "lion", 1) == 4
+    # what `lion status` and `lion report` say of it: one generation round, the teacher on everything, one fine-tune
+    status = json.loads(CliRunner().invoke(app, ["status", "oneshot", "--runs-root", str(tmp_path / "runs"),
+                                                 "--json"]).output)
+    assert status["state"] == "finished" and status["selection"] == "one_shot"
+    assert [(s["iteration"], s["stage"], s["state"], s["done"]) for s in status["stages"]] == [
+        ("0", "generation", "done", one.ref(0, "candidates").rows),
+        ("final", "teacher answers, every instruction", "done", 12), ("final", "fine-tune", "done", 4)]
+    assert status["usage"]["generator"]["requests"] == asked["oneshot"]["generator"]
+    page = tmp_path / "oneshot.html"
+    assert CliRunner().invoke(app, ["report", "oneshot", "--runs-root", str(tmp_path / "runs"),
+                                    "--out", str(page)]).exit_code == 0
+    assert "One-shot baseline" in page.read_text() and "trained once, from the base model" in page.read_text()
     for r in result.runs:
         assert r["relative_score"] is not None and r["paid_calls"] == sum(paid[r["run"]].values())
         lo, hi = r["relative_score_ci95"]
