@@ -34,7 +34,7 @@ SAME_WORKER = {
 # other has nothing to do; then the rest in collection order.
 LONGEST_FIRST = [
     "tests/flows/test_chaos.py", "tests/flows/test_lion_flow.py", "tests/flows/test_shared_store.py",
-    "tests/flows/test_controls.py",
+    "tests/flows/test_controls.py", "tests/lion_cli/test_status.py",
     "tests/integration/test_student_training.py",
     "tests/flows/test_evaluate_flow.py", "tests/integration/test_stages_embedded.py",
     "tests/integration/test_standin_referee.py", "tests/integration/test_embedded_endpoint.py",
