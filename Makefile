@@ -12,6 +12,8 @@ TORCH_PIP_ARGS ?=
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 DEMO_RUN ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
+# expanded once, so that every line of `make demo` names the same run
+DEMO_RUN := $(DEMO_RUN)
 
 # Prefect state (the local API's database, task results, the UI's artifacts) of `make demo`,
 # `make server` and `make worker` lives in the project folder, so the UI shows the demo's runs.
@@ -49,6 +51,8 @@ chaos: $(STAMP)
 # The main job: the whole Lion loop, 2 iterations, on the embedded default (no key, no internet).
 demo: $(STAMP)
 	$(BIN)/lion run --config configs/embedded.yaml --run-id $(DEMO_RUN)
+	$(BIN)/lion report $(DEMO_RUN) --config configs/embedded.yaml --out runs/$(DEMO_RUN)/report.html
+	@echo "Where it stands, stage by stage: $(BIN)/lion status $(DEMO_RUN)"
 	@echo "Prefect artifacts (reports, charts): make server, then open http://127.0.0.1:$(PREFECT_PORT)"
 
 # A Prefect server with its UI on this machine.
