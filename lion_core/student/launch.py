@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +83,9 @@ class TrainOptions:
     """How batches are drawn: `group_by_length` (less padding) or `random`."""
     timeout_s: float | None = None
     """None: `training.timeout_s`."""
+    keep_trainer_checkpoints: bool = False
+    """Keep `trainer/checkpoint-*` once the model is complete. They exist for a fine-tune cut short to
+    resume from; after it they are dead weight (optimizer state: about 16 bytes a trainable weight)."""
 
 
 def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_dir: str | Path, *, run_id: str = "",
@@ -122,6 +126,8 @@ def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_d
                     final, str(err).splitlines()[0])
     if not (final / COMPLETE).is_file():
         raise TrainingError(f"training finished without a complete checkpoint in {final}; log: {out / 'train.log'}")
+    if not options.keep_trainer_checkpoints:
+        shutil.rmtree(out / "trainer", ignore_errors=True)
     return final
 
 

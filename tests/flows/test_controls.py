@@ -78,6 +78,9 @@ def test_adversarial_random_and_one_shot_compare_on_one_yardstick(prefect_harnes
     assert asked["oneshot"]["generator"] > 0 and asked["oneshot"]["teacher"] == 12
     assert not one.manifest(0) or "judgments" not in one.manifest(0).files
     assert not Path(load_config(adversarial).storage.checkpoint_dir("oneshot", 0)).exists()  # one fine-tune
+    for run, k in (("lion", 0), ("lion", 1), ("oneshot", 1)):  # resume points are dropped once a model is complete
+        folder = Path(load_config(adversarial).storage.checkpoint_dir(run, k))
+        assert (folder / "final").is_dir() and not (folder / "trainer").exists()
     assert _steps(adversarial, "oneshot", 1) == _steps(adversarial, "lion", 0) + _steps(adversarial, "lion", 1) == 4
     # what `lion status` and `lion report` say of it: one generation round, the teacher on everything, one fine-tune
     status = json.loads(CliRunner().invoke(app, ["status", "oneshot", "--runs-root", str(tmp_path / "runs"),

@@ -112,7 +112,8 @@ def trained(tmp_path_factory, tiny_model, answers, repo):
         if method not in made:
             out = tmp_path_factory.mktemp(f"trained-{method}") / "student"
             first = train_student(cfg, answers, str(tiny_model), out,
-                                  options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600))
+                                  options=TrainOptions(max_steps=2, save_steps=1, timeout_s=600,
+                                                       keep_trainer_checkpoints=True))
             assert checkpoint_info(first)["resumed"] is False and checkpoint_info(first)["global_step"] == 2
             made[method] = out
         shutil.copytree(made[method], dest)
