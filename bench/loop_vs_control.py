@@ -62,21 +62,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=1, help="runs per variant (loop.random_seed 42, 43, ...)")
     ap.add_argument("--iterations", type=int, default=None, help="loop.iterations (default: the demo's)")
-    ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one, kept)")
+    ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one, kept); runs "
+                    "already in it are resumed, so an invocation that stopped goes on where it was")
     ap.add_argument("--json", action="store_true", help="end with one JSON line (always printed)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="lion-loop-vs-control-"))
     work.mkdir(parents=True, exist_ok=True)
-    runs, configs, wall = [], {}, {}
+    runs, configs, wall, resumed = [], {}, {}, {}
     for seed in range(args.seeds):
         for variant in VARIANTS:
             run_id = f"{variant}-{seed}"
             configs[run_id] = write_config(work, variant, seed, args.iterations)
             t0 = time.monotonic()
-            lion("run", "--config", str(configs[run_id]), "--run-id", run_id)
+            again = (work / "runs" / run_id / "run.json").exists()  # a --work kept from a run that stopped
+            lion("run", "--config", str(configs[run_id]), *(("--resume", run_id) if again else ("--run-id", run_id)))
             wall[run_id] = round(time.monotonic() - t0, 1)
+            resumed[run_id] = again
             runs.append(run_id)
-            print(f"{run_id}: {wall[run_id]} s", flush=True)
+            print(f"{run_id}: {wall[run_id]} s{' (resumed: the time of this invocation only)' if again else ''}",
+                  flush=True)
     t0 = time.monotonic()
     compared = json.loads(lion("compare", *runs, "--config", str(configs[runs[0]]), "--name", "loop-vs-control",
                                "--json").stdout.strip().splitlines()[-1])
@@ -95,7 +99,7 @@ def main() -> None:
               "pairs_adversarial_minus_random": [p for p in pairs if (p["a"].split("-")[0], p["b"].split("-")[0])
                                                  == ("adversarial", "random")],
               "requests_by_role": requests,
-              "budget": budget, "wall_s": wall, "compare_s": compare_s}
+              "budget": budget, "wall_s": wall, "resumed": resumed, "compare_s": compare_s}
     print()
     def pct(x: float | None, sign: str = "") -> str:
         return "n/a" if x is None else f"{x:{sign}.1%}"
