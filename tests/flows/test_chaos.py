@@ -56,7 +56,7 @@ STAGES = {
     "student": ("log:for flow 'discrimination'", 2.0),
     "referee": ("api:referee:3", 0.0),
     "generation": ("api:generator:1", 0.0),
-    "pool-update": ("log:Task run 'generate-instructions-", 0.0),
+    "pool-update": ("log:Task run 'iter-0-generator' - Finished", 0.0),
 }
 
 
