@@ -106,7 +106,8 @@ def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_d
         "--run-id", run_id, "--iteration", str(iteration), "--max-steps", str(options.max_steps),
         "--save-steps", str(options.save_steps), "--sampling", options.sampling,
     ]
-    cmd, extra_env = build_command(config, train_args, free_port(), f"{run_id or 'lion'}-iter-{iteration}")
+    port = config.training.master_port if config.training.num_nodes > 1 else free_port()
+    cmd, extra_env = build_command(config, train_args, port, f"{run_id or 'lion'}-iter-{iteration}")
     if config.training.launcher == "torchrun" and config.training.num_nodes > 1:
         log.warning("torchrun on %d nodes: each other node must run this same command, with this run's folder "
                     "on a shared file system: %s", config.training.num_nodes, " ".join(cmd))
@@ -124,11 +125,27 @@ def train_student(config: RunConfig, answers: PoolRef, base_model: str, output_d
             raise
         log.warning("training ended abnormally after writing a complete checkpoint; using %s (%s)",
                     final, str(err).splitlines()[0])
+    finally:
+        remove_shm_buffers(port)
     if not (final / COMPLETE).is_file():
         raise TrainingError(f"training finished without a complete checkpoint in {final}; log: {out / 'train.log'}")
     if not options.keep_trainer_checkpoints:
         shutil.rmtree(out / "trainer", ignore_errors=True)
     return final
+
+
+def remove_shm_buffers(port: int, shm_dir: Path = Path("/dev/shm")) -> list[Path]:
+    """Delete this machine's DeepSpeed CPU all-reduce buffers of the fine-tune that met on `port`.
+
+    Under the `deepspeed` launcher on CPU each rank creates a 66 MB shared-memory file named for the
+    master port and never unlinks it, so every fine-tune left one in RAM (14 GB here before this). The
+    port was this fine-tune's and its ranks have exited, so no live job owns these names."""
+    gone = []
+    for path in shm_dir.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            gone.append(path)
+    return gone
 
 
 def run_subprocess(cmd: list[str], env: dict[str, str], log_path: Path, timeout_s: float) -> None:

@@ -12,6 +12,8 @@ from lion_core.config import parse_config
 from lion_core.imitation.answers import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
 from lion_core.prompts import student_prompt
 from lion_core.store import RunStore
+from lion_core.llm.embedded import free_port as launch_free_port
+from lion_core.student import launch
 from lion_core.student.launch import TrainOptions, train_student
 from lion_core.student.models import checkpoint_info
 from lion_core.student.train import COMPLETE
@@ -52,11 +54,16 @@ def _config(tmp_path, **training):
     # the paper's setup: optimizer and parameters offloaded (DeepSpeed compiles its CPU Adam on first use)
     ("deepspeed", "deployments/deepspeed/zero3_offload.json", 1),
 ])
-def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, answers, repo, launcher, ds, gpus):
+def test_deepspeed_fine_tune_gives_a_loadable_checkpoint(tmp_path, tiny_model, answers, repo, launcher, ds, gpus,
+                                                         monkeypatch):
+    ports = []
+    monkeypatch.setattr(launch, "free_port", lambda: ports.append(launch_free_port()) or ports[-1])
     cfg = _config(tmp_path, launcher=launcher, deepspeed_config=str(repo / ds), num_gpus=gpus)
     ckpt = train_student(cfg, answers, str(tiny_model), tmp_path / "student", run_id="t", iteration=0,
                          options=TrainOptions(max_steps=2, timeout_s=600))
     assert (ckpt / COMPLETE).is_file()
+    # DeepSpeed's CPU all-reduce buffer (66 MB of /dev/shm per rank under its launcher) is not left behind
+    assert len(ports) == 1 and not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{ports[0]}_*"))
     info = checkpoint_info(ckpt)
     assert info["prompt_format"] == "alpaca" and info["train_data"]["sha256"] == answers.sha256
     assert info["examples"] == 24 and info["world_size"] == gpus and info["global_step"] == 2

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from lion_core.config import parse_config
-from lion_core.student.launch import TrainingError, TrainOptions, build_command, run_subprocess
+from lion_core.student.launch import TrainingError, TrainOptions, build_command, remove_shm_buffers, run_subprocess
 from lion_core.student.train import parse_step_line
 from tests.helpers import wait_until_gone
 
@@ -205,3 +205,16 @@ def test_step_lines_are_read_back(line):
 @pytest.mark.parametrize("line", ["{'loss': '2.1'}", "lion-step", "lion-step 3/", "lion-step a/8", "lion-steps 3/8"])
 def test_other_lines_are_not_steps(line):
     assert parse_step_line(line) is None
+
+
+def test_only_this_fine_tunes_shared_memory_buffers_are_removed(tmp_path):
+    uid = os.getuid()
+    mine = [tmp_path / f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_23456_{rank}" for rank in (0, 1)]
+    others = [tmp_path / f"deepspeed_allreduce_buffer_{uid}_127.0.0.1_23457_0",  # another fine-tune's port
+              tmp_path / f"deepspeed_allreduce_buffer_{uid + 1}_127.0.0.1_23456_0",  # another user's
+              tmp_path / "psm_23456"]
+    for path in mine + others:
+        path.write_bytes(b"x")
+    assert sorted(remove_shm_buffers(23456, tmp_path)) == sorted(mine)
+    assert all(p.exists() for p in others) and not any(p.exists() for p in mine)
+    assert remove_shm_buffers(23456, tmp_path) == []
