@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lion_core.config import parse_config
 from lion_core.imitation.answers import ANSWERS_SCHEMA, ANSWERS_SCHEMA_VERSION
+from lion_core.llm.embedded import free_port as launch_free_port
 from lion_core.prompts import student_prompt
 from lion_core.store import RunStore
-from lion_core.llm.embedded import free_port as launch_free_port
 from lion_core.student import launch
 from lion_core.student.launch import TrainOptions, train_student
 from lion_core.student.models import checkpoint_info
